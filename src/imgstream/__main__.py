@@ -1,0 +1,5 @@
+import sys
+
+from imgstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,303 @@
+"""The HTTP face of imgstream: accept uploads, report job status, serve results and the page.
+
+Promises: a ``202`` is sent only after the original is stored and its stream entry exists;
+anything a client sent wrong gets a 4xx with ``{"error": {"code", "message"}}``, never a 500;
+while Redis is unreachable the API answers ``503`` with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imgstream import imaging
+from imgstream.api_models import ErrorBody, JobAccepted, JobView, job_view
+from imgstream.config import Settings
+from imgstream.jobs import JobStatus, StreamEntry, is_valid_job_id, new_job_id
+from imgstream.middleware import BodySizeLimit, SecurityHeaders
+from imgstream.operations import Limits, SpecError, spec_from_form
+from imgstream.queue import BacklogFull, JobQueue, Keys, connect
+from imgstream.storage import LocalStorage
+from imgstream.worker import limits_from
+
+log = logging.getLogger("imgstream.api")
+
+MULTIPART_OVERHEAD = 64 * 1024
+"""Room for form fields and boundaries on top of the image's own size limit."""
+
+STATIC_DIR = Path(str(resources.files("imgstream").joinpath("static")))
+
+
+class ApiError(Exception):
+    """An answer to the client other than success: status, machine code, human message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    queue: JobQueue
+    storage: LocalStorage
+    limits: Limits
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+_IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (404, 409, 413, 415, 422, 429, 503)
+}
+
+
+def download_name(filename: str, job_id: str, extension: str) -> str:
+    """A harmless download name: the client's stem reduced to ``[A-Za-z0-9._-]``."""
+    stem = _SAFE_NAME.sub("_", Path(filename).stem).strip("._")[:64]
+    return f"{stem or job_id}.{extension}"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI application, wired to Redis and storage as ``settings`` say."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = connect(settings.effective_redis_url)
+        queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
+        app.state.services = Services(
+            settings, queue, LocalStorage(settings.data_dir), limits_from(settings)
+        )
+        imaging.configure(concurrency=1, cache_max_mem_mb=0)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = FastAPI(
+        title="imgstream",
+        summary="Resize, grayscale and blur images through a Redis Streams job queue.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    _install_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        paths=frozenset({"/api/jobs"}),
+    )
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _install_routes(app: FastAPI) -> None:
+    @app.post(
+        "/api/jobs",
+        status_code=202,
+        response_model=JobAccepted,
+        responses=ERROR_RESPONSES,
+        summary="Upload an image and queue a job",
+    )
+    async def create_job(
+        request: Request,
+        image: Annotated[
+            UploadFile, File(description="The image (JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF).")
+        ],
+        operation: Annotated[str | None, Form(description="resize | grayscale | blur")] = None,
+        operations: Annotated[
+            str | None, Form(description='JSON list of steps, e.g. [{"op":"resize","width":800}]')
+        ] = None,
+        width: Annotated[str | None, Form(description="resize: target width in px")] = None,
+        height: Annotated[str | None, Form(description="resize: target height in px")] = None,
+        fit: Annotated[
+            str | None, Form(description="resize: inside (default) | cover | fill")
+        ] = None,
+        enlarge: Annotated[str | None, Form(description="resize: allow upscaling (false)")] = None,
+        sigma: Annotated[str | None, Form(description="blur: Gaussian sigma (2.0)")] = None,
+        format: Annotated[
+            str | None, Form(description="jpeg | png | webp (default: input's)")
+        ] = None,
+    ) -> JSONResponse:
+        services = _services(request)
+        fields = {
+            "operation": operation,
+            "operations": operations,
+            "width": width,
+            "height": height,
+            "fit": fit,
+            "enlarge": enlarge,
+            "sigma": sigma,
+            "format": format,
+        }
+        try:
+            spec = spec_from_form(
+                {name: value for name, value in fields.items() if value is not None},
+                services.limits,
+            )
+        except SpecError as exc:
+            raise ApiError(422, "invalid_parameters", str(exc)) from None
+
+        job_id = new_job_id()
+        storage = services.storage
+        size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
+        try:
+            if size == 0:
+                raise ApiError(415, "unsupported_format", "the uploaded file is empty")
+            if size > services.settings.max_upload_bytes:
+                raise ApiError(
+                    413,
+                    "too_large",
+                    f"the upload is larger than {services.settings.max_upload_bytes} bytes "
+                    "(IMGSTREAM_MAX_UPLOAD_BYTES)",
+                )
+            source = storage.original_source(job_id)
+            try:
+                await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
+            except imaging.ImagingError as exc:
+                raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
+            entry = StreamEntry(
+                job_id=job_id,
+                operations=spec.operations_json(),
+                format=spec.format.value if spec.format else "",
+            )
+            await services.queue.enqueue(
+                job_id,
+                entry,
+                filename=image.filename or "",
+                max_backlog=services.settings.max_backlog,
+            )
+        except BacklogFull as exc:
+            await anyio.to_thread.run_sync(storage.delete, job_id)
+            raise ApiError(
+                429, "backlog_full", f"{exc}; try again shortly", {"Retry-After": "5"}
+            ) from None
+        except BaseException:
+            await anyio.to_thread.run_sync(storage.delete, job_id)
+            raise
+        view = JobAccepted.for_job(job_id, services.settings.public_url)
+        return JSONResponse(
+            view.model_dump(mode="json"), status_code=202, headers={"Location": view.links.self}
+        )
+
+    @app.get(
+        "/api/jobs/{job_id}",
+        response_model=JobView,
+        responses=ERROR_RESPONSES,
+        summary="Job status",
+    )
+    async def get_job(request: Request, job_id: str) -> JobView:
+        services = _services(request)
+        record = await _find_job(services, job_id)
+        return job_view(record, services.settings.public_url)
+
+    @app.get(
+        "/api/jobs/{job_id}/result",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES},
+        summary="The processed image",
+    )
+    async def get_result(request: Request, job_id: str) -> Response:
+        services = _services(request)
+        record = await _find_job(services, job_id)
+        if record.status is not JobStatus.DONE or record.result is None:
+            if record.status is JobStatus.FAILED and record.error is not None:
+                raise ApiError(409, "job_failed", f"the job failed: {record.error.message}")
+            raise ApiError(409, "not_ready", f"the job is {record.status.value}; no result yet")
+        extension = "jpg" if record.result.format == "jpeg" else record.result.format
+        path = services.storage.result_path(job_id, extension)
+        if path is None:
+            raise ApiError(404, "result_gone", "the result is no longer stored")
+        return FileResponse(
+            path,
+            media_type=f"image/{record.result.format}",
+            filename=download_name(record.filename, job_id, extension),
+            content_disposition_type="inline",
+            headers={"Cache-Control": "private, max-age=86400, immutable"},
+        )
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Redis is reachable", responses={503: {"model": ErrorBody}})
+    async def readyz(request: Request) -> dict[str, str]:
+        await _services(request).queue.ping()
+        return {"status": "ready"}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _find_job(services: Services, job_id: str) -> Any:
+    if not is_valid_job_id(job_id):
+        raise ApiError(404, "not_found", "no such job")
+    record = await services.queue.get_job(job_id)
+    if record is None:
+        raise ApiError(404, "not_found", "no such job (unknown, or expired)")
+    return record
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in exc.errors():
+            location = ".".join(str(piece) for piece in item.get("loc", ()) if piece != "body")
+            problems.append(f"{location}: {item.get('msg', 'invalid')}")
+        return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    async def on_redis_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable: %s", exc)
+        return error_response(
+            503,
+            "unavailable",
+            "the job store is unreachable; try again shortly",
+            {"Retry-After": "2"},
+        )
+
+    app.add_exception_handler(RedisConnectionError, on_redis_down)
+    app.add_exception_handler(RedisTimeoutError, on_redis_down)

@@ -1,0 +1,160 @@
+"""The ``imgstream`` command: argument parsing and wiring, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from imgstream.config import Settings
+from imgstream.logs import configure_logging
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from imgstream.launcher import run_stack
+
+    return run_stack(settings, concurrency=args.concurrency or settings.concurrency)
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from imgstream.api import create_app
+
+    # uvicorn re-raises the stop signal after its graceful shutdown, restoring the handler it
+    # found; a no-op handler there makes a requested stop exit 0 rather than die by signal.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda _signum, _frame: None)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
+    )
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from imgstream.supervisor import WorkerPool, worker_process_main
+
+    if args.burst:
+        worker_process_main(settings)
+        return 0
+    return WorkerPool(settings, args.concurrency or settings.concurrency).run()
+
+
+def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    from imgstream.client import Client, ClientError
+
+    fields = {
+        name: str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in (
+            ("operation", args.op),
+            ("operations", args.operations),
+            ("width", args.width),
+            ("height", args.height),
+            ("fit", args.fit),
+            ("enlarge", args.enlarge),
+            ("sigma", args.sigma),
+            ("format", args.format),
+        )
+        if value is not None
+    }
+    client = Client(args.url or f"http://localhost:{settings.port}")
+    try:
+        accepted = client.submit(args.file, fields)
+        print(f"job {accepted['id']} queued", file=sys.stderr)
+        job = client.wait(
+            accepted["id"], on_change=lambda job: print(f"  {job['status']}", file=sys.stderr)
+        )
+        if job["status"] == "failed":
+            print(f"failed: {job['error']}", file=sys.stderr)
+            return 1
+        result = job["result"]
+        extension = "jpg" if result["format"] == "jpeg" else result["format"]
+        target = args.output or args.file.with_name(
+            f"{args.file.stem}-{accepted['id'][:8]}.{extension}"
+        )
+        size = client.download(job, target)
+        print(
+            f"saved {target} ({result['width']}x{result['height']}, {size} bytes)", file=sys.stderr
+        )
+        return 0
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from imgstream.client import Client, ClientError
+
+    client = Client(args.url or f"http://localhost:{settings.port}")
+    try:
+        print(json.dumps(client.status(args.id), indent=2))
+        return 0
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgstream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser(
+        "up", help="run everything: Redis (if REDIS_URL is unset), API, workers"
+    )
+    up.add_argument("--concurrency", type=int, help="worker processes (default: CPUs)")
+    up.set_defaults(handler=_up)
+
+    api = commands.add_parser("api", help="run the HTTP API and web page")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(handler=_api)
+
+    worker = commands.add_parser("worker", help="run worker processes")
+    worker.add_argument("--concurrency", type=int, help="worker processes (default: CPUs)")
+    worker.add_argument(
+        "--burst", action="store_true", help="one process; exit when the queue is empty"
+    )
+    worker.set_defaults(handler=_worker)
+
+    submit = commands.add_parser("submit", help="upload an image, wait, save the result")
+    submit.add_argument("file", type=Path)
+    submit.add_argument("--op", choices=("resize", "grayscale", "blur"))
+    submit.add_argument("--operations", help='JSON list, e.g. \'[{"op":"grayscale"}]\'')
+    submit.add_argument("--width", type=int)
+    submit.add_argument("--height", type=int)
+    submit.add_argument("--fit", choices=("inside", "cover", "fill"))
+    submit.add_argument("--enlarge", action="store_true", default=None)
+    submit.add_argument("--sigma", type=float)
+    submit.add_argument("--format", choices=("jpeg", "png", "webp"))
+    submit.add_argument("-o", "--output", type=Path)
+    submit.add_argument("--url", help="API base URL (default: http://localhost:PORT)")
+    submit.set_defaults(handler=_submit)
+
+    status = commands.add_parser("status", help="show a job's status as JSON")
+    status.add_argument("id")
+    status.add_argument("--url", help="API base URL (default: http://localhost:PORT)")
+    status.set_defaults(handler=_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    status: int = args.handler(settings, args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

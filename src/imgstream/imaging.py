@@ -1,0 +1,313 @@
+"""Decode, transform and encode images with libvips: a file or bytes in, bytes out.
+
+Every failure caused by the input is an ``ImagingError`` whose message is meant for a person;
+anything else (a missing file, a bug) propagates unchanged. Sources are read sequentially with
+strict decoding, and the limits are checked on the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyvips
+
+from imgstream.operations import (
+    Blur,
+    Fit,
+    Grayscale,
+    JobSpec,
+    Limits,
+    Operation,
+    OutputFormat,
+    Resize,
+)
+
+_LOADER_FORMATS = {
+    "jpegload": "jpeg",
+    "uhdrload": "jpeg",  # libvips picks it for JPEGs carrying a gain map (Ultra HDR, some MPO)
+    "pngload": "png",
+    "webpload": "webp",
+    "gifload": "gif",
+    "tiffload": "tiff",
+    "heifload": "heif",  # HEIC and AVIF
+}
+_KEPT_FORMATS = {"jpeg": OutputFormat.JPEG, "png": OutputFormat.PNG, "webp": OutputFormat.WEBP}
+_FORMAT_MAX_SIDE = {OutputFormat.JPEG: 65_535, OutputFormat.WEBP: 16_383}
+_SAVE_OPTIONS: dict[OutputFormat, tuple[str, dict[str, Any]]] = {
+    OutputFormat.JPEG: (".jpg", {"Q": 85, "optimize_coding": False}),
+    OutputFormat.PNG: (".png", {"compression": 6}),
+    OutputFormat.WEBP: (".webp", {"Q": 80}),
+}
+_NO_METADATA: dict[str, Any] = (
+    {"keep": "none"} if pyvips.at_least_libvips(8, 15) else {"strip": True}
+)
+_LOAD_OPTIONS = "fail_on=error"  # refuse truncated or corrupt data rather than invent pixels
+_UNBOUNDED = 10_000_000  # libvips' largest coordinate: no constraint on that side
+_REC601_LUMA = [[0.299, 0.587, 0.114]]
+
+_UNSUPPORTED = (
+    "the file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF)"
+)
+_NOT_AN_IMAGE = re.compile(r"not in a known format|is not a known")
+_MISSING_CODEC = re.compile(
+    r"not been built in|support is not configured|data precision|not supported"
+)
+_NOISE = re.compile(r"^source: bad seek|^unable to (call|load|write)|: unable to write to")
+
+
+class ImagingError(Exception):
+    """A deterministic failure caused by the input: retrying will not help."""
+
+    code: str = "imaging_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnsupportedFormat(ImagingError):
+    """Not an image in a format we accept, or one using a codec this build lacks."""
+
+    code = "unsupported_format"
+
+
+class LimitExceeded(ImagingError):
+    """The source or the result is beyond the operator's limits; the message names the setting."""
+
+    code = "limit_exceeded"
+
+
+class DecodeError(ImagingError):
+    """The image is truncated or corrupt."""
+
+    code = "decode_error"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the header says; width and height are as displayed, after EXIF orientation."""
+
+    format: str
+    width: int
+    height: int
+    pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    data: bytes
+    width: int
+    height: int
+    format: OutputFormat
+
+
+def configure(*, concurrency: int, cache_max_mem_mb: int, allow_untrusted: bool = False) -> None:
+    """Set libvips threads and cache bounds for this process, and block untrusted loaders.
+
+    SVG, PDF and the like stay blocked unless ``allow_untrusted``; the allowlist refuses them too.
+    """
+    pyvips.concurrency_set(concurrency)
+    pyvips.cache_set_max_mem(cache_max_mem_mb * 1024 * 1024)
+    pyvips.cache_set_max(100 if cache_max_mem_mb > 0 else 0)
+    pyvips.block_untrusted_set(not allow_untrusted)
+
+
+def default_output_format(source_format: str) -> OutputFormat:
+    """JPEG, PNG and WebP keep their format; anything else becomes PNG."""
+    return _KEPT_FORMATS.get(source_format, OutputFormat.PNG)
+
+
+def probe(source: Path | bytes, limits: Limits) -> SourceInfo:
+    """Read the header only and check the format and the limits; no pixel is decoded.
+
+    Raises ``UnsupportedFormat``, ``LimitExceeded`` or ``DecodeError``.
+    """
+    return _check_source(_open_header(source), limits)
+
+
+def render(source: Path | bytes, spec: JobSpec, limits: Limits) -> Rendered:
+    """Check the source like ``probe``, apply the steps in order, encode without metadata.
+
+    EXIF orientation is applied first, so sizes refer to the image as displayed. Colours
+    become 8-bit sRGB or grey. Only the first frame of an animated or multi-page source is
+    processed. Transparency is flattened on white for JPEG. Problems with the input, and a
+    result beyond the limits, raise ``ImagingError`` subclasses, however late libvips finds them.
+    """
+    header = _open_header(source)
+    info = _check_source(header, limits)
+    output_format = spec.format or default_output_format(info.format)
+    steps = list(spec.operations)
+    try:
+        first = steps[0]
+        if isinstance(first, Resize):  # decode straight to the smaller size
+            width, options = _thumbnail_box(first, info.width, info.height)
+            steps = steps[1:]
+        else:
+            width, options = _UNBOUNDED, {"height": _UNBOUNDED, "size": "down"}
+        image = _as_8bit(_load(source, header, width, options))
+        for step in steps:
+            image = _apply(step, image)
+        if output_format is OutputFormat.JPEG and image.hasalpha():
+            image = image.flatten(background=[255])
+        _check_output(image, output_format, limits)
+        suffix, save_options = _SAVE_OPTIONS[output_format]
+        data = image.write_to_buffer(suffix, **save_options, **_NO_METADATA)
+    except pyvips.Error as error:
+        raise _input_error(error, source) from None
+    return Rendered(
+        data=data, width=int(image.width), height=int(image.height), format=output_format
+    )
+
+
+def _open_header(source: Path | bytes) -> Any:
+    """Open lazily: libvips reads the header now and decodes pixels only when they are asked for."""
+    _clear_libvips_errors()
+    try:
+        if isinstance(source, bytes):
+            return pyvips.Image.new_from_buffer(source, _LOAD_OPTIONS, access="sequential")
+        return pyvips.Image.new_from_source(
+            _file_source(source), _LOAD_OPTIONS, access="sequential"
+        )
+    except pyvips.Error as error:
+        raise _input_error(error, source) from None
+
+
+def _check_source(header: Any, limits: Limits) -> SourceInfo:
+    loader = re.sub(r"_(source|buffer|file)$", "", str(header.get("vips-loader")))
+    if loader not in _LOADER_FORMATS:
+        raise UnsupportedFormat(_UNSUPPORTED)
+    width, height = int(header.width), int(header.height)
+    pages = int(header.get("n-pages")) if header.get_typeof("n-pages") else 1
+    if width * height > limits.max_pixels:
+        raise LimitExceeded(
+            f"the image has {width}x{height} = {width * height} pixels; "
+            f"the limit is {limits.max_pixels} (IMGSTREAM_MAX_PIXELS)"
+        )
+    if max(width, height) > limits.max_dimension:
+        raise LimitExceeded(
+            f"the image is {width}x{height}; no side may exceed "
+            f"{limits.max_dimension} px (IMGSTREAM_MAX_DIMENSION)"
+        )
+    if pages > limits.max_frames:
+        raise LimitExceeded(
+            f"the image has {pages} frames or pages; "
+            f"the limit is {limits.max_frames} (IMGSTREAM_MAX_FRAMES)"
+        )
+    orientation = int(header.get("orientation")) if header.get_typeof("orientation") else 1
+    if orientation in (5, 6, 7, 8):  # turned by 90 degrees when displayed
+        width, height = height, width
+    return SourceInfo(format=_LOADER_FORMATS[loader], width=width, height=height, pages=pages)
+
+
+def _load(source: Path | bytes, header: Any, width: int, options: dict[str, Any]) -> Any:
+    """Decode through ``thumbnail``: shrink-on-load, EXIF rotation, CMYK/ICC/16-bit to sRGB.
+
+    Even a pipeline that starts without a resize loads here, with an open box: rotating a
+    sequentially read image afterwards (``autorot``) fails with "out of order read".
+    """
+    if header.get_typeof("icc-profile-data"):
+        options = {**options, "export_profile": "srgb"}
+    # The loader's fail_on must go in option_string: thumbnail's own fail_on is not passed on.
+    if isinstance(source, bytes):
+        return pyvips.Image.thumbnail_buffer(source, width, option_string=_LOAD_OPTIONS, **options)
+    return pyvips.Image.thumbnail_source(
+        _file_source(source), width, option_string=_LOAD_OPTIONS, **options
+    )
+
+
+def _thumbnail_box(step: Resize, width: int, height: int) -> tuple[int, dict[str, Any]]:
+    """``thumbnail`` width and options that resize a ``width`` x ``height`` image per ``step``."""
+    both = step.width is not None and step.height is not None
+    box_width, box_height = step.width or _UNBOUNDED, step.height or _UNBOUNDED
+    options: dict[str, Any] = {"size": "both" if step.enlarge else "down"}
+    if both and step.fit is not Fit.INSIDE:
+        if not step.enlarge:  # never larger than the source on either axis
+            box_width, box_height = min(box_width, width), min(box_height, height)
+        if step.fit is Fit.COVER:
+            options["crop"] = "centre"
+        else:
+            options["size"] = "force"
+    return box_width, {**options, "height": box_height}
+
+
+def _apply(step: Operation, image: Any) -> Any:
+    if isinstance(step, Resize):
+        width, options = _thumbnail_box(step, image.width, image.height)
+        return image.thumbnail_image(width, **options)
+    if isinstance(step, Grayscale):
+        return _grayscale(image)
+    if isinstance(step, Blur):
+        return image.gaussblur(step.sigma)
+    raise TypeError(f"unknown step {step!r}")  # pragma: no cover - the models allow no other
+
+
+def _grayscale(image: Any) -> Any:
+    """Rec. 601 luma of the sRGB values, alpha kept: far cheaper than ``colourspace("b-w")``."""
+    if image.bands < 3:
+        return image
+    luma = (image[0:3].recomb(_REC601_LUMA) + 0.5).cast("uchar")
+    if image.hasalpha():
+        luma = luma.bandjoin(image[3])
+    return luma.copy(interpretation="b-w")
+
+
+def _as_8bit(image: Any) -> Any:
+    """8-bit sRGB or grey, with or without alpha (``thumbnail`` has done most of it)."""
+    if image.interpretation not in ("srgb", "b-w"):
+        image = image.colourspace("b-w" if image.bands < 3 else "srgb")
+    if (
+        image.bands > 4
+    ):  # extra channels beyond alpha, e.g. TIFF ExtraSamples: no encoder takes them
+        image = image[0:4]
+    return image if image.format == "uchar" else image.cast("uchar")
+
+
+def _check_output(image: Any, output_format: OutputFormat, limits: Limits) -> None:
+    width, height = int(image.width), int(image.height)
+    if max(width, height) > limits.max_dimension:
+        raise LimitExceeded(
+            f"the result would be {width}x{height}; no side may exceed "
+            f"{limits.max_dimension} px (IMGSTREAM_MAX_DIMENSION)"
+        )
+    if width * height > limits.max_pixels:
+        raise LimitExceeded(
+            f"the result would have {width}x{height} = {width * height} pixels; "
+            f"the limit is {limits.max_pixels} (IMGSTREAM_MAX_PIXELS)"
+        )
+    format_max = _FORMAT_MAX_SIDE.get(output_format)
+    if format_max is not None and max(width, height) > format_max:
+        raise LimitExceeded(
+            f"the result would be {width}x{height}; "
+            f"{output_format.name} allows at most {format_max} px per side"
+        )
+
+
+def _file_source(path: Path) -> Any:
+    if not path.is_file():  # the caller's problem, not the input's
+        raise FileNotFoundError(path)
+    return pyvips.Source.new_from_file(str(path))  # unlike new_from_file, no "[options]" in names
+
+
+def _input_error(error: pyvips.Error, source: Path | bytes) -> ImagingError:
+    """A short message from libvips' own words that names no file and shows no trace."""
+    detail = str(error.detail or "")
+    if _NOT_AN_IMAGE.search(detail):
+        return UnsupportedFormat(_UNSUPPORTED)
+    lines = [line.strip() for line in detail.splitlines()]
+    reasons = [line for line in lines if line and not _NOISE.search(line)]
+    reason = re.sub(r"^[\w.-]+: ", "", reasons[0]) if reasons else "corrupt or unreadable data"
+    if isinstance(source, Path):
+        reason = reason.replace(str(source), "the file")
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    if _MISSING_CODEC.search(reason):
+        return UnsupportedFormat(f"the image uses a feature this service cannot decode: {reason}")
+    return DecodeError(f"the image could not be decoded: {reason}")
+
+
+def _clear_libvips_errors() -> None:
+    """libvips collects warnings in one global buffer: drop earlier jobs' so messages are ours."""
+    pyvips.vips_lib.vips_error_clear()

@@ -1,0 +1,177 @@
+"""The job record and the stream entry as they travel through Redis: typed, with pure codecs.
+
+This module is the wire format documented in ``docs/wire-format.md``; a program in another
+language that follows that document interoperates with this code. Nothing here talks to
+Redis: ``queue`` moves these values, this module only gives them shape and meaning.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+MAX_FILENAME_CHARS = 255
+
+
+class JobStatus(StrEnum):
+    """A job's lifecycle: ``queued`` → ``processing`` → ``done`` or ``failed``."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED)
+
+
+class WireError(ValueError):
+    """A stream entry or job hash that does not follow the documented wire format."""
+
+
+def new_job_id() -> str:
+    """A fresh job id: UUID4 as 32 lowercase hex digits (122 random bits, unguessable)."""
+    return uuid.uuid4().hex
+
+
+def is_valid_job_id(value: str) -> bool:
+    """True for ids of the documented shape; anything else never reaches Redis or a path."""
+    return bool(JOB_ID_PATTERN.fullmatch(value))
+
+
+def utc_now() -> str:
+    """Now as ISO 8601 UTC with milliseconds, the timestamp format of every job field."""
+    return format_timestamp(datetime.now(UTC))
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stream_id_timestamp(entry_id: str) -> str:
+    """The time Redis stamped into an auto-generated stream entry id (``<ms>-<seq>``)."""
+    milliseconds = int(entry_id.split("-", 1)[0])
+    return format_timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One unit of work in the jobs stream: which job, which steps, which output format."""
+
+    job_id: str
+    operations: str
+    """The steps as a JSON list, exactly as ``operations.parse_operations_json`` reads them."""
+    format: str = ""
+    """``jpeg`` | ``png`` | ``webp``, or empty to follow the input's format."""
+
+    def to_fields(self) -> dict[str, str]:
+        fields = {"job": self.job_id, "operations": self.operations}
+        if self.format:
+            fields["format"] = self.format
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> StreamEntry:
+        job_id = fields.get("job", "")
+        if not is_valid_job_id(job_id):
+            raise WireError("stream entry has no valid 'job' field (32 lowercase hex digits)")
+        operations = fields.get("operations")
+        if not operations:
+            raise WireError("stream entry has no 'operations' field")
+        return cls(job_id=job_id, operations=operations, format=fields.get("format", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class ResultInfo:
+    width: int
+    height: int
+    format: str
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job's state as kept in its Redis hash, decoded."""
+
+    id: str
+    status: JobStatus
+    operations: str
+    format: str
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    error: JobError | None
+    result: ResultInfo | None
+    filename: str
+    owner: str
+
+    @classmethod
+    def from_hash(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
+        try:
+            status = JobStatus(fields.get("status", JobStatus.QUEUED))
+        except ValueError:
+            raise WireError(
+                f"job {job_id} has an unknown status {fields.get('status')!r}"
+            ) from None
+        result = None
+        if status is JobStatus.DONE and "result_format" in fields:
+            result = ResultInfo(
+                width=int(fields["result_width"]),
+                height=int(fields["result_height"]),
+                format=fields["result_format"],
+                bytes=int(fields["result_bytes"]),
+            )
+        error = None
+        if fields.get("error"):
+            error = JobError(code=fields.get("error_code") or "failed", message=fields["error"])
+        return cls(
+            id=job_id,
+            status=status,
+            operations=fields.get("operations", "[]"),
+            format=fields.get("format", ""),
+            created_at=fields.get("created_at") or None,
+            started_at=fields.get("started_at") or None,
+            finished_at=fields.get("finished_at") or None,
+            attempts=int(fields.get("attempts") or 0),
+            error=error,
+            result=result,
+            filename=fields.get("filename", ""),
+            owner=fields.get("owner", ""),
+        )
+
+
+def queued_job_fields(
+    entry: StreamEntry, *, created_at: str, filename: str, owner: str
+) -> dict[str, str]:
+    """The hash fields of a freshly accepted job, before any worker has seen it."""
+    return {
+        "status": JobStatus.QUEUED.value,
+        "operations": entry.operations,
+        "format": entry.format,
+        "created_at": created_at,
+        "attempts": "0",
+        "filename": filename[:MAX_FILENAME_CHARS],
+        "owner": owner,
+    }
+
+
+def result_fields(result: ResultInfo) -> dict[str, str]:
+    return {
+        "result_width": str(result.width),
+        "result_height": str(result.height),
+        "result_format": result.format,
+        "result_bytes": str(result.bytes),
+    }

@@ -1,0 +1,18 @@
+-- A worker takes up a delivered entry: mark the job processing and give it a fresh lease.
+-- The lease fences every later write: only its holder may finish the job.
+-- KEYS[1] job hash
+-- ARGV[1] lease, ARGV[2] now, ARGV[3] operations JSON, ARGV[4] format,
+-- ARGV[5] created_at (from the entry id), ARGV[6] entry id
+-- Returns the attempt number, or -1 when the job has already ended (a duplicate delivery).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- A producer that only added the stream entry: the job becomes visible now.
+  redis.call('HSET', KEYS[1],
+    'status', 'queued', 'operations', ARGV[3], 'format', ARGV[4],
+    'created_at', ARGV[5], 'attempts', '0', 'entry', ARGV[6])
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'done' or status == 'failed' then
+  return -1
+end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[2], 'lease', ARGV[1])
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)

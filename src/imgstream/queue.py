@@ -1,0 +1,237 @@
+"""Every Redis command about jobs: enqueue, read as a group member, start, finish, look up.
+
+Delivery is at least once: an entry stays pending in the consumer group until the worker
+that holds the job's lease has stored the result and recorded the outcome, and the outcome
+and the acknowledgement happen in one script. Acknowledged entries are deleted, so the
+stream holds outstanding work only and its length is the backlog.
+
+All keys of one deployment share the hash tag ``{<prefix>}``, so every script touches a
+single Redis Cluster slot. Key names and fields are documented in ``docs/wire-format.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from imgstream.jobs import (
+    JobRecord,
+    JobStatus,
+    ResultInfo,
+    StreamEntry,
+    WireError,
+    queued_job_fields,
+    result_fields,
+    stream_id_timestamp,
+    utc_now,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Redis key names of one deployment; ``prefix`` is also the Cluster hash tag."""
+
+    prefix: str
+
+    @property
+    def stream(self) -> str:
+        return f"{{{self.prefix}}}:jobs"
+
+    @property
+    def dead(self) -> str:
+        return f"{{{self.prefix}}}:dead"
+
+    def job(self, job_id: str) -> str:
+        return f"{{{self.prefix}}}:job:{job_id}"
+
+
+class BacklogFull(Exception):
+    """The stream already holds as many outstanding entries as the operator allows."""
+
+    def __init__(self, backlog: int) -> None:
+        super().__init__(f"the queue holds {backlog} outstanding jobs")
+        self.backlog = backlog
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An entry handed to this consumer. ``entry`` is None when the fields are malformed."""
+
+    entry_id: str
+    fields: Mapping[str, str]
+    entry: StreamEntry | None
+    problem: str = ""
+
+    @property
+    def job_id(self) -> str | None:
+        return self.entry.job_id if self.entry else None
+
+
+def _load_script(redis: Redis, name: str) -> AsyncScript:
+    source = resources.files("imgstream").joinpath("lua", f"{name}.lua").read_text()
+    return redis.register_script(source)
+
+
+def connect(url: str) -> Redis:
+    """A client with the settings this project relies on (text replies, health checks)."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        protocol=2,  # the reply shapes below are RESP2's, whatever the client's default
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+    )
+
+
+class JobQueue:
+    """The jobs stream, its consumer group and the job hashes of one deployment."""
+
+    def __init__(self, redis: Redis, keys: Keys, group: str) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self._enqueue = _load_script(redis, "enqueue")
+        self._start = _load_script(redis, "start")
+        self._finish = _load_script(redis, "finish")
+
+    async def ensure_group(self) -> None:
+        """Create the stream and its group if missing; harmless when they exist."""
+        try:
+            await self.redis.xgroup_create(self.keys.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # Producing.
+
+    async def enqueue(
+        self,
+        job_id: str,
+        entry: StreamEntry,
+        *,
+        filename: str = "",
+        owner: str = "",
+        max_backlog: int = 0,
+    ) -> str:
+        """Add the job's hash and stream entry atomically; returns the entry id.
+
+        The original must already be stored: once this returns, a worker may start.
+        """
+        fields = queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner)
+        reply = await self._enqueue(
+            keys=[self.keys.stream, self.keys.job(job_id)],
+            args=[
+                max_backlog,
+                job_id,
+                entry.operations,
+                entry.format,
+                fields["created_at"],
+                fields["filename"],
+                fields["owner"],
+            ],
+        )
+        accepted, detail = int(reply[0]), reply[1]
+        if accepted == 0:
+            raise BacklogFull(int(detail))
+        if accepted < 0:
+            raise ValueError(f"job {job_id} exists already")
+        return str(detail)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        fields = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
+        return JobRecord.from_hash(job_id, fields) if fields else None
+
+    # Consuming.
+
+    async def read(self, consumer: str, *, count: int, block_ms: int) -> list[Delivery]:
+        """New entries for this consumer; they stay pending until finished."""
+        reply: Any = await self.redis.xreadgroup(
+            self.group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        _stream, entries = reply[0]
+        return [_delivery(entry_id, fields) for entry_id, fields in entries]
+
+    async def start(self, delivery: Delivery, lease: str) -> int:
+        """Mark the job processing under ``lease``; returns the attempt number, -1 if ended."""
+        assert delivery.entry is not None
+        entry = delivery.entry
+        reply = await self._start(
+            keys=[self.keys.job(entry.job_id)],
+            args=[
+                lease,
+                utc_now(),
+                entry.operations,
+                entry.format,
+                stream_id_timestamp(delivery.entry_id),
+                delivery.entry_id,
+            ],
+        )
+        return int(reply)
+
+    async def complete(
+        self, delivery: Delivery, lease: str, result: ResultInfo, *, ttl: int
+    ) -> bool:
+        """Record success and acknowledge; False when the lease was lost (nothing written)."""
+        outcome = {
+            "status": JobStatus.DONE.value,
+            "finished_at": utc_now(),
+            **result_fields(result),
+        }
+        return await self._record(delivery, lease, outcome, ttl)
+
+    async def fail(
+        self, delivery: Delivery, lease: str, *, code: str, message: str, ttl: int
+    ) -> bool:
+        """Record failure with a reason a person can read, and acknowledge."""
+        outcome = {
+            "status": JobStatus.FAILED.value,
+            "finished_at": utc_now(),
+            "error_code": code,
+            "error": message,
+        }
+        return await self._record(delivery, lease, outcome, ttl)
+
+    async def discard(self, entry_id: str) -> None:
+        """Acknowledge and delete an entry that must not be processed (ended or unreadable)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.keys.stream, self.group, entry_id)
+            pipe.xdel(self.keys.stream, entry_id)
+            await pipe.execute()
+
+    async def _record(
+        self, delivery: Delivery, lease: str, outcome: Mapping[str, str], ttl: int
+    ) -> bool:
+        assert delivery.entry is not None
+        args: list[Any] = [lease, self.group, delivery.entry_id, ttl]
+        for name, value in outcome.items():
+            args.extend((name, value))
+        reply = await self._finish(
+            keys=[self.keys.job(delivery.entry.job_id), self.keys.stream], args=args
+        )
+        return int(reply) == 1
+
+    # Looking.
+
+    async def backlog(self) -> int:
+        """Entries not yet acknowledged (waiting or in flight)."""
+        return int(await self.redis.xlen(self.keys.stream))
+
+
+def _delivery(entry_id: str, fields: Mapping[str, str] | None) -> Delivery:
+    fields = fields or {}
+    try:
+        return Delivery(entry_id=entry_id, fields=fields, entry=StreamEntry.from_fields(fields))
+    except WireError as exc:
+        return Delivery(entry_id=entry_id, fields=fields, entry=None, problem=str(exc))

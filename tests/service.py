@@ -1,0 +1,115 @@
+"""Run the real service (API and worker processes) as subprocesses for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from imgstream.redis_server import free_port
+
+
+def service_env(redis_url: str, data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSTREAM_")}
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "IMGSTREAM_DATA_DIR": str(data_dir),
+            "IMGSTREAM_KEY_PREFIX": prefix,
+            "IMGSTREAM_BLOCK_MS": "100",
+            "IMGSTREAM_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+    )
+    return env
+
+
+def start(arguments: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as sink:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "imgstream", *arguments],
+            env=dict(env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
+@dataclass
+class Service:
+    """A running API and worker pool sharing one Redis and one data directory."""
+
+    url: str
+    data_dir: Path
+    prefix: str
+    env: dict[str, str]
+    log: Path
+    api: subprocess.Popen[bytes]
+    workers: subprocess.Popen[bytes]
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    @classmethod
+    def launch(
+        cls, redis_url: str, data_dir: Path, prefix: str, concurrency: int = 2, **extra: str
+    ) -> Service:
+        port = free_port()
+        env = service_env(redis_url, data_dir, prefix, IMGSTREAM_PORT=str(port), **extra)
+        log = data_dir.parent / f"service-{prefix}.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        api = start(["api"], env, log)
+        workers = start(["worker", "--concurrency", str(concurrency)], env, log)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, api)
+        return cls(url, data_dir, prefix, env, log, api, workers)
+
+    def submit(self, data: bytes, name: str = "image.jpg", **fields: str) -> httpx.Response:
+        return self.http.post("/api/jobs", files={"image": (name, data)}, data=fields)
+
+    def wait(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.http.get(f"/api/jobs/{job_id}")
+            if response.status_code == 200 and response.json()["status"] in ("done", "failed"):
+                job: dict[str, Any] = response.json()
+                return job
+            time.sleep(0.05)
+        raise TimeoutError(f"job {job_id} did not finish; log:\n{self.log.read_text()[-3000:]}")
+
+    def close(self) -> tuple[int, int]:
+        self.http.close()
+        return stop(self.api), stop(self.workers)

@@ -1,0 +1,383 @@
+"""imaging: real pixels through libvips, no mocks; images are small so the file runs in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pyvips
+
+from images import (
+    SVG,
+    animated_gif,
+    cmyk_jpeg,
+    decode,
+    encode,
+    flat,
+    photo,
+    png16,
+    png_declaring,
+    with_alpha,
+    with_orientation,
+)
+from imgstream.imaging import (
+    DecodeError,
+    ImagingError,
+    LimitExceeded,
+    Rendered,
+    SourceInfo,
+    UnsupportedFormat,
+    configure,
+    default_output_format,
+    probe,
+    render,
+)
+from imgstream.operations import Blur, Fit, Grayscale, JobSpec, Limits, Operation, OutputFormat
+from imgstream.operations import Resize as R
+
+LIMITS = Limits()
+
+
+def run(
+    data: bytes | Path,
+    *steps: Operation,
+    fmt: OutputFormat | None = None,
+    limits: Limits = LIMITS,
+) -> tuple[Rendered, Any]:
+    """Render, then decode the result so tests can look at its pixels."""
+    result = render(data, JobSpec(operations=steps, format=fmt), limits)
+    return result, decode(result.data)
+
+
+def band_means(image: Any) -> list[float]:
+    return [image.extract_band(band).avg() for band in range(image.bands)]
+
+
+def roughness(image: Any) -> float:
+    """Mean absolute difference between horizontal neighbours: noise and edges, not gradients."""
+    width, height = image.width - 1, image.height
+    step = image.crop(1, 0, width, height).cast("float") - image.crop(0, 0, width, height)
+    return float(step.abs().avg())
+
+
+@pytest.fixture(scope="module")
+def landscape() -> bytes:
+    """200x100 PNG."""
+    return encode(photo(200, 100), "png")
+
+
+# --- resize -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("step", "size"),
+    [
+        (R(width=50, height=50), (50, 25)),  # inside: fits the box, aspect kept
+        (R(width=80), (80, 40)),  # one side: the other follows
+        (R(height=20), (40, 20)),
+        (R(width=50, height=50, fit=Fit.COVER), (50, 50)),  # fills the box, cropped
+        (R(width=30, height=90, fit=Fit.FILL), (30, 90)),  # stretched
+        (R(width=50, fit=Fit.COVER), (50, 25)),  # cover/fill with one side: like inside
+        (R(height=25, fit=Fit.FILL), (50, 25)),
+    ],
+)
+def test_resize_sizes(landscape: bytes, step: R, size: tuple[int, int]) -> None:
+    result, image = run(landscape, step)
+    assert (result.width, result.height) == (image.width, image.height) == size
+
+
+@pytest.mark.parametrize(
+    ("step", "size"),
+    [
+        (R(width=400), (200, 100)),
+        (R(width=400, height=400), (200, 100)),
+        (R(width=400, height=50, fit=Fit.COVER), (200, 50)),  # target clamped per axis
+        (R(width=300, height=50, fit=Fit.FILL), (200, 50)),
+        (R(width=400, enlarge=True), (400, 200)),
+        (R(width=400, height=50, fit=Fit.COVER, enlarge=True), (400, 50)),
+        (R(width=300, height=50, fit=Fit.FILL, enlarge=True), (300, 50)),
+    ],
+)
+def test_resize_never_upscales_unless_asked(
+    landscape: bytes, step: R, size: tuple[int, int]
+) -> None:
+    result, _ = run(landscape, step)
+    assert (result.width, result.height) == size
+
+
+def test_cover_crops_the_centre() -> None:
+    # Black 200x100 with a white band in the middle fifth.
+    source = encode(flat(200, 100, [0, 0, 0]).insert(flat(40, 100, [255, 255, 255]), 80, 0), "png")
+    _, cover = run(source, R(width=50, height=50, fit=Fit.COVER))
+    _, inside = run(source, R(width=50, height=50))
+    assert cover.avg() == pytest.approx(255 * 0.4, abs=12)  # 20 of the 50 kept columns are white
+    assert inside.avg() == pytest.approx(255 * 0.2, abs=12)
+
+
+def test_resize_after_another_step_has_the_same_contract(landscape: bytes) -> None:
+    result, image = run(landscape, Grayscale(), R(width=50, height=50, fit=Fit.COVER))
+    assert (result.width, result.height, image.bands) == (50, 50, 1)
+    result, _ = run(landscape, Blur(sigma=1), R(width=400, height=50, fit=Fit.FILL))
+    assert (result.width, result.height) == (200, 50)
+    result, _ = run(landscape, Blur(sigma=1), R(height=200, enlarge=True))
+    assert (result.width, result.height) == (400, 200)
+
+
+# --- grayscale and blur -------------------------------------------------------------------
+
+
+def test_grayscale_is_one_band_of_rec601_luma(landscape: bytes) -> None:
+    red, green, blue = band_means(decode(landscape))
+    result, image = run(landscape, Grayscale())
+    assert image.bands == 1
+    assert image.interpretation == "b-w"
+    assert (result.width, result.height) == (200, 100)
+    assert image.avg() == pytest.approx(0.299 * red + 0.587 * green + 0.114 * blue, abs=1.0)
+
+
+def test_grayscale_keeps_alpha_and_leaves_grey_alone() -> None:
+    _, image = run(with_alpha(photo(40, 30), 128), Grayscale())
+    assert image.bands == 2
+    assert image.extract_band(1).avg() == pytest.approx(128, abs=1)
+    grey = encode(photo(40, 30).extract_band(1).copy(interpretation="b-w"), "png")
+    _, image = run(grey, Grayscale())
+    assert image.bands == 1
+    assert image.avg() == pytest.approx(decode(grey).avg(), abs=0.01)
+
+
+def test_blur_smooths_and_keeps_size(landscape: bytes) -> None:
+    result, image = run(landscape, Blur(sigma=3))
+    assert (result.width, result.height, image.bands) == (200, 100, 3)
+    assert roughness(image) < 0.5 * roughness(decode(landscape))
+    assert image.avg() == pytest.approx(decode(landscape).avg(), abs=2)  # same picture, softer
+
+
+def test_steps_run_in_order(landscape: bytes) -> None:
+    result, image = run(landscape, R(width=50), Grayscale(), Blur(sigma=1))
+    assert (result.width, result.height, image.bands) == (50, 25, 1)
+    assert run(landscape, R(width=50), R(width=100, enlarge=True))[1].width == 100
+    assert run(landscape, R(width=100, enlarge=True), R(width=50))[1].width == 50
+
+
+# --- formats ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_each_output_format_decodes(landscape: bytes, fmt: OutputFormat) -> None:
+    result, image = run(landscape, R(width=60), fmt=fmt)
+    assert result.format is fmt
+    assert image.get("vips-loader") == f"{fmt.value}load_buffer"
+    assert (image.width, image.height, image.format) == (60, 30, "uchar")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("jpeg", OutputFormat.JPEG),
+        ("png", OutputFormat.PNG),
+        ("webp", OutputFormat.WEBP),
+        ("gif", OutputFormat.PNG),
+        ("tiff", OutputFormat.PNG),
+        ("heif", OutputFormat.PNG),
+    ],
+)
+def test_default_output_format(source: str, expected: OutputFormat) -> None:
+    assert default_output_format(source) is expected
+
+
+@pytest.mark.parametrize(
+    ("fmt", "loader", "output"),
+    [
+        ("jpeg", "jpeg", OutputFormat.JPEG),
+        ("png", "png", OutputFormat.PNG),
+        ("webp", "webp", OutputFormat.WEBP),
+        ("gif", "gif", OutputFormat.PNG),
+        ("tiff", "tiff", OutputFormat.PNG),
+        ("avif", "heif", OutputFormat.PNG),
+    ],
+)
+def test_probe_and_default_format_per_input(fmt: str, loader: str, output: OutputFormat) -> None:
+    data = encode(photo(48, 32), fmt)
+    assert probe(data, LIMITS) == SourceInfo(format=loader, width=48, height=32, pages=1)
+    result, image = run(data, Blur(sigma=1))
+    assert result.format is output
+    assert image.get("vips-loader") == f"{output.value}load_buffer"
+
+
+def test_file_source_works_like_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "holiday [1].jpg"  # brackets would be load options for new_from_file
+    path.write_bytes(encode(photo(80, 60), "jpeg"))
+    assert probe(path, LIMITS) == SourceInfo(format="jpeg", width=80, height=60, pages=1)
+    result, _ = run(path, R(width=40))
+    assert (result.width, result.height, result.format) == (40, 30, OutputFormat.JPEG)
+    with pytest.raises(FileNotFoundError):
+        probe(tmp_path / "missing.jpg", LIMITS)
+
+
+# --- orientation and colour ---------------------------------------------------------------
+
+
+def test_exif_orientation_is_applied_before_resizing() -> None:
+    # Stored 60x40, left half black; orientation 6 shows it turned clockwise: 40x60, black on top.
+    stored = flat(60, 40, [255, 255, 255]).insert(flat(30, 40, [0, 0, 0]), 0, 0)
+    data = with_orientation(stored, 6)
+    assert probe(data, LIMITS) == SourceInfo(format="jpeg", width=40, height=60, pages=1)
+    result, image = run(data, R(width=20))
+    assert (result.width, result.height) == (20, 30)
+    assert image.crop(0, 0, 20, 12).avg() < 30
+    assert image.crop(0, 18, 20, 12).avg() > 225
+    result, image = run(data, Blur(sigma=1))  # the path without a first resize too
+    assert (result.width, result.height) == (40, 60)
+    assert image.crop(0, 0, 40, 25).avg() < 30
+    result, _ = run(data, R(width=30, height=30, fit=Fit.FILL))  # clamped to 40x60, not 60x40
+    assert (result.width, result.height) == (30, 30)
+
+
+@pytest.mark.parametrize("embed_profile", [True, False])
+def test_cmyk_becomes_srgb(embed_profile: bool) -> None:
+    orange = [200, 60, 30]
+    _, image = run(cmyk_jpeg(flat(32, 32, orange), embed_profile=embed_profile), Blur(sigma=1))
+    assert (image.bands, image.format, image.interpretation) == (3, "uchar", "srgb")
+    for got, want in zip(band_means(image), orange, strict=True):
+        assert got == pytest.approx(want, abs=20)
+
+
+def test_sixteen_bit_becomes_eight_bit() -> None:
+    source = photo(40, 30)
+    result, image = run(png16(source), Blur(sigma=0.5))
+    assert result.format is OutputFormat.PNG
+    assert (image.bands, image.format, image.interpretation) == (3, "uchar", "srgb")
+    for got, want in zip(band_means(image), band_means(source), strict=True):
+        assert got == pytest.approx(want, abs=1.5)
+
+
+def test_alpha_is_flattened_on_white_for_jpeg_only() -> None:
+    transparent = with_alpha(flat(32, 32, [0, 0, 0]), 0)
+    _, image = run(transparent, Blur(sigma=1), fmt=OutputFormat.JPEG)
+    assert image.bands == 3
+    assert image.avg() >= 250
+    half = with_alpha(flat(32, 32, [0, 0, 0]), 128)
+    _, image = run(half, R(width=16), fmt=OutputFormat.JPEG)
+    assert image.avg() == pytest.approx(127, abs=3)
+    _, image = run(half, R(width=16))  # PNG keeps alpha
+    assert (image.bands, image.format) == (4, "uchar")
+    assert image.extract_band(3).avg() == pytest.approx(128, abs=1)
+
+
+def test_only_the_first_frame_is_processed() -> None:
+    data = animated_gif(5, 30, 20)
+    assert probe(data, LIMITS) == SourceInfo(format="gif", width=30, height=20, pages=5)
+    result, _ = run(data, Grayscale())
+    assert (result.width, result.height, result.format) == (30, 20, OutputFormat.PNG)
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def configured() -> Iterator[None]:
+    """configure() is process-wide: put threads and cache back afterwards.
+
+    Untrusted loaders stay blocked, which is what every process of the service wants anyway.
+    """
+    before = pyvips.concurrency_get(), pyvips.cache_get_max_mem(), pyvips.cache_get_max()
+    configure(concurrency=1, cache_max_mem_mb=16)
+    assert pyvips.concurrency_get() == 1
+    yield
+    pyvips.concurrency_set(before[0])
+    pyvips.cache_set_max_mem(before[1])
+    pyvips.cache_set_max(before[2])
+
+
+def assert_readable(error: ImagingError, *, not_containing: str = "") -> None:
+    assert error.message == str(error)
+    assert "\n" not in error.message
+    assert "Traceback" not in error.message
+    assert "/" not in error.message.replace("HEIF/AVIF", "")
+    if not_containing:
+        assert not_containing not in error.message
+
+
+def test_text_named_jpg_is_unsupported(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_text("this is not an image\n")
+    with pytest.raises(UnsupportedFormat) as caught:
+        probe(path, LIMITS)
+    assert caught.value.code == "unsupported_format"
+    assert_readable(caught.value, not_containing=str(tmp_path))
+    with pytest.raises(UnsupportedFormat):
+        render(path, JobSpec(operations=(Grayscale(),)), LIMITS)
+    with pytest.raises(UnsupportedFormat):
+        probe(b"", LIMITS)
+
+
+@pytest.mark.usefixtures("configured")
+def test_svg_is_unsupported_whatever_the_trust_setting() -> None:
+    with pytest.raises(UnsupportedFormat):
+        probe(SVG, LIMITS)
+    configure(concurrency=1, cache_max_mem_mb=16, allow_untrusted=True)
+    try:
+        with pytest.raises(UnsupportedFormat):  # svgload runs, the allowlist still refuses
+            probe(SVG, LIMITS)
+    finally:
+        configure(concurrency=1, cache_max_mem_mb=16)
+
+
+def test_truncated_jpeg_is_a_decode_error(tmp_path: Path) -> None:
+    whole = encode(photo(160, 120), "jpeg")
+    with pytest.raises(DecodeError) as caught:
+        render(whole[: len(whole) // 2], JobSpec(operations=(R(width=40),)), LIMITS)
+    assert caught.value.code == "decode_error"
+    assert caught.value.message.startswith("the image could not be decoded: ")
+    assert_readable(caught.value)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DecodeError) as caught:
+        render(path, JobSpec(operations=(Blur(sigma=1),)), LIMITS)
+    assert_readable(caught.value, not_containing=str(tmp_path))
+
+
+def test_pixel_bomb_is_refused_from_its_header() -> None:
+    with pytest.raises(LimitExceeded) as caught:
+        probe(png_declaring(30_000, 30_000), LIMITS)
+    assert caught.value.code == "limit_exceeded"
+    assert "IMGSTREAM_MAX_PIXELS" in caught.value.message
+    with pytest.raises(LimitExceeded, match="IMGSTREAM_MAX_PIXELS"):
+        render(
+            encode(photo(40, 30), "png"),
+            JobSpec(operations=(Grayscale(),)),
+            Limits(max_pixels=1000),
+        )
+
+
+def test_source_side_above_max_dimension() -> None:
+    with pytest.raises(LimitExceeded, match="IMGSTREAM_MAX_DIMENSION"):
+        probe(encode(photo(60, 10), "png"), Limits(max_dimension=50))
+
+
+def test_too_many_frames() -> None:
+    with pytest.raises(LimitExceeded, match="IMGSTREAM_MAX_FRAMES"):
+        probe(animated_gif(5, 12, 8), Limits(max_frames=3))
+
+
+@pytest.mark.parametrize(
+    ("step", "limits", "setting"),
+    [
+        (R(height=90, enlarge=True), Limits(max_dimension=100), "IMGSTREAM_MAX_DIMENSION"),
+        (R(width=120, enlarge=True), Limits(max_pixels=5000), "IMGSTREAM_MAX_PIXELS"),
+    ],
+)
+def test_result_above_the_limits(step: R, limits: Limits, setting: str) -> None:
+    with pytest.raises(LimitExceeded, match=setting):
+        render(encode(photo(60, 40), "png"), JobSpec(operations=(Blur(sigma=1), step)), limits)
+
+
+def test_result_above_what_the_format_can_hold() -> None:
+    spec = JobSpec(
+        operations=(R(width=16_384, height=4, fit=Fit.FILL, enlarge=True),),
+        format=OutputFormat.WEBP,
+    )
+    with pytest.raises(LimitExceeded, match="WEBP allows at most 16383"):
+        render(encode(photo(8, 8), "png"), spec, LIMITS)

@@ -1,0 +1,131 @@
+"""The queue against a real (private) Redis: group, enqueue, deliveries, fencing, TTLs."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from imgstream.jobs import JobStatus, ResultInfo, StreamEntry, new_job_id
+from imgstream.queue import BacklogFull, JobQueue
+
+pytestmark = pytest.mark.anyio
+
+OPS = '[{"op":"grayscale"}]'
+
+
+def entry_for(job_id: str) -> StreamEntry:
+    return StreamEntry(job_id=job_id, operations=OPS, format="png")
+
+
+async def test_group_creation_is_idempotent(queue: JobQueue, redis: Redis) -> None:
+    await queue.ensure_group()
+    await queue.ensure_group()
+    groups = await redis.xinfo_groups(queue.keys.stream)
+    assert [group["name"] for group in groups] == [queue.group]
+
+
+async def test_every_key_shares_one_cluster_hash_tag(queue: JobQueue) -> None:
+    tag = f"{{{queue.keys.prefix}}}"
+    for key in (queue.keys.stream, queue.keys.dead, queue.keys.job(new_job_id())):
+        assert key.startswith(tag)
+
+
+async def test_enqueue_writes_hash_and_entry_together(queue: JobQueue, redis: Redis) -> None:
+    job_id = new_job_id()
+    entry_id = await queue.enqueue(job_id, entry_for(job_id), filename="cat.png")
+    record = await queue.get_job(job_id)
+    assert record is not None
+    assert record.status is JobStatus.QUEUED and record.filename == "cat.png"
+    assert record.created_at is not None
+    entries = await redis.xrange(queue.keys.stream)
+    assert entries == [(entry_id, {"job": job_id, "operations": OPS, "format": "png"})]
+    assert await redis.ttl(queue.keys.job(job_id)) == -1  # no expiry while outstanding
+    with pytest.raises(ValueError, match="exists"):
+        await queue.enqueue(job_id, entry_for(job_id))
+
+
+async def test_finished_entry_is_acknowledged_and_removed(queue: JobQueue, redis: Redis) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await queue.enqueue(job_id, entry_for(job_id))
+    [delivery] = await queue.read("c1", count=10, block_ms=100)
+    assert delivery.job_id == job_id
+    assert await queue.start(delivery, "lease-1") == 1
+    processing = await queue.get_job(job_id)
+    assert processing is not None and processing.status is JobStatus.PROCESSING
+    assert processing.started_at is not None
+    assert (await redis.xpending(queue.keys.stream, queue.group))["pending"] == 1
+
+    recorded = await queue.complete(delivery, "lease-1", ResultInfo(4, 3, "png", 120), ttl=600)
+    assert recorded
+    done = await queue.get_job(job_id)
+    assert done is not None and done.status is JobStatus.DONE
+    assert done.result == ResultInfo(4, 3, "png", 120)
+    assert done.finished_at is not None and done.attempts == 1
+    assert (await redis.xpending(queue.keys.stream, queue.group))["pending"] == 0
+    assert await redis.xlen(queue.keys.stream) == 0
+    assert 0 < await redis.ttl(queue.keys.job(job_id)) <= 600
+
+
+async def test_a_stale_lease_cannot_overwrite_the_newer_outcome(queue: JobQueue) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await queue.enqueue(job_id, entry_for(job_id))
+    [delivery] = await queue.read("old", count=1, block_ms=100)
+    assert await queue.start(delivery, "old-lease") == 1
+    assert await queue.start(delivery, "new-lease") == 2  # taken over by another worker
+
+    assert not await queue.fail(delivery, "old-lease", code="x", message="late", ttl=60)
+    assert await queue.complete(delivery, "new-lease", ResultInfo(1, 1, "png", 1), ttl=60)
+    assert not await queue.complete(delivery, "new-lease", ResultInfo(2, 2, "png", 2), ttl=60)
+    record = await queue.get_job(job_id)
+    assert record is not None
+    assert record.status is JobStatus.DONE and record.result == ResultInfo(1, 1, "png", 1)
+    assert record.error is None and record.attempts == 2
+
+
+async def test_redelivery_of_an_ended_job_is_recognised(queue: JobQueue) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await queue.enqueue(job_id, entry_for(job_id))
+    [delivery] = await queue.read("c", count=1, block_ms=100)
+    await queue.start(delivery, "l")
+    await queue.fail(delivery, "l", code="decode_error", message="broken", ttl=60)
+    assert await queue.start(delivery, "l2") == -1
+    record = await queue.get_job(job_id)
+    assert record is not None and record.status is JobStatus.FAILED
+
+
+async def test_a_bare_xadd_becomes_a_visible_job_when_started(
+    queue: JobQueue, redis: Redis
+) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await redis.xadd(queue.keys.stream, {"job": job_id, "operations": OPS})
+    assert await queue.get_job(job_id) is None
+    [delivery] = await queue.read("c", count=1, block_ms=100)
+    assert await queue.start(delivery, "l") == 1
+    record = await queue.get_job(job_id)
+    assert record is not None and record.status is JobStatus.PROCESSING
+    assert record.created_at is not None and record.operations == OPS
+
+
+async def test_malformed_entries_are_delivered_as_such(queue: JobQueue, redis: Redis) -> None:
+    await queue.ensure_group()
+    await redis.xadd(queue.keys.stream, {"hello": "world"})
+    [delivery] = await queue.read("c", count=1, block_ms=100)
+    assert delivery.entry is None and "job" in delivery.problem
+    await queue.discard(delivery.entry_id)
+    assert await redis.xlen(queue.keys.stream) == 0
+
+
+async def test_backlog_limit_refuses_new_jobs(queue: JobQueue) -> None:
+    for _ in range(3):
+        job_id = new_job_id()
+        await queue.enqueue(job_id, entry_for(job_id), max_backlog=3)
+    refused = new_job_id()
+    with pytest.raises(BacklogFull) as full:
+        await queue.enqueue(refused, entry_for(refused), max_backlog=3)
+    assert full.value.backlog == 3
+    assert await queue.get_job(refused) is None
+    assert await queue.backlog() == 3

@@ -1,0 +1,244 @@
+"""End to end: real API and worker processes, real HTTP, real Redis, real pixels."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pyvips
+import redis
+
+from images import encode, photo
+from imgstream import imaging
+from imgstream.operations import JobSpec, Limits, parse_operations_json
+from imgstream.redis_server import RedisServer, free_port
+from service import Service, stop, wait_until_healthy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def service(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("service")
+    running = Service.launch(
+        redis_server.url,
+        root / "data",
+        f"e2e-{uuid.uuid4().hex[:8]}",
+        IMGSTREAM_MAX_UPLOAD_BYTES=str(1024 * 1024),
+    )
+    yield running
+    api_status, worker_status = running.close()
+    assert (api_status, worker_status) == (0, 0), running.log.read_text()[-3000:]
+
+
+def mean_abs_difference(a: bytes, b: bytes) -> float:
+    first, second = pyvips.Image.new_from_buffer(a, ""), pyvips.Image.new_from_buffer(b, "")
+    assert (first.width, first.height, first.bands) == (second.width, second.height, second.bands)
+    return float((first - second).abs().avg())
+
+
+CASES = [
+    ("jpeg", '[{"op":"resize","width":160}]', None),
+    ("png", '[{"op":"grayscale"}]', None),
+    ("jpeg", '[{"op":"blur","sigma":3}]', "png"),
+    ("webp", '[{"op":"resize","width":100,"height":100,"fit":"cover"},{"op":"grayscale"}]', "jpeg"),
+]
+
+
+def test_results_match_imaging_called_directly(service: Service) -> None:
+    submitted = []
+    for index, (source_format, operations, output) in enumerate(CASES):
+        original = encode(photo(320 + index * 8, 240), source_format)
+        fields = {"operations": operations}
+        if output:
+            fields["format"] = output
+        response = service.submit(original, f"img{index}.{source_format}", **fields)
+        assert response.status_code == 202, response.text
+        submitted.append((response.json()["id"], original, operations, output))
+
+    for job_id, original, operations, output in submitted:
+        job = service.wait(job_id)
+        assert job["status"] == "done", job
+        result = service.http.get(job["result"]["url"])
+        assert result.status_code == 200
+        spec = JobSpec(operations=parse_operations_json(operations), format=output)  # type: ignore[arg-type]
+        expected = imaging.render(original, spec, Limits())
+        assert (job["result"]["width"], job["result"]["height"]) == (
+            expected.width,
+            expected.height,
+        )
+        assert job["result"]["format"] == expected.format.value
+        assert result.headers["content-type"] == expected.format.media_type
+        assert mean_abs_difference(result.content, expected.data) < 1.0
+
+
+def test_a_failing_image_does_not_stop_the_worker(service: Service) -> None:
+    broken = encode(photo(400, 300), "png")[:2000]
+    bad = service.submit(broken, "broken.png", operation="grayscale")
+    good = service.submit(encode(photo(50, 40), "png"), "good.png", operation="grayscale")
+    assert good.status_code == 202
+    if bad.status_code == 202:
+        failed = service.wait(bad.json()["id"])
+        assert failed["status"] == "failed" and failed["error"]
+    else:
+        assert bad.status_code == 415
+    assert service.wait(good.json()["id"])["status"] == "done"
+
+
+def test_upload_over_the_limit_is_refused_while_streaming(service: Service) -> None:
+    """A chunked upload with no length is cut off at the limit, long before it ends."""
+    host, port = service.url.removeprefix("http://").split(":")
+    boundary = "imgstreamboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="operation"\r\n\r\ngrayscale\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    chunk = b"\0" * 65536
+    sent = 0
+    originals_before = set((service.data_dir / "originals").iterdir())
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /api/jobs HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+            + f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+        )
+        connection.sendall(f"{len(head):x}\r\n".encode() + head + b"\r\n")
+        connection.settimeout(0.01)
+        answer = b""
+        with contextlib.suppress(OSError):  # the server may stop reading or close early
+            while sent < 64 * 1024 * 1024 and b"\r\n\r\n" not in answer:
+                connection.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+                with contextlib.suppress(TimeoutError):
+                    answer += connection.recv(65536)
+        connection.settimeout(5)
+        while b"\r\n\r\n" not in answer:
+            received = connection.recv(65536)
+            if not received:
+                break
+            answer += received
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"too_large"' in answer or b"413" in answer
+    assert sent < 8 * 1024 * 1024  # judged at ~1 MiB, not after reading 64 MiB
+    assert set((service.data_dir / "originals").iterdir()) == originals_before
+
+
+def test_a_producer_with_nothing_but_a_redis_client(
+    service: Service, redis_server: RedisServer
+) -> None:
+    """Exactly what docs/wire-format.md tells another language to do: no project code."""
+    job_id = uuid.uuid4().hex
+    original = encode(photo(120, 90), "png")
+    (service.data_dir / "originals" / job_id).write_bytes(original)
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.execute_command(
+        "XADD", "{" + service.prefix + "}:jobs", "*",
+        "job", job_id, "operations", '[{"op":"resize","width":60}]', "format", "webp",
+    )  # fmt: skip
+    raw.close()
+    job = service.wait(job_id)
+    assert job["status"] == "done", job
+    assert (job["result"]["width"], job["result"]["height"], job["result"]["format"]) == (
+        60,
+        45,
+        "webp",
+    )
+    assert service.http.get(job["result"]["url"]).status_code == 200
+
+
+def test_cli_submit_and_status(service: Service, tmp_path: Path) -> None:
+    source = tmp_path / "holiday photo.png"
+    source.write_bytes(encode(photo(200, 100), "png"))
+    target = tmp_path / "out.webp"
+    completed = subprocess.run(
+        [sys.executable, "-m", "imgstream", "submit", str(source), "--op", "resize",
+         "--width", "50", "--format", "webp", "-o", str(target), "--url", service.url],
+        env=service.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    image = pyvips.Image.new_from_file(str(target))
+    assert (image.width, image.height) == (50, 25)
+    job_id = completed.stderr.split()[1]
+    status = subprocess.run(
+        [sys.executable, "-m", "imgstream", "status", job_id, "--url", service.url],
+        env=service.env, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert json.loads(status.stdout)["status"] == "done"
+
+
+def processes_with(marker: str) -> list[int]:
+    """PIDs whose environment mentions ``marker`` (our private data directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (
+                marker.encode() in (entry / "environ").read_bytes()
+                or marker.encode() in (entry / "cmdline").read_bytes()
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_up_runs_everything_and_leaves_nothing_behind(tmp_path: Path, stop_signal: int) -> None:
+    data_dir = tmp_path / f"up-data-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("IMGSTREAM_") and k != "REDIS_URL"
+    }
+    env.update(
+        {
+            "IMGSTREAM_DATA_DIR": str(data_dir),
+            "IMGSTREAM_PORT": str(port),
+            "IMGSTREAM_CONCURRENCY": "1",
+        }
+    )
+    log = tmp_path / "up.log"
+    with log.open("wb") as sink:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "imgstream", "up"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, up)
+        assert len(processes_with(str(data_dir))) >= 4  # up, redis, api, worker pool (+ workers)
+        response = httpx.post(
+            f"{url}/api/jobs",
+            files={"image": ("a.png", encode(photo(64, 64), "png"))},
+            data={"operation": "grayscale"},
+        )
+        assert response.status_code == 202
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/api/jobs/{response.json()['id']}").json()["status"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert (data_dir / "redis" / "appendonlydir").is_dir() or (
+            data_dir / "redis" / "appendonly.aof"
+        ).exists()
+    finally:
+        status = stop(up, stop_signal)
+    output = log.read_text()
+    assert status == 0, output
+    assert "imgstream is up" in output
+    time.sleep(0.2)
+    assert processes_with(str(data_dir)) == []
