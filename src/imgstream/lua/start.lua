@@ -1,5 +1,6 @@
 -- A worker takes up a delivered entry: mark the job processing and give it a fresh lease.
 -- The lease fences every later write: only its holder may finish the job.
+-- Announces the change on the channel named like the job hash (for live status).
 -- KEYS[1] job hash
 -- ARGV[1] lease, ARGV[2] now, ARGV[3] operations JSON, ARGV[4] format,
 -- ARGV[5] created_at (from the entry id), ARGV[6] entry id
@@ -15,4 +16,6 @@ if status == 'done' or status == 'failed' then
   return -1
 end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[2], 'lease', ARGV[1])
-return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('PUBLISH', KEYS[1], 'processing')
+return attempt
