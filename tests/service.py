@@ -113,3 +113,29 @@ class Service:
     def close(self) -> tuple[int, int]:
         self.http.close()
         return stop(self.api), stop(self.workers)
+
+
+SLOW_OPERATIONS = '[{"op":"blur","sigma":40},{"op":"blur","sigma":40}]'
+"""Two wide blurs of a 2400x2400 photo: a job of a few seconds, for tests that need one."""
+
+
+def worker_pids(pool: subprocess.Popen[bytes]) -> list[int]:
+    """The worker processes a ``imgstream worker`` supervisor currently runs."""
+    children = Path(f"/proc/{pool.pid}/task/{pool.pid}/children")
+    try:
+        pids = [int(pid) for pid in children.read_text().split()]
+    except OSError:
+        return []
+    workers = []
+    for pid in pids:  # skip multiprocessing's resource tracker, if any
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(pid)
+        except OSError:
+            continue
+    return workers
+
+
+def pid_of_consumer(consumer: str) -> int:
+    """Consumer names are ``host-pid-random``."""
+    return int(consumer.rsplit("-", 2)[1])

@@ -11,13 +11,14 @@ import pytest
 import pyvips
 from fastapi import FastAPI
 
-from images import encode, photo
 from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.queue import JobQueue
 from imgstream.redis_server import free_port
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
+
+from images import encode, photo
 
 pytestmark = pytest.mark.anyio
 

@@ -9,19 +9,6 @@ from typing import Any
 import pytest
 import pyvips
 
-from images import (
-    SVG,
-    animated_gif,
-    cmyk_jpeg,
-    decode,
-    encode,
-    flat,
-    photo,
-    png16,
-    png_declaring,
-    with_alpha,
-    with_orientation,
-)
 from imgstream.imaging import (
     DecodeError,
     ImagingError,
@@ -36,6 +23,20 @@ from imgstream.imaging import (
 )
 from imgstream.operations import Blur, Fit, Grayscale, JobSpec, Limits, Operation, OutputFormat
 from imgstream.operations import Resize as R
+
+from images import (
+    SVG,
+    animated_gif,
+    cmyk_jpeg,
+    decode,
+    encode,
+    flat,
+    photo,
+    png16,
+    png_declaring,
+    with_alpha,
+    with_orientation,
+)
 
 LIMITS = Limits()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
 from imgstream.jobs import JobStatus, ResultInfo, StreamEntry, new_job_id
-from imgstream.queue import BacklogFull, JobQueue
+from imgstream.queue import EXHAUSTED, BacklogFull, JobQueue
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +52,7 @@ async def test_finished_entry_is_acknowledged_and_removed(queue: JobQueue, redis
     await queue.enqueue(job_id, entry_for(job_id))
     [delivery] = await queue.read("c1", count=10, block_ms=100)
     assert delivery.job_id == job_id
-    assert await queue.start(delivery, "lease-1") == 1
+    assert await queue.start(delivery, "lease-1", "c1", 3) == 1
     processing = await queue.get_job(job_id)
     assert processing is not None and processing.status is JobStatus.PROCESSING
     assert processing.started_at is not None
@@ -72,8 +74,8 @@ async def test_a_stale_lease_cannot_overwrite_the_newer_outcome(queue: JobQueue)
     job_id = new_job_id()
     await queue.enqueue(job_id, entry_for(job_id))
     [delivery] = await queue.read("old", count=1, block_ms=100)
-    assert await queue.start(delivery, "old-lease") == 1
-    assert await queue.start(delivery, "new-lease") == 2  # taken over by another worker
+    assert await queue.start(delivery, "old-lease", "old", 3) == 1
+    assert await queue.start(delivery, "new-lease", "new", 3) == 2  # taken over by another worker
 
     assert not await queue.fail(delivery, "old-lease", code="x", message="late", ttl=60)
     assert await queue.complete(delivery, "new-lease", ResultInfo(1, 1, "png", 1), ttl=60)
@@ -89,9 +91,9 @@ async def test_redelivery_of_an_ended_job_is_recognised(queue: JobQueue) -> None
     job_id = new_job_id()
     await queue.enqueue(job_id, entry_for(job_id))
     [delivery] = await queue.read("c", count=1, block_ms=100)
-    await queue.start(delivery, "l")
+    await queue.start(delivery, "l", "c", 3)
     await queue.fail(delivery, "l", code="decode_error", message="broken", ttl=60)
-    assert await queue.start(delivery, "l2") == -1
+    assert await queue.start(delivery, "l2", "c", 3) == -1
     record = await queue.get_job(job_id)
     assert record is not None and record.status is JobStatus.FAILED
 
@@ -104,7 +106,7 @@ async def test_a_bare_xadd_becomes_a_visible_job_when_started(
     await redis.xadd(queue.keys.stream, {"job": job_id, "operations": OPS})
     assert await queue.get_job(job_id) is None
     [delivery] = await queue.read("c", count=1, block_ms=100)
-    assert await queue.start(delivery, "l") == 1
+    assert await queue.start(delivery, "l", "c", 3) == 1
     record = await queue.get_job(job_id)
     assert record is not None and record.status is JobStatus.PROCESSING
     assert record.created_at is not None and record.operations == OPS
@@ -129,3 +131,88 @@ async def test_backlog_limit_refuses_new_jobs(queue: JobQueue) -> None:
     assert full.value.backlog == 3
     assert await queue.get_job(refused) is None
     assert await queue.backlog() == 3
+
+
+async def test_stale_entries_of_a_dead_consumer_are_taken_over(
+    queue: JobQueue, redis: Redis
+) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await queue.enqueue(job_id, entry_for(job_id))
+    [delivery] = await queue.read("dead", count=1, block_ms=100)
+    assert await queue.claim_stale("alive", min_idle_ms=60_000, count=10) == []  # still fresh
+    await asyncio.sleep(0.05)
+    [taken] = await queue.claim_stale("alive", min_idle_ms=20, count=10)
+    assert taken.entry_id == delivery.entry_id and taken.job_id == job_id
+    [pending] = await redis.xpending_range(queue.keys.stream, queue.group, "-", "+", 10)
+    assert pending["consumer"] == "alive" and pending["times_delivered"] == 2
+
+
+async def test_claiming_entries_deleted_meanwhile_cleans_the_pending_list(
+    queue: JobQueue, redis: Redis
+) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await queue.enqueue(job_id, entry_for(job_id))
+    [delivery] = await queue.read("dead", count=1, block_ms=100)
+    await redis.xdel(queue.keys.stream, delivery.entry_id)
+    await asyncio.sleep(0.05)
+    assert await queue.claim_stale("alive", min_idle_ms=20, count=10) == []
+    assert (await redis.xpending(queue.keys.stream, queue.group))["pending"] == 0
+
+
+async def test_keep_alive_refreshes_only_entries_still_held(queue: JobQueue, redis: Redis) -> None:
+    await queue.ensure_group()
+    ids = [new_job_id() for _ in range(2)]
+    for job_id in ids:
+        await queue.enqueue(job_id, entry_for(job_id))
+    mine, stolen = await queue.read("me", count=2, block_ms=100)
+    await asyncio.sleep(0.1)
+    await redis.xclaim(queue.keys.stream, queue.group, "thief", 0, [stolen.entry_id], justid=True)
+    held = await queue.keep_alive("me", [mine.entry_id, stolen.entry_id])
+    assert held == {mine.entry_id}
+    owners = {
+        entry["message_id"]: (entry["consumer"], entry["time_since_delivered"])
+        for entry in await redis.xpending_range(queue.keys.stream, queue.group, "-", "+", 10)
+    }
+    assert owners[mine.entry_id][0] == "me" and owners[mine.entry_id][1] < 50
+    assert owners[stolen.entry_id][0] == "thief"
+
+
+async def test_released_entries_are_claimable_at_once(queue: JobQueue) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await queue.enqueue(job_id, entry_for(job_id))
+    [delivery] = await queue.read("leaving", count=1, block_ms=100)
+    await queue.release("leaving", [delivery.entry_id], idle_ms=30_000)
+    [taken] = await queue.claim_stale("other", min_idle_ms=30_000, count=10)
+    assert taken.entry_id == delivery.entry_id
+
+
+async def test_exhausted_attempts_are_reported_and_buried(queue: JobQueue, redis: Redis) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await queue.enqueue(job_id, entry_for(job_id))
+    [delivery] = await queue.read("c", count=1, block_ms=100)
+    assert await queue.start(delivery, "a", "c", 2) == 1
+    assert await queue.start(delivery, "b", "c", 2) == 2
+    assert await queue.start(delivery, "c", "c", 2) == EXHAUSTED
+    assert await queue.fail(delivery, "", code="poison", message="died", ttl=60, dead_letter=True)
+    record = await queue.get_job(job_id)
+    assert record is not None and record.status is JobStatus.FAILED and record.attempts == 2
+    [(_, letter)] = await redis.xrange(queue.keys.dead)
+    assert letter["job"] == job_id and letter["reason"] == "died" and letter["deliveries"] == "2"
+    assert await redis.xlen(queue.keys.stream) == 0
+
+
+async def test_idle_consumers_without_pending_entries_are_removed(
+    queue: JobQueue, redis: Redis
+) -> None:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    await queue.enqueue(job_id, entry_for(job_id))
+    await queue.read("busy", count=1, block_ms=100)
+    await redis.xgroup_createconsumer(queue.keys.stream, queue.group, "empty")
+    await asyncio.sleep(0.05)
+    assert await queue.remove_idle_consumers(idle_ms=20) == ["empty"]
+    assert not await queue.remove_consumer_if_idle("busy")

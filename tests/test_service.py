@@ -19,10 +19,11 @@ import pytest
 import pyvips
 import redis
 
-from images import encode, photo
 from imgstream import imaging
 from imgstream.operations import JobSpec, Limits, parse_operations_json
 from imgstream.redis_server import RedisServer, free_port
+
+from images import encode, photo
 from service import Service, stop, wait_until_healthy
 
 pytestmark = pytest.mark.slow

@@ -105,6 +105,44 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         client.close()
 
 
+def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    import anyio
+
+    from imgstream.deadletters import DeadLetters
+    from imgstream.queue import Keys, connect
+
+    async def run() -> int:
+        redis = connect(settings.effective_redis_url)
+        letters = DeadLetters(redis, Keys(settings.key_prefix))
+        try:
+            if args.action == "list":
+                for letter in await letters.list(args.count):
+                    print(
+                        f"{letter.entry_id}  job {letter.job_id}  deliveries {letter.deliveries}"
+                        f"  {letter.failed_at}  {letter.reason}"
+                    )
+                return 0
+            if args.action == "purge":
+                print(f"purged {await letters.purge()} dead letters")
+                return 0
+            if args.all:
+                print(f"requeued {await letters.retry_all()} jobs")
+                return 0
+            if not args.id:
+                print("error: give a dead-letter id or --all", file=sys.stderr)
+                return 2
+            entry = await letters.retry(args.id)
+            if entry is None:
+                print(f"error: no dead letter {args.id}", file=sys.stderr)
+                return 1
+            print(f"requeued as entry {entry}")
+            return 0
+        finally:
+            await redis.aclose()
+
+    return anyio.run(run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("id")
     status.add_argument("--url", help="API base URL (default: http://localhost:PORT)")
     status.set_defaults(handler=_status)
+
+    dlq = commands.add_parser("dlq", help="inspect, retry or purge dead-lettered jobs")
+    dlq_actions = dlq.add_subparsers(dest="action", required=True)
+    dlq_list = dlq_actions.add_parser("list", help="show dead letters, oldest first")
+    dlq_list.add_argument("--count", type=int, default=100)
+    dlq_retry = dlq_actions.add_parser("retry", help="queue dead-lettered jobs again")
+    dlq_retry.add_argument("id", nargs="?", help="dead-letter entry id (from `dlq list`)")
+    dlq_retry.add_argument("--all", action="store_true", help="every dead letter")
+    dlq_actions.add_parser("purge", help="forget every dead letter")
+    dlq.set_defaults(handler=_dlq)
     return parser
 
 

@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds to finish jobs on stop.")
     max_backlog: int = Field(default=10_000, ge=0, description="Outstanding jobs before 429.")
 
+    # Reliability.
+    visibility_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds an entry may sit idle before another worker takes it.",
+    )
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    job_timeout: float = Field(default=60.0, gt=0, description="Seconds one attempt may run.")
+    retry_backoff: float = Field(default=0.5, ge=0, description="First retry pause; doubles.")
+    consumer_idle_ttl: float = Field(
+        default=3600.0, gt=0, description="Seconds before an idle, empty consumer is forgotten."
+    )
+
     # Upload and image limits.
     max_upload_bytes: int = Field(default=25 * MIB, ge=1024)
     max_pixels: int = Field(default=50_000_000, ge=1)

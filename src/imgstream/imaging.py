@@ -8,6 +8,7 @@ strict decoding, and the limits are checked on the header before any pixel is de
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,10 @@ class DecodeError(ImagingError):
     code = "decode_error"
 
 
+class RenderTimeout(Exception):
+    """Rendering was stopped at its deadline. Not an input error: another attempt may finish."""
+
+
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
     """What the header says; width and height are as displayed, after EXIF orientation."""
@@ -128,14 +133,19 @@ def probe(source: Path | bytes, limits: Limits) -> SourceInfo:
     return _check_source(_open_header(source), limits)
 
 
-def render(source: Path | bytes, spec: JobSpec, limits: Limits) -> Rendered:
+def render(
+    source: Path | bytes, spec: JobSpec, limits: Limits, *, timeout: float | None = None
+) -> Rendered:
     """Check the source like ``probe``, apply the steps in order, encode without metadata.
 
     EXIF orientation is applied first, so sizes refer to the image as displayed. Colours
     become 8-bit sRGB or grey. Only the first frame of an animated or multi-page source is
     processed. Transparency is flattened on white for JPEG. Problems with the input, and a
     result beyond the limits, raise ``ImagingError`` subclasses, however late libvips finds them.
+    With a ``timeout`` (seconds), libvips is told to stop computing once it has passed, and
+    ``RenderTimeout`` is raised.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     header = _open_header(source)
     info = _check_source(header, limits)
     output_format = spec.format or default_output_format(info.format)
@@ -154,12 +164,27 @@ def render(source: Path | bytes, spec: JobSpec, limits: Limits) -> Rendered:
             image = image.flatten(background=[255])
         _check_output(image, output_format, limits)
         suffix, save_options = _SAVE_OPTIONS[output_format]
+        if deadline is not None:
+            _stop_at(image, deadline)
         data = image.write_to_buffer(suffix, **save_options, **_NO_METADATA)
     except pyvips.Error as error:
+        if deadline is not None and time.monotonic() > deadline:
+            raise RenderTimeout(f"rendering took longer than {timeout:g} s") from None
         raise _input_error(error, source) from None
     return Rendered(
         data=data, width=int(image.width), height=int(image.height), format=output_format
     )
+
+
+def _stop_at(image: Any, deadline: float) -> None:
+    """Have libvips abandon the computation of ``image`` once ``deadline`` has passed."""
+
+    def check(computing: Any, _progress: Any) -> None:
+        if time.monotonic() > deadline:
+            computing.set_kill(True)
+
+    image.set_progress(True)
+    image.signal_connect("eval", check)
 
 
 def _open_header(source: Path | bytes) -> Any:

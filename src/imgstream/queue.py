@@ -11,10 +11,10 @@ single Redis Cluster slot. Key names and fields are documented in ``docs/wire-fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -51,6 +51,10 @@ class Keys:
         return f"{{{self.prefix}}}:job:{job_id}"
 
 
+ALREADY_ENDED: Final = -1
+EXHAUSTED: Final = -2
+
+
 class BacklogFull(Exception):
     """The stream already holds as many outstanding entries as the operator allows."""
 
@@ -73,7 +77,7 @@ class Delivery:
         return self.entry.job_id if self.entry else None
 
 
-def _load_script(redis: Redis, name: str) -> AsyncScript:
+def load_script(redis: Redis, name: str) -> AsyncScript:
     source = resources.files("imgstream").joinpath("lua", f"{name}.lua").read_text()
     return redis.register_script(source)
 
@@ -97,9 +101,10 @@ class JobQueue:
         self.redis = redis
         self.keys = keys
         self.group = group
-        self._enqueue = _load_script(redis, "enqueue")
-        self._start = _load_script(redis, "start")
-        self._finish = _load_script(redis, "finish")
+        self._enqueue = load_script(redis, "enqueue")
+        self._start = load_script(redis, "start")
+        self._finish = load_script(redis, "finish")
+        self._heartbeat = load_script(redis, "heartbeat")
 
     async def ensure_group(self) -> None:
         """Create the stream and its group if missing; harmless when they exist."""
@@ -163,8 +168,12 @@ class JobQueue:
         _stream, entries = reply[0]
         return [_delivery(entry_id, fields) for entry_id, fields in entries]
 
-    async def start(self, delivery: Delivery, lease: str) -> int:
-        """Mark the job processing under ``lease``; returns the attempt number, -1 if ended."""
+    async def start(self, delivery: Delivery, lease: str, consumer: str, max_attempts: int) -> int:
+        """Mark the job processing under ``lease``; returns the attempt number.
+
+        ``ALREADY_ENDED`` means a duplicate delivery of an ended job (just discard it);
+        ``EXHAUSTED`` means ``max_attempts`` attempts started and none ended: bury it.
+        """
         assert delivery.entry is not None
         entry = delivery.entry
         reply = await self._start(
@@ -176,6 +185,8 @@ class JobQueue:
                 entry.format,
                 stream_id_timestamp(delivery.entry_id),
                 delivery.entry_id,
+                consumer,
+                max_attempts,
             ],
         )
         return int(reply)
@@ -192,16 +203,29 @@ class JobQueue:
         return await self._record(delivery, lease, outcome, ttl)
 
     async def fail(
-        self, delivery: Delivery, lease: str, *, code: str, message: str, ttl: int
+        self,
+        delivery: Delivery,
+        lease: str,
+        *,
+        code: str,
+        message: str,
+        ttl: int,
+        dead_letter: bool = False,
     ) -> bool:
-        """Record failure with a reason a person can read, and acknowledge."""
+        """Record failure with a reason a person can read, and acknowledge.
+
+        With ``dead_letter`` the job is also copied to the dead-letter stream. An empty
+        ``lease`` buries an entry whose last holder died, without the lease check.
+        """
         outcome = {
             "status": JobStatus.FAILED.value,
             "finished_at": utc_now(),
             "error_code": code,
             "error": message,
         }
-        return await self._record(delivery, lease, outcome, ttl)
+        return await self._record(
+            delivery, lease, outcome, ttl, dead_letter_reason=message if dead_letter else ""
+        )
 
     async def discard(self, entry_id: str) -> None:
         """Acknowledge and delete an entry that must not be processed (ended or unreadable)."""
@@ -211,16 +235,85 @@ class JobQueue:
             await pipe.execute()
 
     async def _record(
-        self, delivery: Delivery, lease: str, outcome: Mapping[str, str], ttl: int
+        self,
+        delivery: Delivery,
+        lease: str,
+        outcome: Mapping[str, str],
+        ttl: int,
+        dead_letter_reason: str = "",
     ) -> bool:
         assert delivery.entry is not None
-        args: list[Any] = [lease, self.group, delivery.entry_id, ttl]
+        args: list[Any] = [lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now()]
         for name, value in outcome.items():
             args.extend((name, value))
-        reply = await self._finish(
-            keys=[self.keys.job(delivery.entry.job_id), self.keys.stream], args=args
-        )
+        keys = [self.keys.job(delivery.entry.job_id), self.keys.stream, self.keys.dead]
+        reply = await self._finish(keys=keys, args=args)
         return int(reply) == 1
+
+    # Recovering.
+
+    async def claim_stale(self, consumer: str, *, min_idle_ms: int, count: int) -> list[Delivery]:
+        """Take over entries another consumer has left idle for ``min_idle_ms`` (it died).
+
+        Entries deleted from the stream meanwhile are dropped from the pending list: Redis 7
+        does it itself and lists them apart; Redis 6.2 returns them with no fields.
+        """
+        reply: Any = await self.redis.xautoclaim(
+            self.keys.stream, self.group, consumer, min_idle_ms, "0-0", count=count
+        )
+        claimed = []
+        for entry_id, fields in reply[1]:
+            if fields is None:
+                await self.redis.xack(self.keys.stream, self.group, entry_id)
+            else:
+                claimed.append(_delivery(entry_id, fields))
+        return claimed
+
+    async def keep_alive(self, consumer: str, entry_ids: Collection[str]) -> set[str]:
+        """Reset the idle time of the entries this consumer still holds; returns those."""
+        if not entry_ids:
+            return set()
+        held = await self._heartbeat(
+            keys=[self.keys.stream], args=[self.group, consumer, *entry_ids]
+        )
+        return set(held)
+
+    async def release(self, consumer: str, entry_ids: Collection[str], *, idle_ms: int) -> None:
+        """Hand entries this consumer will not process back to the group at once.
+
+        Streams cannot un-deliver an entry; marking it idle for ``idle_ms`` (the visibility
+        timeout) lets the next recovery pass of any live worker take it straight away.
+        """
+        if entry_ids:
+            await self.redis.xclaim(
+                self.keys.stream,
+                self.group,
+                consumer,
+                0,
+                list(entry_ids),
+                idle=idle_ms,
+                justid=True,
+            )
+
+    async def remove_idle_consumers(self, *, idle_ms: int) -> list[str]:
+        """Forget consumers that hold nothing and have not been seen for ``idle_ms``."""
+        removed = []
+        consumers: Any = await self.redis.xinfo_consumers(self.keys.stream, self.group)
+        for consumer in consumers:
+            if int(consumer["pending"]) == 0 and int(consumer["idle"]) >= idle_ms:
+                await self.redis.xgroup_delconsumer(self.keys.stream, self.group, consumer["name"])
+                removed.append(str(consumer["name"]))
+        return removed
+
+    async def remove_consumer_if_idle(self, consumer: str) -> bool:
+        """On a clean exit: leave the group unless entries are still pending for us."""
+        pending: Any = await self.redis.xpending_range(
+            self.keys.stream, self.group, min="-", max="+", count=1, consumername=consumer
+        )
+        if pending:
+            return False
+        await self.redis.xgroup_delconsumer(self.keys.stream, self.group, consumer)
+        return True
 
     # Looking.
 

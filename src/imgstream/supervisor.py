@@ -14,6 +14,7 @@ import multiprocessing.process
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from types import FrameType
 
 import anyio
@@ -24,6 +25,8 @@ from imgstream.logs import configure_logging
 log = logging.getLogger("imgstream.supervisor")
 
 RESTART_PAUSE_MAX = 30.0
+HEALTHY_LIFETIME = 2.0
+"""A worker that lived this long before dying is restarted at once; younger deaths back off."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -46,14 +49,21 @@ def worker_process_main(settings: Settings) -> None:
     anyio.run(serve, settings, backend_options={"use_uvloop": True})
 
 
+@dataclass
+class _Slot:
+    process: multiprocessing.process.BaseProcess | None
+    started: float = field(default_factory=time.monotonic)
+    quick_deaths: int = 0
+    restart_at: float = 0.0
+
+
 class WorkerPool:
     def __init__(self, settings: Settings, concurrency: int) -> None:
         self.settings = settings
         self.concurrency = concurrency
         self._context = multiprocessing.get_context("spawn")
-        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._slots: list[_Slot] = []
         self._stopping = False
-        self._recent_deaths = 0
 
     def _spawn(self) -> multiprocessing.process.BaseProcess:
         process = self._context.Process(
@@ -72,37 +82,52 @@ class WorkerPool:
         """Serve until signalled; returns the exit status for the command."""
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        self._processes = [self._spawn() for _ in range(self.concurrency)]
-        last_death = 0.0
+        self._slots = [_Slot(self._spawn()) for _ in range(self.concurrency)]
         while not self._stopping:
-            time.sleep(0.2)
-            for index, process in enumerate(self._processes):
-                if process.is_alive() or self._stopping:
-                    continue
-                now = time.monotonic()
-                self._recent_deaths = self._recent_deaths + 1 if now - last_death < 60 else 1
-                last_death = now
-                pause = min(RESTART_PAUSE_MAX, 0.1 * 2 ** (self._recent_deaths - 1))
-                log.warning(
-                    "worker process %s exited with %s; restarting in %.1f s",
-                    process.pid,
-                    process.exitcode,
-                    pause,
-                )
-                time.sleep(pause)
+            time.sleep(0.1)
+            for slot in self._slots:
                 if not self._stopping:
-                    self._processes[index] = self._spawn()
+                    self._tend(slot)
         return self._shutdown()
 
+    def _tend(self, slot: _Slot) -> None:
+        """Replace a dead worker; one that keeps dying young is restarted ever more slowly."""
+        now = time.monotonic()
+        if slot.process is not None:
+            if slot.process.is_alive():
+                if now - slot.started > HEALTHY_LIFETIME:
+                    slot.quick_deaths = 0
+                return
+            lived = now - slot.started
+            slot.quick_deaths = slot.quick_deaths + 1 if lived < HEALTHY_LIFETIME else 0
+            pause = (
+                min(RESTART_PAUSE_MAX, 0.25 * 2 ** (slot.quick_deaths - 1))
+                if slot.quick_deaths
+                else 0.0
+            )
+            log.warning(
+                "worker process %s exited with %s after %.1f s; restarting in %.1f s",
+                slot.process.pid,
+                slot.process.exitcode,
+                lived,
+                pause,
+            )
+            slot.process = None
+            slot.restart_at = now + pause
+        if now >= slot.restart_at:
+            slot.process = self._spawn()
+            slot.started = now
+
     def _shutdown(self) -> int:
-        for process in self._processes:
-            if process.is_alive() and process.pid is not None:
+        processes = [slot.process for slot in self._slots if slot.process is not None]
+        for process in processes:
+            if process.is_alive():
                 process.terminate()
         deadline = time.monotonic() + self.settings.shutdown_grace + 2
-        for process in self._processes:
+        for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
         status = 0
-        for process in self._processes:
+        for process in processes:
             if process.is_alive():
                 log.error("worker process %s ignored the grace period; killing it", process.pid)
                 process.kill()

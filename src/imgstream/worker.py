@@ -1,30 +1,50 @@
 """The consumer loop: read entries as a group member, process, store, record, acknowledge.
 
-Promise: an entry is acknowledged only together with its job's final status, and only after
-the result file is in place. A job whose image cannot be processed ends ``failed`` with a
-message a person understands, and the worker goes on with the next one.
+Promises, which together make delivery at least once with a single fenced outcome:
+- an entry is acknowledged only together with its job's final status, and only after the
+  result file is in place;
+- entries a dead worker left pending are taken over once idle past the visibility timeout,
+  while a live worker keeps its own entries fresh, however long its job runs;
+- a deterministic failure (undecodable image, impossible parameters) ends the job at once;
+  a transient one (storage error, time limit) is retried with exponential backoff, and a
+  job that used up its attempts — or killed its worker each time — is dead-lettered;
+- while Redis is unreachable the worker waits and retries, keeping the work in hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import signal
 import socket
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from imgstream import imaging
 from imgstream.config import Settings
 from imgstream.jobs import ResultInfo
 from imgstream.operations import JobSpec, Limits, SpecError, parse_operations_json
-from imgstream.queue import Delivery, JobQueue, Keys, connect
+from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect
 from imgstream.storage import LocalStorage, Storage
 
 log = logging.getLogger("imgstream.worker")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+BACKSTOP_SECONDS = 10.0
+"""How long past the job timeout a render may ignore libvips' kill before the process exits."""
+EXIT_STUCK = 70
+CONSUMER_HYGIENE_INTERVAL = 60.0
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -42,25 +62,41 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-@dataclass(frozen=True, slots=True)
 class JobFailure(Exception):
     """A deterministic failure: the job ends ``failed`` with this code and message."""
 
-    code: str
-    message: str
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
-def process_job(storage: Storage, job_id: str, spec: JobSpec, limits: Limits) -> ResultInfo:
+class TransientFailure(Exception):
+    """A failure another attempt may not repeat: storage trouble, the time limit."""
+
+
+def process_job(
+    storage: Storage, job_id: str, spec: JobSpec, limits: Limits, timeout: float
+) -> ResultInfo:
     """Render the job's original and store the result; blocking, runs in a worker thread."""
     try:
         source = storage.original_source(job_id)
     except FileNotFoundError:
         raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
     try:
-        rendered = imaging.render(source, spec, limits)
+        rendered = imaging.render(source, spec, limits, timeout=timeout)
     except imaging.ImagingError as exc:
         raise JobFailure(exc.code, str(exc)) from None
-    storage.save_result(job_id, rendered.data, rendered.format.extension)
+    except imaging.RenderTimeout:
+        raise TransientFailure(
+            f"the job ran longer than {timeout:g} s (IMGSTREAM_JOB_TIMEOUT)"
+        ) from None
+    except OSError as exc:
+        raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
+    try:
+        storage.save_result(job_id, rendered.data, rendered.format.extension)
+    except OSError as exc:
+        raise TransientFailure(f"the result could not be stored: {exc.strerror}") from None
     return ResultInfo(
         width=rendered.width,
         height=rendered.height,
@@ -69,8 +105,12 @@ def process_job(storage: Storage, job_id: str, spec: JobSpec, limits: Limits) ->
     )
 
 
+class _Stopped(Exception):
+    """Raised out of a Redis wait when the worker was asked to stop meanwhile."""
+
+
 class Worker:
-    """One consumer of the group: ``run()`` serves until ``stop()``; ``burst`` drains, returns."""
+    """One consumer of the group. ``run()`` serves until ``stop()``; ``burst`` drains, returns."""
 
     def __init__(self, settings: Settings, queue: JobQueue, storage: Storage) -> None:
         self.settings = settings
@@ -78,68 +118,235 @@ class Worker:
         self.storage = storage
         self.limits = limits_from(settings)
         self.consumer = consumer_name()
+        self.held: set[str] = set()
+        """Entries delivered to this consumer and not yet finished."""
         self._stopping = False
+        self._visibility_ms = int(settings.visibility_timeout * 1000)
 
     def stop(self) -> None:
-        """Stop reading new entries; the batch in hand is still finished."""
+        """Stop taking entries; the job in hand is finished, the rest handed back."""
         self._stopping = True
 
     async def run(self, *, burst: bool = False) -> None:
-        await self.queue.ensure_group()
+        try:
+            await self._redis(self.queue.ensure_group)
+        except _Stopped:
+            return
         log.info("worker %s reading %s", self.consumer, self.queue.keys.stream)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._keep_held_entries_fresh)
+            try:
+                await self._consume(burst=burst)
+            finally:
+                tasks.cancel_scope.cancel()
+        await self._leave_group()
+
+    async def _consume(self, *, burst: bool) -> None:
+        recovery_interval = max(0.2, self.settings.visibility_timeout / 4)
+        next_recovery = next_hygiene = 0.0
         while not self._stopping:
-            deliveries = await self.queue.read(
-                self.consumer,
-                count=self.settings.read_batch,
-                block_ms=10 if burst else self.settings.block_ms,
-            )
+            try:
+                deliveries: list[Delivery] = []
+                if time.monotonic() >= next_recovery:
+                    deliveries = await self._claim_stale()
+                    next_recovery = time.monotonic() + recovery_interval
+                if time.monotonic() >= next_hygiene:
+                    await self._redis(
+                        self.queue.remove_idle_consumers,
+                        idle_ms=int(self.settings.consumer_idle_ttl * 1000),
+                    )
+                    next_hygiene = time.monotonic() + CONSUMER_HYGIENE_INTERVAL
+                if not deliveries:
+                    deliveries = await self._redis(
+                        self.queue.read,
+                        self.consumer,
+                        count=self.settings.read_batch,
+                        block_ms=10
+                        if burst
+                        else min(self.settings.block_ms, int(recovery_interval * 1000)),
+                    )
+            except _Stopped:
+                return
             if not deliveries and burst:
                 return
-            for delivery in deliveries:
+            await self._handle_batch(deliveries)
+
+    async def _claim_stale(self) -> list[Delivery]:
+        claimed = await self._redis(
+            self.queue.claim_stale,
+            self.consumer,
+            min_idle_ms=self._visibility_ms,
+            count=self.settings.read_batch,
+        )
+        for delivery in claimed:
+            log.warning("took over entry %s (job %s)", delivery.entry_id, delivery.job_id)
+        return claimed
+
+    async def _handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        self.held.update(delivery.entry_id for delivery in deliveries)
+        for index, delivery in enumerate(deliveries):
+            if self._stopping:
+                unstarted = [d.entry_id for d in deliveries[index:] if d.entry_id in self.held]
+                await self._hand_back(unstarted)
+                return
+            if delivery.entry_id not in self.held:
+                continue  # taken over by another worker while it waited in our batch
+            try:
                 await self.handle(delivery)
+            except _Stopped:
+                return
+            finally:
+                self.held.discard(delivery.entry_id)
 
     async def handle(self, delivery: Delivery) -> None:
+        """Take one entry to its end: done, failed, dead-lettered, or left for recovery."""
         if delivery.entry is None:
             log.error("discarding malformed entry %s: %s", delivery.entry_id, delivery.problem)
-            await self.queue.discard(delivery.entry_id)
+            await self._persist(self.queue.discard, delivery.entry_id)
             return
-        lease = uuid.uuid4().hex
-        attempt = await self.queue.start(delivery, lease)
-        if attempt < 0:
-            await self.queue.discard(delivery.entry_id)  # already ended: a duplicate delivery
-            return
-        ttl = self.settings.result_ttl
-        try:
-            spec = self._spec(delivery)
-            result = await anyio.to_thread.run_sync(
-                process_job, self.storage, delivery.entry.job_id, spec, self.limits
+        max_attempts = self.settings.max_attempts
+        while True:
+            lease = uuid.uuid4().hex
+            attempt = await self._persist(
+                self.queue.start, delivery, lease, self.consumer, max_attempts
             )
-        except JobFailure as failure:
-            log.info("job %s failed: %s", delivery.job_id, failure.message)
-            await self.queue.fail(
-                delivery, lease, code=failure.code, message=failure.message, ttl=ttl
-            )
+            if attempt == ALREADY_ENDED:
+                await self._persist(self.queue.discard, delivery.entry_id)
+                return
+            if attempt == EXHAUSTED:
+                log.error("job %s is poison; dead-lettering it", delivery.job_id)
+                reason = (
+                    f"the job was started {max_attempts} times and never finished: each attempt "
+                    "stopped its worker process or ran out of time (IMGSTREAM_MAX_ATTEMPTS)"
+                )
+                await self._fail(delivery, "", "poison", reason, dead_letter=True)
+                return
+            try:
+                result = await self._process(delivery)
+            except JobFailure as failure:
+                log.info("job %s failed: %s", delivery.job_id, failure.message)
+                await self._fail(delivery, lease, failure.code, failure.message)
+                return
+            except Exception as problem:
+                reason = str(problem) if isinstance(problem, TransientFailure) else "internal error"
+                if not isinstance(problem, TransientFailure):
+                    log.exception("job %s: unexpected error", delivery.job_id)
+                if attempt >= max_attempts:
+                    reason += f"; gave up after {attempt} attempts (IMGSTREAM_MAX_ATTEMPTS)"
+                    await self._fail(delivery, lease, "retries_exhausted", reason, dead_letter=True)
+                    return
+                pause = self._backoff(attempt)
+                log.warning(
+                    "job %s attempt %d: %s; retrying in %.1f s",
+                    delivery.job_id,
+                    attempt,
+                    reason,
+                    pause,
+                )
+                await anyio.sleep(pause)
+                continue
+            ttl = self.settings.result_ttl
+            if not await self._persist(self.queue.complete, delivery, lease, result, ttl=ttl):
+                log.warning(
+                    "job %s was taken over meanwhile; the newer outcome stands", delivery.job_id
+                )
             return
-        except Exception:
-            log.exception("job %s failed unexpectedly", delivery.job_id)
-            await self.queue.fail(
-                delivery,
-                lease,
-                code="internal",
-                message="the worker hit an internal error",
-                ttl=ttl,
-            )
-            return
-        await self.queue.complete(delivery, lease, result, ttl=ttl)
 
-    @staticmethod
-    def _spec(delivery: Delivery) -> JobSpec:
+    async def _fail(
+        self, delivery: Delivery, lease: str, code: str, message: str, *, dead_letter: bool = False
+    ) -> None:
+        await self._persist(
+            self.queue.fail,
+            delivery,
+            lease,
+            code=code,
+            message=message,
+            ttl=self.settings.result_ttl,
+            dead_letter=dead_letter,
+        )
+
+    async def _process(self, delivery: Delivery) -> ResultInfo:
         assert delivery.entry is not None
         try:
             operations = parse_operations_json(delivery.entry.operations)
-            return JobSpec(operations=operations, format=delivery.entry.format or None)
+            spec = JobSpec(operations=operations, format=delivery.entry.format or None)
         except (SpecError, ValueError) as exc:
             raise JobFailure("invalid_spec", f"the job's parameters are invalid: {exc}") from None
+        timeout = self.settings.job_timeout
+        with anyio.move_on_after(timeout + BACKSTOP_SECONDS):
+            return await anyio.to_thread.run_sync(
+                process_job,
+                self.storage,
+                delivery.entry.job_id,
+                spec,
+                self.limits,
+                timeout,
+                abandon_on_cancel=True,
+            )
+        # libvips ignored the kill: the thread cannot be stopped, so the process goes, and the
+        # supervisor starts a fresh one; the entry is recovered and counted as an attempt.
+        log.critical("job %s is stuck past its time limit; exiting", delivery.job_id)
+        os._exit(EXIT_STUCK)
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.settings.retry_backoff * 2 ** (attempt - 1)
+        return float(min(30.0, base * random.uniform(0.8, 1.2)))
+
+    async def _redis(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A Redis call that waits out outages, unless the worker is asked to stop (reads)."""
+        return await self._retrying(True, call, *args, **kwargs)
+
+    async def _persist(
+        self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A Redis write that settles work already done: it waits out outages even while
+        stopping; the supervisor's grace period bounds the wait."""
+        return await self._retrying(False, call, *args, **kwargs)
+
+    async def _retrying(
+        self,
+        until_stopped: bool,
+        call: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        pause = 0.1
+        while True:
+            try:
+                return await call(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if until_stopped and self._stopping:
+                    raise _Stopped() from None
+                log.warning("redis unavailable (%s); retrying in %.1f s", exc, pause)
+                await anyio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _keep_held_entries_fresh(self) -> None:
+        interval = max(0.1, self.settings.visibility_timeout / 3)
+        while True:
+            await anyio.sleep(interval)
+            if not self.held:
+                continue
+            try:
+                still_held = await self.queue.keep_alive(self.consumer, list(self.held))
+            except (RedisConnectionError, RedisTimeoutError):
+                continue  # the main loop waits for Redis; entries stay ours meanwhile
+            lost = self.held - still_held
+            if lost:
+                log.warning("entries %s were taken over by another worker", sorted(lost))
+            self.held &= still_held
+
+    async def _hand_back(self, entry_ids: list[str]) -> None:
+        if not entry_ids:
+            return
+        # If Redis is down they are recovered after the visibility timeout instead.
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            await self.queue.release(self.consumer, entry_ids, idle_ms=self._visibility_ms)
+        self.held.difference_update(entry_ids)
+
+    async def _leave_group(self) -> None:
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            await self.queue.remove_consumer_if_idle(self.consumer)
 
 
 async def serve(settings: Settings, *, burst: bool = False) -> None:
@@ -155,6 +362,7 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
 
             async def stop_on_signal() -> None:
                 async for _ in signals:
+                    log.info("worker %s stopping", worker.consumer)
                     worker.stop()
                     return
 

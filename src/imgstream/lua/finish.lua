@@ -1,22 +1,35 @@
 -- Record a job's final outcome and acknowledge its entry, if and only if the caller
 -- still holds the lease: a worker whose entry was taken over can never overwrite
--- the newer outcome, and a job ends exactly once.
--- KEYS[1] job hash, KEYS[2] jobs stream
+-- the newer outcome, and a job ends exactly once. With a dead-letter reason, the job
+-- is also copied to the dead-letter stream, for an operator to inspect and retry.
+-- An empty lease skips the lease check: used to bury a poison entry whose last
+-- holder died (the caller has just claimed the entry, so no one else holds it).
+-- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] dead-letter stream
 -- ARGV[1] lease, ARGV[2] group, ARGV[3] entry id, ARGV[4] ttl seconds,
--- ARGV[5..] field/value pairs of the outcome, starting with 'status', <done|failed>
+-- ARGV[5] dead-letter reason ('' for none), ARGV[6] now,
+-- ARGV[7..] field/value pairs of the outcome, starting with 'status', <done|failed>
 -- The new status is announced on the channel named like the job hash (for live status).
 -- Returns 1 when recorded, 0 when the lease was lost or the job had already ended.
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then
   return 0
 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'failed' then
+  redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('XDEL', KEYS[2], ARGV[3])
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('HDEL', KEYS[1], 'lease')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+if ARGV[5] ~= '' then
+  local job = redis.call('HMGET', KEYS[1], 'operations', 'format', 'attempts')
+  local id = string.match(KEYS[1], ':job:(%x+)$')
+  redis.call('XADD', KEYS[3], '*',
+    'job', id, 'operations', job[1] or '', 'format', job[2] or '',
+    'reason', ARGV[5], 'deliveries', job[3] or '0', 'entry', ARGV[3], 'failed_at', ARGV[6])
+end
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
-redis.call('PUBLISH', KEYS[1], ARGV[6])
+redis.call('PUBLISH', KEYS[1], ARGV[8])
 return 1

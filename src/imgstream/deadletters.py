@@ -1,0 +1,84 @@
+"""The dead-letter stream: jobs that failed for good after their attempts, kept for an operator.
+
+A dead letter records the job, the reason and how many deliveries were started. Retrying one
+gives the job a fresh stream entry and a fresh set of attempts; its original must still be
+stored. Purging forgets the dead letters (the jobs stay ``failed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from imgstream.jobs import is_valid_job_id, utc_now
+from imgstream.queue import Keys, load_script
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    entry_id: str
+    job_id: str
+    reason: str
+    deliveries: int
+    failed_at: str
+    operations: str
+    format: str
+
+
+class DeadLetters:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._requeue = load_script(redis, "requeue")
+
+    async def list(self, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters."""
+        entries: Any = await self.redis.xrange(self.keys.dead, count=count)
+        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+
+    async def count(self) -> int:
+        return int(await self.redis.xlen(self.keys.dead))
+
+    async def retry(self, entry_id: str) -> str | None:
+        """Queue the job again; returns its new stream entry id, None if no such dead letter."""
+        entries: Any = await self.redis.xrange(self.keys.dead, entry_id, entry_id)
+        if not entries:
+            return None
+        letter = _dead_letter(*entries[0])
+        if not is_valid_job_id(letter.job_id):
+            return None
+        reply = await self._requeue(
+            keys=[self.keys.dead, self.keys.stream, self.keys.job(letter.job_id)],
+            args=[entry_id, letter.job_id, letter.operations, letter.format, utc_now()],
+        )
+        return cast(str | None, reply or None)
+
+    async def retry_all(self) -> int:
+        retried = 0
+        while letters := await self.list(100):
+            for letter in letters:
+                if await self.retry(letter.entry_id) is not None:
+                    retried += 1
+                else:
+                    await self.redis.xdel(self.keys.dead, letter.entry_id)
+        return retried
+
+    async def purge(self) -> int:
+        """Forget every dead letter; returns how many there were."""
+        count = await self.count()
+        await self.redis.delete(self.keys.dead)
+        return count
+
+
+def _dead_letter(entry_id: str, fields: dict[str, str]) -> DeadLetter:
+    return DeadLetter(
+        entry_id=entry_id,
+        job_id=fields.get("job", ""),
+        reason=fields.get("reason", ""),
+        deliveries=int(fields.get("deliveries") or 0),
+        failed_at=fields.get("failed_at", ""),
+        operations=fields.get("operations", ""),
+        format=fields.get("format", ""),
+    )

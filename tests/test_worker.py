@@ -1,0 +1,127 @@
+"""The worker loop in-process against a real Redis: retries, time limits, stopping."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from imgstream.config import Settings
+from imgstream.jobs import JobStatus, StreamEntry, new_job_id
+from imgstream.queue import JobQueue
+from imgstream.storage import LocalStorage
+from imgstream.worker import Worker
+
+from images import encode, photo
+
+pytestmark = pytest.mark.anyio
+
+
+class FlakyStorage(LocalStorage):
+    """Local storage whose first ``failures`` result writes fail, like a full or flaky disk."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+
+    def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        return super().save_result(job_id, data, extension)
+
+
+async def submit(queue: JobQueue, storage: LocalStorage, operations: str, image: bytes) -> str:
+    await queue.ensure_group()
+    job_id = new_job_id()
+    storage.save_original(job_id, io.BytesIO(image))
+    await queue.enqueue(job_id, StreamEntry(job_id, operations))
+    return job_id
+
+
+async def test_transient_failures_are_retried_and_counted(
+    queue: JobQueue, settings: Settings
+) -> None:
+    fast = settings.model_copy(update={"retry_backoff": 0.01})
+    storage = FlakyStorage(fast.data_dir, failures=2)
+    job_id = await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(30, 20), "png"))
+    await Worker(fast, queue, storage).run(burst=True)
+    record = await queue.get_job(job_id)
+    assert record is not None and record.status is JobStatus.DONE
+    assert record.attempts == 3
+
+
+async def test_exhausted_retries_fail_the_job_and_dead_letter_it(
+    queue: JobQueue, redis: Redis, settings: Settings
+) -> None:
+    fast = settings.model_copy(update={"retry_backoff": 0.01, "max_attempts": 2})
+    storage = FlakyStorage(fast.data_dir, failures=5)
+    job_id = await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(30, 20), "png"))
+    await Worker(fast, queue, storage).run(burst=True)
+    record = await queue.get_job(job_id)
+    assert record is not None and record.status is JobStatus.FAILED
+    assert record.attempts == 2 and record.error is not None
+    assert record.error.code == "retries_exhausted"
+    assert (
+        "No space left" in record.error.message and "IMGSTREAM_MAX_ATTEMPTS" in record.error.message
+    )
+    assert await redis.xlen(queue.keys.dead) == 1
+
+
+async def test_deterministic_failures_are_not_retried(queue: JobQueue, settings: Settings) -> None:
+    storage = LocalStorage(settings.data_dir)
+    job_id = await submit(queue, storage, '[{"op":"grayscale"}]', b"not an image at all")
+    await Worker(settings, queue, storage).run(burst=True)
+    record = await queue.get_job(job_id)
+    assert record is not None and record.status is JobStatus.FAILED and record.attempts == 1
+    assert record.error is not None and record.error.code == "unsupported_format"
+
+
+async def test_a_job_over_its_time_limit_is_stopped_and_the_worker_goes_on(
+    queue: JobQueue, settings: Settings
+) -> None:
+    limited = settings.model_copy(
+        update={"job_timeout": 0.2, "max_attempts": 2, "retry_backoff": 0.01}
+    )
+    storage = LocalStorage(limited.data_dir)
+    slow = await submit(
+        queue, storage, '[{"op":"blur","sigma":60}]', encode(photo(2500, 2500), "png")
+    )
+    quick = await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(20, 20), "png"))
+    with anyio.fail_after(30):
+        await Worker(limited, queue, storage).run(burst=True)
+    slow_record = await queue.get_job(slow)
+    assert slow_record is not None and slow_record.status is JobStatus.FAILED
+    assert slow_record.error is not None and "IMGSTREAM_JOB_TIMEOUT" in slow_record.error.message
+    assert slow_record.attempts == 2
+    quick_record = await queue.get_job(quick)
+    assert quick_record is not None and quick_record.status is JobStatus.DONE
+
+
+async def test_stopping_hands_unstarted_entries_back(
+    queue: JobQueue, redis: Redis, settings: Settings
+) -> None:
+    storage = LocalStorage(settings.data_dir)
+    jobs = [
+        await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(20, 20), "png"))
+        for _ in range(3)
+    ]
+    worker = Worker(settings, queue, storage)
+    deliveries = await queue.read(worker.consumer, count=10, block_ms=100)
+    original_handle = worker.handle
+
+    async def handle_then_stop(delivery: object) -> None:
+        await original_handle(delivery)  # type: ignore[arg-type]
+        worker.stop()
+
+    worker.handle = handle_then_stop  # type: ignore[method-assign]
+    await worker._handle_batch(deliveries)
+    statuses = [(await queue.get_job(job_id)).status for job_id in jobs]  # type: ignore[union-attr]
+    assert statuses == [JobStatus.DONE, JobStatus.QUEUED, JobStatus.QUEUED]
+    taken = await queue.claim_stale(
+        "other", min_idle_ms=int(settings.visibility_timeout * 1000), count=10
+    )
+    assert sorted(d.job_id or "" for d in taken) == sorted(jobs[1:])
