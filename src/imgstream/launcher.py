@@ -16,6 +16,7 @@ import time
 from types import FrameType
 
 from imgstream.config import Settings
+from imgstream.processes import die_with_parent
 from imgstream.redis_server import RedisServer
 
 log = logging.getLogger("imgstream.up")
@@ -24,7 +25,10 @@ log = logging.getLogger("imgstream.up")
 def _start_part(name: str, arguments: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     log.info("starting %s", name)
     return subprocess.Popen(
-        [sys.executable, "-m", "imgstream", *arguments], env=env, start_new_session=True
+        [sys.executable, "-m", "imgstream", *arguments],
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent,  # nothing outlives `up`, even if it is SIGKILLed
     )
 
 
@@ -53,7 +57,7 @@ def run_stack(settings: Settings, *, concurrency: int) -> int:
     redis_url = settings.redis_url
     if redis_url is None:
         private_redis = RedisServer(
-            settings.data_dir / "redis", appendfsync=settings.appendfsync
+            settings.data_dir / "redis", appendfsync=settings.appendfsync, die_with_parent=True
         ).start()
         redis_url = private_redis.url
         log.info(

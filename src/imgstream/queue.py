@@ -160,9 +160,15 @@ class JobQueue:
 
     async def read(self, consumer: str, *, count: int, block_ms: int) -> list[Delivery]:
         """New entries for this consumer; they stay pending until finished."""
-        reply: Any = await self.redis.xreadgroup(
-            self.group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
-        )
+        try:
+            reply: Any = await self.redis.xreadgroup(
+                self.group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()  # Redis lost its data (or someone deleted the stream)
+            return []
         if not reply:
             return []
         _stream, entries = reply[0]

@@ -17,6 +17,7 @@ from types import TracebackType
 
 import redis
 
+from imgstream import processes
 from imgstream.config import AppendFsync
 
 
@@ -58,11 +59,13 @@ class RedisServer:
         port: int | None = None,
         appendfsync: AppendFsync = AppendFsync.EVERYSEC,
         appendonly: bool = True,
+        die_with_parent: bool = False,
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.appendonly = appendonly
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,7 +88,10 @@ class RedisServer:
     def start(self, timeout: float = 15.0) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, start_new_session=True
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=processes.die_with_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)

@@ -7,12 +7,10 @@ SIGINT asks every worker to finish its jobs in hand; after the grace period they
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.process
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from types import FrameType
@@ -21,23 +19,13 @@ import anyio
 
 from imgstream.config import Settings
 from imgstream.logs import configure_logging
+from imgstream.processes import die_with_parent
 
 log = logging.getLogger("imgstream.supervisor")
 
 RESTART_PAUSE_MAX = 30.0
 HEALTHY_LIFETIME = 2.0
 """A worker that lived this long before dying is restarted at once; younger deaths back off."""
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent dies, so nothing is left behind."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except OSError:
-            pass
 
 
 def worker_process_main(settings: Settings) -> None:
