@@ -11,7 +11,7 @@ import os
 import re
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,7 @@ def service(
         root / "data",
         f"web-{uuid.uuid4().hex[:8]}",
         IMGSTREAM_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
+        IMGSTREAM_SHUTDOWN_GRACE="5",  # an event stream left open must not stall the stop
     )
     yield running
     assert running.close() == (0, 0), running.log.read_text()[-3000:]
@@ -125,15 +126,29 @@ class Tab:
     errors: list[str] = field(default_factory=list)
 
 
-def open_page(browser: Browser, service: Service, viewport: dict[str, int], **options: Any) -> Tab:
-    context = browser.new_context(viewport=viewport, **options)
-    tab = Tab(context, context.new_page())
-    tab.page.on("request", lambda request: tab.requests.append(request))
-    tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
-    tab.page.on("console", lambda message: _script_error(tab, message))
-    tab.page.goto(service.url)
-    tab.page.wait_for_selector("html[data-ready]")
-    return tab
+Opener = Callable[..., Tab]
+
+
+@pytest.fixture
+def open_page(browser: Browser, service: Service) -> Iterator[Opener]:
+    """Open the page in a fresh browser context; every context is closed when the test ends,
+    passed or not, so no event stream outlives it."""
+    contexts: list[BrowserContext] = []
+
+    def opener(viewport: dict[str, int], **options: Any) -> Tab:
+        context = browser.new_context(viewport=viewport, **options)
+        contexts.append(context)
+        tab = Tab(context, context.new_page())
+        tab.page.on("request", lambda request: tab.requests.append(request))
+        tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
+        tab.page.on("console", lambda message: _script_error(tab, message))
+        tab.page.goto(service.url)
+        tab.page.wait_for_selector("html[data-ready]")
+        return tab
+
+    yield opener
+    for context in contexts:
+        context.close()
 
 
 def _script_error(tab: Tab, message: ConsoleMessage) -> None:
@@ -201,9 +216,9 @@ EXPECTED_SIZES = {"meadow.jpg": (120, 90), "tall hills.jpg": (120, 160), "square
 
 
 def test_a_batch_live_then_download_all_then_reload(
-    browser: Browser, service: Service, files: dict[str, Path], tmp_path: Path
+    open_page: Opener, service: Service, files: dict[str, Path], tmp_path: Path
 ) -> None:
-    tab = open_page(browser, service, DESKTOP)
+    tab = open_page(DESKTOP)
     page, requests = tab.page, tab.requests
     shoot(page, "desktop-empty")
     build_pipeline(page)
@@ -282,15 +297,12 @@ def test_a_batch_live_then_download_all_then_reload(
     assert "no longer keeps this job" in old.inner_text()
     shoot(page, "desktop-reloaded")
     assert tab.errors == []
-    tab.context.close()
 
 
 def test_phone_width_dark_and_polling_when_events_fail(
-    browser: Browser, service: Service, files: dict[str, Path]
+    open_page: Opener, files: dict[str, Path]
 ) -> None:
-    tab = open_page(
-        browser, service, PHONE, color_scheme="dark", reduced_motion="reduce", is_mobile=True
-    )
+    tab = open_page(PHONE, color_scheme="dark", reduced_motion="reduce", is_mobile=True)
     page, requests = tab.page, tab.requests
     page.route(re.compile(r"/events$"), lambda route: route.abort())
     page.set_input_files("#file-input", [files["tall hills.jpg"], files["notes.jpg"]])
@@ -302,11 +314,10 @@ def test_phone_width_dark_and_polling_when_events_fail(
     assert [r for r in requests if JOB_PATH.search(r.url)], "then the page fell back to polling"
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shoot(page, "phone-dark")
-    tab.context.close()
 
 
-def test_phone_width_light(browser: Browser, service: Service, files: dict[str, Path]) -> None:
-    tab = open_page(browser, service, PHONE, is_mobile=True)
+def test_phone_width_light(open_page: Opener, files: dict[str, Path]) -> None:
+    tab = open_page(PHONE, is_mobile=True)
     page = tab.page
     page.set_input_files("#file-input", [files["meadow.jpg"], files["huge.png"]])
     page.click("#submit")
@@ -316,4 +327,3 @@ def test_phone_width_light(browser: Browser, service: Service, files: dict[str, 
     card(page, "meadow.jpg").scroll_into_view_if_needed()
     shoot(page, "phone")
     assert tab.errors == []
-    tab.context.close()
