@@ -219,3 +219,12 @@ async def test_redis_unreachable_answers_503(settings: Settings) -> None:
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "unavailable"
     assert response.headers["retry-after"]
+
+
+async def test_the_route_is_in_the_openapi_schema(settings: Settings) -> None:
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        schema = (await client.get("/openapi.json")).json()
+    answers = schema["paths"]["/api/jobs/{job_id}/events"]["get"]["responses"]
+    assert answers["200"]["content"] == {"text/event-stream": {}}
+    assert {"404", "503"} <= set(answers)

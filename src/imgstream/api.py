@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -272,7 +272,7 @@ def _install_routes(app: FastAPI) -> None:
 def _install_event_routes(app: FastAPI) -> None:
     @app.get(
         "/api/jobs/{job_id}/events",
-        response_class=EventStreamResponse,
+        response_class=StreamingResponse,  # the subclass's signature confuses the schema
         responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
         summary="Live job status (Server-Sent Events)",
         description=(
