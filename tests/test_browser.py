@@ -319,6 +319,7 @@ def test_phone_width_dark_and_polling_when_events_fail(
 def test_phone_width_light(open_page: Opener, files: dict[str, Path]) -> None:
     tab = open_page(PHONE, is_mobile=True)
     page = tab.page
+    page.click("#add-grayscale")  # so that the slider shows a difference
     page.set_input_files("#file-input", [files["meadow.jpg"], files["huge.png"]])
     page.click("#submit")
     wait_for_cards(page, 2)
