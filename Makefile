@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up test lint format bench clean
+.PHONY: up test lint format bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("imgstream needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -18,8 +18,19 @@ $(STAMP): pyproject.toml
 up: $(STAMP)  ## run API + web page + workers (+ a private Redis unless REDIS_URL is set)
 	$(BIN)/imgstream up
 
-test: lint  ## lint, type-check and run every test against private Redis servers
+test: lint browser  ## lint, type-check and run every test against private Redis servers
 	$(BIN)/python -m pytest
+
+# Debian's Chromium for tests/test_browser.py. Installed when missing and we may (root with
+# apt, as on CI); anywhere else this says so and the browser tests skip with that reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+	  else \
+	    echo "chromium is missing and cannot be installed here: browser tests will skip"; \
+	  fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

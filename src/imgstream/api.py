@@ -19,19 +19,21 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgstream import imaging
 from imgstream.api_models import ErrorBody, JobAccepted, JobView, job_view
+from imgstream.assets import StaticAssets
 from imgstream.config import Settings
-from imgstream.jobs import JobStatus, StreamEntry, is_valid_job_id, new_job_id
+from imgstream.events import JobEvents
+from imgstream.jobs import JobRecord, JobStatus, StreamEntry, is_valid_job_id, new_job_id
 from imgstream.middleware import BodySizeLimit, SecurityHeaders
 from imgstream.operations import Limits, SpecError, spec_from_form
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect
+from imgstream.sse import EventStreamResponse, Snapshot, status_events
 from imgstream.storage import LocalStorage
 from imgstream.worker import limits_from
 
@@ -109,7 +111,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     _install_error_handlers(app)
     _install_routes(app)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _install_event_routes(app)
+    app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
@@ -261,6 +264,44 @@ def _install_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+# Live status (Server-Sent Events): kept in a block of its own, apart from the other routes.
+
+
+def _install_event_routes(app: FastAPI) -> None:
+    @app.get(
+        "/api/jobs/{job_id}/events",
+        response_class=StreamingResponse,  # the subclass's signature confuses the schema
+        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+        summary="Live job status (Server-Sent Events)",
+        description=(
+            "`status` events, each the job as `GET /api/jobs/{id}` shows it: the current "
+            "state at once, then every change; the stream ends after `done` or `failed`."
+        ),
+    )
+    async def job_events(request: Request, job_id: str) -> Response:
+        services = _services(request)
+        if not is_valid_job_id(job_id):
+            raise ApiError(404, "not_found", "no such job")
+        changes = await JobEvents(services.queue.redis, services.queue.keys).subscribe(job_id)
+        try:
+            first = _snapshot(services, await _find_job(services, job_id))
+        except BaseException:
+            await changes.aclose()
+            raise
+
+        async def read() -> Snapshot | None:
+            record = await services.queue.get_job(job_id)
+            return None if record is None else _snapshot(services, record)
+
+        events = status_events(first, changes, read, services.settings.sse_keepalive)
+        return EventStreamResponse(events, on_close=changes.aclose)
+
+
+def _snapshot(services: Services, record: JobRecord) -> Snapshot:
+    view = job_view(record, services.settings.public_url)
+    return Snapshot(data=view.model_dump_json(), final=record.status.is_final)
 
 
 async def _find_job(services: Services, job_id: str) -> Any:

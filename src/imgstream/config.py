@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)
     public_url: str = Field(default="", description="Base URL put in links; empty: relative.")
+    sse_keepalive: float = Field(
+        default=15.0, gt=0, le=300, description="Seconds between keep-alive comments on /events."
+    )
 
     # Workers.
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)

@@ -1,0 +1,116 @@
+"""Server-Sent Events: the framing, a response that ends with its client, the status stream.
+
+A job's event stream promises: the current state at once, then every state that differs from
+the last one sent, then the end of the stream once the job is ``done`` or ``failed``. Between
+changes a comment line keeps proxies and the browser from timing the connection out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from imgstream.events import JobChanges
+
+log = logging.getLogger("imgstream.sse")
+
+RECONNECT_MS = 2000
+"""How long a browser waits before it reconnects a stream that broke off."""
+
+KEEP_ALIVE = b": keep-alive\n\n"
+
+EVENT_STREAM_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # a buffering proxy (nginx) would hold events back
+}
+
+
+def event(name: str, data: str) -> bytes:
+    """One event; every line of ``data`` becomes its own ``data:`` field, as the format wants."""
+    lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
+    return f"event: {name}\n{lines}\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A job's state as it is sent: its JSON document, and whether it is final."""
+
+    data: str
+    final: bool
+
+
+async def status_events(
+    first: Snapshot,
+    changes: JobChanges,
+    read: Callable[[], Awaitable[Snapshot | None]],
+    keepalive: float,
+) -> AsyncGenerator[bytes, None]:
+    """``status`` events from ``first`` until a final state is sent.
+
+    Each announcement, and each keep-alive tick (an announcement may be lost), re-reads the
+    job; a state equal to the last one sent is not sent again. A job that vanishes (expired)
+    ends the stream with a ``gone`` event; a Redis failure ends it quietly, and the client's
+    reconnect (or its fallback to polling) takes over.
+    """
+    try:
+        yield f"retry: {RECONNECT_MS}\n".encode() + event("status", first.data)
+        last = first
+        while not last.final:
+            changed = await changes.wait(keepalive)
+            current = await read()
+            if current is None:
+                gone = {"error": {"code": "not_found", "message": "no such job (expired)"}}
+                yield event("gone", json.dumps(gone))
+                return
+            if current.data != last.data:
+                yield event("status", current.data)
+                last = current
+            elif not changed:
+                yield KEEP_ALIVE
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        log.warning("event stream ended early, redis unavailable: %s", exc)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response that stops the moment its client goes away.
+
+    Whatever ASGI version the server speaks (under 2.4 Starlette would notice a vanished
+    client only at its next write, up to a keep-alive period later), a listener cancels the
+    stream at once; and ``on_close`` runs however the response ends, even if it never
+    started, so the Redis subscription behind a stream never outlives it.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], on_close: Callable[[], Awaitable[None]]
+    ) -> None:
+        super().__init__(events, headers=EVENT_STREAM_HEADERS)
+        self._events = events
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    with contextlib.suppress(OSError):  # the client left while we wrote
+                        await self.stream_response(send)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()
+                await self._on_close()

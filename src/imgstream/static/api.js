@@ -1,0 +1,90 @@
+// Talking to the imgstream API: uploads, one-off status reads, and errors in plain words.
+
+import { formatBytes, sentence } from "./dom.js";
+
+export const TERMINAL = new Set(["done", "failed", "expired"]);
+export const RETRYABLE = new Set([429, 502, 503, 504]);
+export const jobUrl = (id) => `/api/jobs/${encodeURIComponent(id)}`;
+
+const TITLES = {
+  404: "Not found",
+  413: "Too large",
+  415: "Not a supported image",
+  422: "Settings not accepted",
+  429: "Server busy",
+  503: "Service unavailable",
+};
+
+/** Seconds the server asked us to wait (Retry-After), 0 when it did not say. */
+export function retryAfterSeconds(response) {
+  const value = response.headers.get("Retry-After")?.trim();
+  if (!value) return 0;
+  const seconds = /^\d+$/.test(value) ? Number(value) : (Date.parse(value) - Date.now()) / 1000;
+  return Number.isFinite(seconds) && seconds > 0 ? Math.ceil(seconds) : 0;
+}
+
+// Operator hints such as "(IMGSTREAM_MAX_UPLOAD_BYTES)" mean nothing to the person uploading.
+const plain = (message) => sentence(String(message).replace(/\s*\(IMGSTREAM_[A-Z_]+\)/g, ""));
+
+/**
+ * An error answer as {title, detail, retryable}: a short title, then what happened and what
+ * to do, in words a person understands. `file` (optional) lets a 413 say how big it was.
+ */
+export async function describeHttpError(response, file = null) {
+  let message = "";
+  try {
+    message = String((await response.json())?.error?.message ?? "");
+  } catch {
+    // not JSON (a proxy's page, say): the status has to do
+  }
+  const status = response.status;
+  const retry = retryAfterSeconds(response);
+  const title = TITLES[status] ?? `Request failed (HTTP ${status})`;
+  let detail = message ? plain(message) : "";
+  if (status === 413) {
+    // The server's figure may count the whole form, not the image alone: say less, truly.
+    detail = file ? `This file (${formatBytes(file.size)}) is more than the server accepts.` : "The file is more than the server accepts.";
+  } else if (status === 415) {
+    const formats = "JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF";
+    if (!/JPEG/.test(detail)) detail = [detail, `The server reads ${formats} images.`].filter(Boolean).join(" ");
+  } else if (status === 429) {
+    detail = "The queue is full right now.";
+  } else if (status === 503) {
+    detail = "The server cannot reach its job store.";
+  }
+  if (RETRYABLE.has(status)) detail += retry ? ` Try again in ${retry} s.` : " Try again shortly.";
+  return { title, detail: detail.trim(), retryable: RETRYABLE.has(status) };
+}
+
+/** Upload one file as one job: {job} when accepted, else {error: {title, detail, retryable}}. */
+export async function submitJob(file, operations, format) {
+  const body = new FormData();
+  body.append("image", file, file.name);
+  body.append("operations", JSON.stringify(operations));
+  if (format) body.append("format", format);
+  let response;
+  try {
+    response = await fetch("/api/jobs", { method: "POST", body, headers: { Accept: "application/json" } });
+  } catch {
+    return { error: { title: "No connection", detail: "Could not reach the server. Check the connection and try again.", retryable: true } };
+  }
+  if (!response.ok) return { error: await describeHttpError(response, file) };
+  const job = await response.json().catch(() => null);
+  if (!job?.id) return { error: { title: "Unexpected answer", detail: "The server's answer made no sense; the job may not have started.", retryable: true } };
+  return { job };
+}
+
+/**
+ * The job's current state, once: the job document, {id, status: "expired"} when the server
+ * no longer knows it, or null when it could not be asked (network, 5xx).
+ */
+export async function fetchJob(id) {
+  try {
+    const response = await fetch(jobUrl(id), { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (response.status === 404) return { id, status: "expired" };
+    if (!response.ok) return null;
+    return await response.json();
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,136 @@
+// Following a job to its end: Server-Sent Events first, polling when the stream cannot work.
+
+import { describeHttpError, jobUrl, RETRYABLE, retryAfterSeconds, TERMINAL } from "./api.js";
+
+// Over HTTP/1.1 a browser opens at most six connections to one server, and every open event
+// stream holds one. Four streams leave room for uploads and images; more jobs are polled.
+const MAX_STREAMS = 4;
+const MAX_RECONNECTS = 3;
+const POLL_START_MS = 200;
+const POLL_MAX_MS = 1500;
+const MAX_NETWORK_FAILURES = 10;
+
+let openStreams = 0;
+
+/** How the page is following jobs right now, for the curious (and the tests). */
+export const watchStats = { streams: 0, polls: 0, fallbacks: 0 };
+
+/**
+ * Follow job `id` until it is done or failed, calling onUpdate(job) with each job document
+ * (the shape of GET /api/jobs/{id}); {id, status: "expired"} when the server no longer knows
+ * it. Uses /api/jobs/{id}/events and falls back to polling when that connection fails.
+ * Returns a function that stops watching.
+ */
+export function watchJob(id, onUpdate) {
+  let stopped = false;
+  let stopCurrent = () => {};
+  const stop = () => {
+    stopped = true;
+    stopCurrent();
+  };
+  const deliver = (job) => {
+    if (stopped) return;
+    onUpdate(job);
+    if (TERMINAL.has(job.status)) stop();
+  };
+  const poll = () => {
+    if (stopped) return;
+    watchStats.polls += 1;
+    stopCurrent = pollJob(id, deliver);
+  };
+  if (typeof EventSource === "function" && openStreams < MAX_STREAMS) {
+    watchStats.streams += 1;
+    stopCurrent = streamJob(id, deliver, () => {
+      watchStats.fallbacks += 1;
+      poll();
+    });
+  } else {
+    poll();
+  }
+  return stop;
+}
+
+function streamJob(id, deliver, fallBack) {
+  const source = new EventSource(`${jobUrl(id)}/events`);
+  openStreams += 1;
+  let closed = false;
+  let failures = 0;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    openStreams -= 1;
+    source.close();
+  };
+  source.addEventListener("status", (event) => {
+    let job;
+    try {
+      job = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    failures = 0;
+    if (TERMINAL.has(job.status)) close(); // else the browser would reconnect when it ends
+    deliver(job);
+  });
+  source.addEventListener("gone", () => {
+    close();
+    deliver({ id, status: "expired" });
+  });
+  let opened = false;
+  source.addEventListener("open", () => {
+    opened = true;
+  });
+  source.addEventListener("error", () => {
+    if (closed) return;
+    // Never opened, or CLOSED: events cannot work here (refused, blocked, 503...): poll.
+    // Opened before and now CONNECTING: the browser retries by itself; allow a few tries.
+    failures += 1;
+    if (!opened || source.readyState === EventSource.CLOSED || failures > MAX_RECONNECTS) {
+      close();
+      fallBack();
+    }
+  });
+  return close;
+}
+
+function pollJob(id, deliver) {
+  let stopped = false;
+  let timer = 0;
+  let delay = POLL_START_MS;
+  let failures = 0;
+  const fail = (message) => deliver({ id, status: "failed", error: message, error_code: "client" });
+
+  async function poll() {
+    let wait = delay;
+    try {
+      const response = await fetch(jobUrl(id), { headers: { Accept: "application/json" }, cache: "no-store" });
+      if (stopped) return;
+      if (response.ok) {
+        const job = await response.json();
+        failures = 0;
+        deliver(job);
+        if (TERMINAL.has(job.status)) return;
+      } else if (response.status === 404) {
+        return deliver({ id, status: "expired" });
+      } else if (RETRYABLE.has(response.status)) {
+        wait = Math.max(wait, retryAfterSeconds(response) * 1000);
+      } else {
+        const { title, detail } = await describeHttpError(response);
+        return fail(`${title}. ${detail}`.trim());
+      }
+    } catch {
+      if (stopped) return;
+      failures += 1;
+      if (failures > MAX_NETWORK_FAILURES) return fail("Lost contact with the server while waiting for the result.");
+      wait = POLL_MAX_MS * failures;
+    }
+    delay = Math.min(delay * 1.5, POLL_MAX_MS);
+    if (!stopped) timer = setTimeout(poll, wait);
+  }
+
+  poll();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}

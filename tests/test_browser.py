@@ -1,0 +1,330 @@
+"""The web page in a real browser (Debian's Chromium) against the real API and workers.
+
+Chromium is installed by ``make browser`` (part of ``make test``) where root may use apt;
+elsewhere these tests skip, saying why, except on CI (``CI`` set), where they must run.
+Screenshots of the main states land in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pyvips
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Request,
+    sync_playwright,
+)
+
+from images import encode, photo
+from imgstream.redis_server import RedisServer
+from service import Service
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+UPLOAD_LIMIT = 64 * 1024
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+JOB_PATH = re.compile(r"/api/jobs/([0-9a-f]{32})$")
+EVENTS_PATH = re.compile(r"/api/jobs/([0-9a-f]{32})/events$")
+
+
+def scene(width: int, height: int, hue: int) -> bytes:
+    """A small landscape (sky, sun, hills) as JPEG: real pixels, and pleasant in screenshots."""
+    x, y = pyvips.Image.xyz(width, height).bandsplit()
+    t = y / height
+    image = ((60 + hue) + 80 * t).bandjoin([150 + 70 * t, 240 - 30 * t])
+    sun = ((x - width * 0.7) ** 2 + (y - height * 0.32) ** 2) < (min(width, height) * 0.13) ** 2
+    image = sun.ifthenelse([255, 212, 92], image)
+    ridge = height * 0.64 + height * 0.07 * (x * (540 / width)).sin()  # pyvips: degrees
+    image = (y > ridge).ifthenelse([46 + hue // 3, 128 + hue // 5, 72], image)
+    far = height * 0.56 + height * 0.05 * (x * (360 / width) + 40).sin()
+    image = ((y > far) & (y <= ridge)).ifthenelse([96, 150, 170 - hue // 4], image)
+    data: bytes = image.cast("uchar").copy(interpretation="srgb").write_to_buffer(".jpg", Q=88)
+    return data
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (`make browser` installs it where root may use apt)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests: {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def service(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("browser")
+    running = Service.launch(
+        redis_server.url,
+        root / "data",
+        f"web-{uuid.uuid4().hex[:8]}",
+        IMGSTREAM_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
+        IMGSTREAM_SHUTDOWN_GRACE="5",  # an event stream left open must not stall the stop
+    )
+    yield running
+    assert running.close() == (0, 0), running.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three landscapes, one image over the upload limit, and a text file named like a photo."""
+    folder = tmp_path_factory.mktemp("uploads")
+    made = {
+        "meadow.jpg": scene(400, 300, 0),
+        "tall hills.jpg": scene(300, 400, 60),
+        "square.jpg": scene(240, 240, 120),
+        "huge.png": encode(photo(800, 800), "png"),
+        "notes.jpg": b"shopping list: milk, eggs, flour\n" * 20,
+    }
+    assert len(made["huge.png"]) > 2 * UPLOAD_LIMIT
+    paths = {}
+    for name, data in made.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(data)
+    return paths
+
+
+@dataclass
+class Tab:
+    """A page in its own browser context, with every request and script error it saw."""
+
+    context: BrowserContext
+    page: Page
+    requests: list[Request] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+Opener = Callable[..., Tab]
+
+
+@pytest.fixture
+def open_page(browser: Browser, service: Service) -> Iterator[Opener]:
+    """Open the page in a fresh browser context; every context is closed when the test ends,
+    passed or not, so no event stream outlives it."""
+    contexts: list[BrowserContext] = []
+
+    def opener(viewport: dict[str, int], **options: Any) -> Tab:
+        context = browser.new_context(viewport=viewport, **options)
+        contexts.append(context)
+        tab = Tab(context, context.new_page())
+        tab.page.on("request", lambda request: tab.requests.append(request))
+        tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
+        tab.page.on("console", lambda message: _script_error(tab, message))
+        tab.page.goto(service.url)
+        tab.page.wait_for_selector("html[data-ready]")
+        return tab
+
+    yield opener
+    for context in contexts:
+        context.close()
+
+
+def _script_error(tab: Tab, message: ConsoleMessage) -> None:
+    # The browser logs every 4xx answer ("Failed to load resource"); some are expected here.
+    if message.type == "error" and not message.text.startswith("Failed to load resource"):
+        tab.errors.append(message.text)
+
+
+def card(page: Page, name: str) -> Any:
+    return page.locator(".job-card", has=page.locator(".job-name", has_text=name))
+
+
+def wait_for_cards(page: Page, count: int, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        """count => document.querySelectorAll(
+            '.job-card[data-status=done], .job-card[data-status=failed],'
+            + ' .job-card[data-status=refused], .job-card[data-status=expired]').length >= count""",
+        arg=count,
+        timeout=timeout,
+    )
+
+
+def natural_size(page: Page, name: str) -> tuple[int, int]:
+    image = card(page, name).locator("img.job-result")
+    image.wait_for(state="attached")  # in the hidden side-by-side view on phones
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+    )
+    size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    return int(size[0]), int(size[1])
+
+
+def shoot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def build_pipeline(page: Page) -> None:
+    """Resize 120 wide, grayscale, blur 2.5, WebP: built with add, remove, reorder, keys."""
+    page.locator("#pipeline .step").first.wait_for()
+    for remove in page.locator("#pipeline [data-action=remove]").all()[1:]:
+        remove.click()
+    page.get_by_label("Width (px)").fill("120")
+    page.click("#add-blur")
+    sigma = page.get_by_label("Strength (sigma)")
+    sigma.focus()
+    page.keyboard.press("ArrowRight")  # 2.0 -> 2.5, with the keyboard
+    page.click("#add-grayscale")
+    page.click("#add-blur")
+    page.get_by_label("Remove step 4 (blur)").click()
+    page.get_by_label("Move step 3 (grayscale) up").click()
+    page.select_option("#format", "webp")
+    titles = page.locator("#pipeline .step-title").all_inner_texts()
+    assert titles == ["Resize", "Grayscale", "Blur"]
+
+
+EXPECTED_OPERATIONS = [
+    {"op": "resize", "width": 120, "height": None, "fit": "inside", "enlarge": False},
+    {"op": "grayscale"},
+    {"op": "blur", "sigma": 2.5},
+]
+EXPECTED_SIZES = {"meadow.jpg": (120, 90), "tall hills.jpg": (120, 160), "square.jpg": (120, 120)}
+
+
+def test_a_batch_live_then_download_all_then_reload(
+    open_page: Opener, service: Service, files: dict[str, Path], tmp_path: Path
+) -> None:
+    tab = open_page(DESKTOP)
+    page, requests = tab.page, tab.requests
+    shoot(page, "desktop-empty")
+    build_pipeline(page)
+    page.set_input_files("#file-input", list(files.values()))
+    assert "5 images ready" in page.inner_text("#file-summary")
+    page.click("#submit")
+    wait_for_cards(page, 5)
+
+    for name, size in EXPECTED_SIZES.items():
+        assert card(page, name).get_attribute("data-status") == "done"
+        assert natural_size(page, name) == size
+        assert (
+            f"{size[0]} \N{MULTIPLICATION SIGN} {size[1]} px · WEBP"
+            in card(page, name).inner_text()
+        )
+    huge = card(page, "huge.png")
+    assert huge.get_attribute("data-status") == "refused"
+    assert "Too large" in huge.inner_text() and "MB" in huge.inner_text()
+    notes = card(page, "notes.jpg")
+    assert notes.get_attribute("data-status") == "refused"
+    assert "Not a supported image" in notes.inner_text()
+    assert page.locator("[role=alert]").count() == 2
+
+    # Followed over the event streams: one per job, and not a single status poll.
+    ids = {card(page, name).get_attribute("data-job-id") for name in EXPECTED_SIZES}
+    streamed = {m.group(1) for r in requests if (m := EVENTS_PATH.search(r.url))}
+    polled = [r.url for r in requests if JOB_PATH.search(r.url)]
+    assert streamed == ids and len(ids) == 3
+    assert polled == []
+    for job_id in ids:
+        assert service.http.get(f"/api/jobs/{job_id}").json()["operations"] == EXPECTED_OPERATIONS
+    assert page.inner_text("#download-all") == "Download all (3)"
+    shoot(page, "desktop-results")
+
+    first = card(page, "meadow.jpg")
+    first.get_by_role("button", name="Slider").click()
+    slider = first.get_by_role("slider")
+    slider.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowLeft")
+    assert slider.input_value() == "47"
+    first.screenshot(path=str(ARTIFACTS / "desktop-slider.png"))
+
+    with page.expect_download() as download:
+        page.click("#download-all")
+    archive = tmp_path / "all.zip"
+    download.value.save_as(archive)
+    with zipfile.ZipFile(archive) as bundle:
+        assert bundle.testzip() is None
+        names = sorted(bundle.namelist())
+        assert names == sorted(f"{Path(n).stem}-imgstream.webp" for n in EXPECTED_SIZES)
+        for name in EXPECTED_SIZES:
+            image = pyvips.Image.new_from_buffer(
+                bundle.read(f"{Path(name).stem}-imgstream.webp"), ""
+            )
+            assert (image.width, image.height) == EXPECTED_SIZES[name]
+
+    # After a reload: the three jobs again, refreshed from the API; an unknown one, expired.
+    page.evaluate(
+        """id => {
+            const recent = JSON.parse(localStorage.getItem("imgstream.recent.v1"));
+            recent.push({id, name: "old.jpg", size: 1000, submittedAt: Date.now() - 864e5});
+            localStorage.setItem("imgstream.recent.v1", JSON.stringify(recent));
+        }""",
+        uuid.uuid4().hex,
+    )
+    page.reload()
+    page.wait_for_selector("html[data-ready]")
+    wait_for_cards(page, 4)
+    assert page.locator(".job-card").count() == 4
+    for name, size in EXPECTED_SIZES.items():
+        assert card(page, name).get_attribute("data-status") == "done"
+        assert natural_size(page, name) == size
+    old = card(page, "old.jpg")
+    assert old.get_attribute("data-status") == "expired"
+    assert "no longer keeps this job" in old.inner_text()
+    shoot(page, "desktop-reloaded")
+    assert tab.errors == []
+
+
+def test_phone_width_dark_and_polling_when_events_fail(
+    open_page: Opener, files: dict[str, Path]
+) -> None:
+    tab = open_page(PHONE, color_scheme="dark", reduced_motion="reduce", is_mobile=True)
+    page, requests = tab.page, tab.requests
+    page.route(re.compile(r"/events$"), lambda route: route.abort())
+    page.set_input_files("#file-input", [files["tall hills.jpg"], files["notes.jpg"]])
+    page.click("#submit")
+    wait_for_cards(page, 2)
+    assert card(page, "tall hills.jpg").get_attribute("data-status") == "done"
+    assert card(page, "notes.jpg").get_attribute("data-status") == "refused"
+    assert [r for r in requests if EVENTS_PATH.search(r.url)], "the stream was tried first"
+    assert [r for r in requests if JOB_PATH.search(r.url)], "then the page fell back to polling"
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    shoot(page, "phone-dark")
+
+
+def test_phone_width_light(open_page: Opener, files: dict[str, Path]) -> None:
+    tab = open_page(PHONE, is_mobile=True)
+    page = tab.page
+    page.click("#add-grayscale")  # so that the slider shows a difference
+    page.set_input_files("#file-input", [files["meadow.jpg"], files["huge.png"]])
+    page.click("#submit")
+    wait_for_cards(page, 2)
+    assert natural_size(page, "meadow.jpg")[0] > 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    card(page, "meadow.jpg").scroll_into_view_if_needed()
+    shoot(page, "phone")
+    assert tab.errors == []
