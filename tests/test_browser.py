@@ -27,8 +27,9 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from images import encode, photo
 from imgstream.redis_server import RedisServer
+
+from images import encode, photo
 from service import Service
 
 pytestmark = pytest.mark.slow
@@ -328,3 +329,23 @@ def test_phone_width_light(open_page: Opener, files: dict[str, Path]) -> None:
     card(page, "meadow.jpg").scroll_into_view_if_needed()
     shoot(page, "phone")
     assert tab.errors == []
+
+
+def test_api_docs_render_offline(browser: Browser, service: Service) -> None:
+    """Swagger UI comes from the package, not a CDN, and runs under the docs page's policy."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        outside: list[str] = []
+        page.on(
+            "request",
+            lambda request: (
+                None if request.url.startswith(service.url) else outside.append(request.url)
+            ),
+        )
+        page.goto(f"{service.url}/docs")
+        page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=20_000)
+        assert "/api/jobs" in page.inner_text(".swagger-ui")
+        assert outside == []
+    finally:
+        context.close()

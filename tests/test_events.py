@@ -19,10 +19,11 @@ import httpx
 import pytest
 import redis
 
-from images import encode, photo
 from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.redis_server import RedisServer, free_port
+
+from images import encode, photo
 from service import service_env, start, stop, wait_until_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]

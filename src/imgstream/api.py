@@ -20,6 +20,7 @@ import anyio.to_thread
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -42,6 +43,7 @@ log = logging.getLogger("imgstream.api")
 MULTIPART_OVERHEAD = 64 * 1024
 """Room for form fields and boundaries on top of the image's own size limit."""
 
+DOCS_ASSETS = "/docs-assets"
 STATIC_DIR = Path(str(resources.files("imgstream").joinpath("static")))
 
 
@@ -103,11 +105,13 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await redis.aclose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI served from the package: no CDN, works offline
         title="imgstream",
         summary="Resize, grayscale and blur images through a Redis Streams job queue.",
         version="0.1.0",
         lifespan=lifespan,
+        redoc_url=None,
+        static_url=DOCS_ASSETS,
     )
     _install_error_handlers(app)
     _install_routes(app)
@@ -116,9 +120,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        reported_limit=settings.max_upload_bytes,
         paths=frozenset({"/api/jobs"}),
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, docs_paths=("/docs", DOCS_ASSETS))
     return app
 
 

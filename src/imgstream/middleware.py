@@ -25,6 +25,14 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+DOCS_CONTENT_SECURITY_POLICY = (
+    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    b"script-src 'self' 'unsafe-inline'; connect-src 'self'; object-src 'none'; "
+    b"base-uri 'none'; frame-ancestors 'none'"
+)
+"""Swagger UI starts from an inline script; that page shows no user content. All else is strict."""
+
+
 def json_error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
@@ -37,9 +45,12 @@ class BodySizeLimit:
     so an upload is never held in full before it is judged.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, reported_limit: int, paths: frozenset[str]
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.reported_limit = reported_limit
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,7 +95,7 @@ class BodySizeLimit:
     async def _refuse(self, send: Send) -> None:
         body = json_error_body(
             "too_large",
-            f"the upload is larger than {self.max_bytes} bytes (IMGSTREAM_MAX_UPLOAD_BYTES)",
+            f"the upload is larger than {self.reported_limit} bytes (IMGSTREAM_MAX_UPLOAD_BYTES)",
         )
         await send(
             {
@@ -101,20 +112,28 @@ class BodySizeLimit:
 
 
 class SecurityHeaders:
-    """Add a strict Content-Security-Policy and the usual hardening headers to every response."""
+    """Add a strict Content-Security-Policy and the usual hardening headers to every response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Under ``docs_paths`` (the API docs page) inline scripts and styles are allowed.
+    """
+
+    def __init__(self, app: ASGIApp, *, docs_paths: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.docs_paths = docs_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        headers = SECURITY_HEADERS
+        if self.docs_paths and str(scope["path"]).startswith(self.docs_paths):
+            headers = ((b"content-security-policy", DOCS_CONTENT_SECURITY_POLICY), *headers[1:])
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [header for header in SECURITY_HEADERS if header[0] not in present]
+                extra = [header for header in headers if header[0] not in present]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
