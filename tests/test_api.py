@@ -87,6 +87,7 @@ async def test_upload_status_result(
         {"op": "resize", "width": 32, "height": None, "fit": "inside", "enlarge": False}
     ]
     assert queued["result"] is None and queued["error"] is None and queued["attempts"] == 0
+    assert queued["filename"] == "photo.jpg"
     assert_error(await client.get(f"/api/jobs/{job_id}/result"), 409, "not_ready")
 
     await drain(settings, queue)

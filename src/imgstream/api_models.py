@@ -47,6 +47,8 @@ class JobView(BaseModel):
     status: JobStatus
     operations: list[dict[str, Any]]
     format: str | None
+    filename: str
+    """The client's file name, for display only (it is never used as a path)."""
     created_at: str | None
     started_at: str | None
     finished_at: str | None
@@ -85,6 +87,7 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         status=record.status,
         operations=[step for step in operations if isinstance(step, dict)],
         format=record.format or None,
+        filename=record.filename,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
