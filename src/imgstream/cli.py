@@ -32,6 +32,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's own lines go through ours: JSON or text, like the rest
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
@@ -193,13 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_retry.add_argument("--all", action="store_true", help="every dead letter")
     dlq_actions.add_parser("purge", help="forget every dead letter")
     dlq.set_defaults(handler=_dlq)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     status: int = args.handler(settings, args)
     return status
 

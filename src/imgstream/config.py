@@ -25,6 +25,14 @@ class AppendFsync(StrEnum):
     NO = "no"
 
 
+class LogFormat(StrEnum):
+    """How log lines look: ``auto`` is JSON, unless stderr is a terminal (then text)."""
+
+    AUTO = "auto"
+    JSON = "json"
+    TEXT = "text"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGSTREAM_", extra="ignore", frozen=True)
 
@@ -84,6 +92,11 @@ class Settings(BaseSettings):
     appendfsync: AppendFsync = AppendFsync.EVERYSEC
 
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+
+    # Operating.
+    log_format: LogFormat = Field(
+        default=LogFormat.AUTO, description="auto: JSON lines, or text on a terminal."
+    )
 
     @field_validator("data_dir")
     @classmethod
