@@ -144,6 +144,12 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     return anyio.run(run)
 
 
+def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    from imgstream.stats_view import show_stats
+
+    return show_stats(settings, as_json=args.json, interval=args.interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_actions.add_parser("purge", help="forget every dead letter")
     dlq.set_defaults(handler=_dlq)
 
+    stats = commands.add_parser("stats", help="queue, workers, speed, failures (live; from Redis)")
+    stats.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
+    stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    stats.set_defaults(handler=_stats)
     return parser
 
 

@@ -93,9 +93,14 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
 
-    # Operating.
+    # Operating: logs, health, retention.
     log_format: LogFormat = Field(
         default=LogFormat.AUTO, description="auto: JSON lines, or text on a terminal."
+    )
+    ready_worker_age: float = Field(
+        default=60.0,
+        ge=0,
+        description="/readyz fails when no worker was seen for this many seconds (0: no check).",
     )
 
     @field_validator("data_dir")

@@ -50,6 +50,27 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{{{self.prefix}}}:job:{job_id}"
 
+    # Operating (``metrics``, ``monitor``, ``presence``): see docs/wire-format.md.
+
+    @property
+    def metrics(self) -> str:
+        return f"{{{self.prefix}}}:metrics"
+
+    @property
+    def failures(self) -> str:
+        return f"{{{self.prefix}}}:failures"
+
+    def rate(self, bucket: int) -> str:
+        return f"{{{self.prefix}}}:rate:{bucket}"
+
+    @property
+    def workers(self) -> str:
+        return f"{{{self.prefix}}}:workers"
+
+    @property
+    def storage(self) -> str:
+        return f"{{{self.prefix}}}:storage"
+
 
 ALREADY_ENDED: Final = -1
 EXHAUSTED: Final = -2
