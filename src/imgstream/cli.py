@@ -150,6 +150,25 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
     return show_stats(settings, as_json=args.json, interval=args.interval)
 
 
+def _gc(settings: Settings, _args: argparse.Namespace) -> int:
+    import anyio
+
+    from imgstream.janitor import sweep_once
+
+    sweep = anyio.run(sweep_once, settings)
+    if sweep is None:
+        print("another retention sweep is running; try again shortly", file=sys.stderr)
+        return 1
+    stored = sweep.storage
+    print(
+        f"removed {sweep.files_removed} files ({sweep.bytes_removed} bytes): "
+        f"{sweep.expired_jobs} expired jobs, {sweep.orphans} orphans, "
+        f"{sweep.temporaries} stale temporary files; stored now: {stored.originals} originals "
+        f"({stored.originals_bytes} bytes), {stored.results} results ({stored.results_bytes} bytes)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
     stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     stats.set_defaults(handler=_stats)
+
+    gc = commands.add_parser("gc", help="delete expired jobs' files and stale temporaries now")
+    gc.set_defaults(handler=_gc)
     return parser
 
 

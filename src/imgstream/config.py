@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         ge=0,
         description="/readyz fails when no worker was seen for this many seconds (0: no check).",
     )
+    janitor_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between retention sweeps across the fleet (0: only `imgstream gc`).",
+    )
 
     @field_validator("data_dir")
     @classmethod

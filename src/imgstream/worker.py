@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from imgstream import imaging
 from imgstream.config import Settings
 from imgstream.events import JobEvents
+from imgstream.janitor import run_janitor
 from imgstream.jobs import ResultInfo
 from imgstream.metrics import JobMetrics
 from imgstream.operations import JobSpec, Limits, SpecError, parse_operations_json
@@ -374,7 +375,8 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
     )
     redis = connect(settings.effective_redis_url)
     queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
-    worker = Worker(settings, queue, LocalStorage(settings.data_dir))
+    storage = LocalStorage(settings.data_dir)
+    worker = Worker(settings, queue, storage)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tasks:
 
@@ -386,6 +388,7 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
 
             tasks.start_soon(stop_on_signal)
             tasks.start_soon(run_heartbeat, settings, redis, queue.keys, worker.consumer)
+            tasks.start_soon(run_janitor, settings, redis, queue.keys, storage, worker.consumer)
             try:
                 await worker.run(burst=burst)
             finally:
