@@ -31,8 +31,11 @@ from imgstream.assets import StaticAssets
 from imgstream.config import Settings
 from imgstream.events import JobEvents
 from imgstream.jobs import JobRecord, JobStatus, StreamEntry, is_valid_job_id, new_job_id
+from imgstream.metrics import JobMetrics, operation_label
 from imgstream.middleware import BodySizeLimit, SecurityHeaders
 from imgstream.operations import Limits, SpecError, spec_from_form
+from imgstream.ops_api import install as install_operator_routes
+from imgstream.ops_api import monitor_for
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
 from imgstream.storage import LocalStorage
@@ -124,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
         paths=frozenset({"/api/jobs"}),
     )
     app.add_middleware(SecurityHeaders, docs_paths=("/docs", DOCS_ASSETS))
+    install_operator_routes(app)
     return app
 
 
@@ -216,6 +220,13 @@ def _install_routes(app: FastAPI) -> None:
         except BaseException:
             await anyio.to_thread.run_sync(storage.delete, job_id)
             raise
+        log.info(
+            "job %s accepted",
+            job_id,
+            extra={"event": "job.accepted", "job": job_id, "bytes": size,
+                   "operation": operation_label(entry.operations)},
+        )  # fmt: skip
+        await JobMetrics(services.queue.redis, services.queue.keys).submitted(entry.operations)
         view = JobAccepted.for_job(job_id, services.settings.public_url)
         return JSONResponse(
             view.model_dump(mode="json"), status_code=202, headers={"Location": view.links.self}
@@ -261,9 +272,22 @@ def _install_routes(app: FastAPI) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Redis is reachable", responses={503: {"model": ErrorBody}})
+    @app.get(
+        "/readyz",
+        summary="Redis is reachable and a worker was seen lately",
+        responses={503: {"model": ErrorBody}},
+    )
     async def readyz(request: Request) -> dict[str, str]:
-        await _services(request).queue.ping()
+        services = _services(request)
+        await services.queue.ping()
+        age = services.settings.ready_worker_age
+        if age and not await monitor_for(services).worker_seen_within(age):
+            raise ApiError(
+                503,
+                "no_workers",
+                f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)",
+                {"Retry-After": "5"},
+            )
         return {"status": "ready"}
 
     @app.get("/", include_in_schema=False)

@@ -32,6 +32,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's own lines go through ours: JSON or text, like the rest
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
@@ -143,6 +144,31 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     return anyio.run(run)
 
 
+def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    from imgstream.stats_view import show_stats
+
+    return show_stats(settings, as_json=args.json, interval=args.interval)
+
+
+def _gc(settings: Settings, _args: argparse.Namespace) -> int:
+    import anyio
+
+    from imgstream.janitor import sweep_once
+
+    sweep = anyio.run(sweep_once, settings)
+    if sweep is None:
+        print("another retention sweep is running; try again shortly", file=sys.stderr)
+        return 1
+    stored = sweep.storage
+    print(
+        f"removed {sweep.files_removed} files ({sweep.bytes_removed} bytes): "
+        f"{sweep.expired_jobs} expired jobs, {sweep.orphans} orphans, "
+        f"{sweep.temporaries} stale temporary files; stored now: {stored.originals} originals "
+        f"({stored.originals_bytes} bytes), {stored.results} results ({stored.results_bytes} bytes)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -193,13 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_retry.add_argument("--all", action="store_true", help="every dead letter")
     dlq_actions.add_parser("purge", help="forget every dead letter")
     dlq.set_defaults(handler=_dlq)
+
+    stats = commands.add_parser("stats", help="queue, workers, speed, failures (live; from Redis)")
+    stats.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
+    stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    stats.set_defaults(handler=_stats)
+
+    gc = commands.add_parser("gc", help="delete expired jobs' files and stale temporaries now")
+    gc.set_defaults(handler=_gc)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     status: int = args.handler(settings, args)
     return status
 

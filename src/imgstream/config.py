@@ -25,6 +25,14 @@ class AppendFsync(StrEnum):
     NO = "no"
 
 
+class LogFormat(StrEnum):
+    """How log lines look: ``auto`` is JSON, unless stderr is a terminal (then text)."""
+
+    AUTO = "auto"
+    JSON = "json"
+    TEXT = "text"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGSTREAM_", extra="ignore", frozen=True)
 
@@ -87,6 +95,21 @@ class Settings(BaseSettings):
     appendfsync: AppendFsync = AppendFsync.EVERYSEC
 
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+
+    # Operating: logs, health, retention.
+    log_format: LogFormat = Field(
+        default=LogFormat.AUTO, description="auto: JSON lines, or text on a terminal."
+    )
+    ready_worker_age: float = Field(
+        default=60.0,
+        ge=0,
+        description="/readyz fails when no worker was seen for this many seconds (0: no check).",
+    )
+    janitor_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between retention sweeps across the fleet (0: only `imgstream gc`).",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -72,6 +72,11 @@ class DeadLetters:
         return count
 
 
+def decode_dead_letters(entries: Any) -> list[DeadLetter]:
+    """Dead letters from an ``XRANGE``/``XREVRANGE`` reply."""
+    return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+
+
 def _dead_letter(entry_id: str, fields: dict[str, str]) -> DeadLetter:
     return DeadLetter(
         entry_id=entry_id,

@@ -50,6 +50,39 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{{{self.prefix}}}:job:{job_id}"
 
+    # Operating (``metrics``, ``monitor``, ``janitor``): see docs/wire-format.md.
+
+    @property
+    def expiry(self) -> str:
+        return f"{{{self.prefix}}}:expiry"
+
+    @property
+    def metrics(self) -> str:
+        return f"{{{self.prefix}}}:metrics"
+
+    @property
+    def failures(self) -> str:
+        return f"{{{self.prefix}}}:failures"
+
+    def rate(self, bucket: int) -> str:
+        return f"{{{self.prefix}}}:rate:{bucket}"
+
+    @property
+    def workers(self) -> str:
+        return f"{{{self.prefix}}}:workers"
+
+    @property
+    def storage(self) -> str:
+        return f"{{{self.prefix}}}:storage"
+
+    @property
+    def janitor_lock(self) -> str:
+        return f"{{{self.prefix}}}:janitor:lock"
+
+    @property
+    def janitor_due(self) -> str:
+        return f"{{{self.prefix}}}:janitor:due"
+
 
 ALREADY_ENDED: Final = -1
 EXHAUSTED: Final = -2
@@ -252,7 +285,12 @@ class JobQueue:
         args: list[Any] = [lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now()]
         for name, value in outcome.items():
             args.extend((name, value))
-        keys = [self.keys.job(delivery.entry.job_id), self.keys.stream, self.keys.dead]
+        keys = [
+            self.keys.job(delivery.entry.job_id),
+            self.keys.stream,
+            self.keys.dead,
+            self.keys.expiry,
+        ]
         reply = await self._finish(keys=keys, args=args)
         return int(reply) == 1
 

@@ -33,7 +33,7 @@ def worker_process_main(settings: Settings) -> None:
     from imgstream.worker import serve  # imported here: the child sets up libvips itself
 
     die_with_parent()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     anyio.run(serve, settings, backend_options={"use_uvloop": True})
 
 

@@ -31,10 +31,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from imgstream import imaging
 from imgstream.config import Settings
+from imgstream.janitor import run_janitor
 from imgstream.jobs import ResultInfo
+from imgstream.metrics import JobMetrics
 from imgstream.operations import JobSpec, Limits, SpecError, parse_operations_json
+from imgstream.presence import run_heartbeat
 from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect
 from imgstream.storage import LocalStorage, Storage
+from imgstream.telemetry import JobTelemetry
 
 log = logging.getLogger("imgstream.worker")
 
@@ -122,6 +126,7 @@ class Worker:
         """Entries delivered to this consumer and not yet finished."""
         self._stopping = False
         self._visibility_ms = int(settings.visibility_timeout * 1000)
+        self.telemetry = JobTelemetry(JobMetrics(queue.redis, queue.keys), self.consumer)
 
     def stop(self) -> None:
         """Stop taking entries; the job in hand is finished, the rest handed back."""
@@ -221,11 +226,11 @@ class Worker:
                 )
                 await self._fail(delivery, "", "poison", reason, dead_letter=True)
                 return
+            began = self.telemetry.started(delivery, attempt)
             try:
                 result = await self._process(delivery)
             except JobFailure as failure:
-                log.info("job %s failed: %s", delivery.job_id, failure.message)
-                await self._fail(delivery, lease, failure.code, failure.message)
+                await self._fail(delivery, lease, failure.code, failure.message, began=began)
                 return
             except Exception as problem:
                 reason = str(problem) if isinstance(problem, TransientFailure) else "internal error"
@@ -233,7 +238,9 @@ class Worker:
                     log.exception("job %s: unexpected error", delivery.job_id)
                 if attempt >= max_attempts:
                     reason += f"; gave up after {attempt} attempts (IMGSTREAM_MAX_ATTEMPTS)"
-                    await self._fail(delivery, lease, "retries_exhausted", reason, dead_letter=True)
+                    await self._fail(
+                        delivery, lease, "retries_exhausted", reason, dead_letter=True, began=began
+                    )
                     return
                 pause = self._backoff(attempt)
                 log.warning(
@@ -242,6 +249,7 @@ class Worker:
                     attempt,
                     reason,
                     pause,
+                    extra=self.telemetry.fields(delivery, attempt, event="job.retrying"),
                 )
                 await anyio.sleep(pause)
                 continue
@@ -250,12 +258,21 @@ class Worker:
                 log.warning(
                     "job %s was taken over meanwhile; the newer outcome stands", delivery.job_id
                 )
+                return
+            await self.telemetry.finished(delivery, "done", began)
             return
 
     async def _fail(
-        self, delivery: Delivery, lease: str, code: str, message: str, *, dead_letter: bool = False
+        self,
+        delivery: Delivery,
+        lease: str,
+        code: str,
+        message: str,
+        *,
+        dead_letter: bool = False,
+        began: float | None = None,
     ) -> None:
-        await self._persist(
+        recorded = await self._persist(
             self.queue.fail,
             delivery,
             lease,
@@ -264,6 +281,8 @@ class Worker:
             ttl=self.settings.result_ttl,
             dead_letter=dead_letter,
         )
+        if recorded:
+            await self.telemetry.finished(delivery, "failed", began, code=code, error=message)
 
     async def _process(self, delivery: Delivery) -> ResultInfo:
         assert delivery.entry is not None
@@ -356,7 +375,8 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
     )
     redis = connect(settings.effective_redis_url)
     queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
-    worker = Worker(settings, queue, LocalStorage(settings.data_dir))
+    storage = LocalStorage(settings.data_dir)
+    worker = Worker(settings, queue, storage)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tasks:
 
@@ -367,6 +387,8 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
                     return
 
             tasks.start_soon(stop_on_signal)
+            tasks.start_soon(run_heartbeat, settings, redis, queue.keys, worker.consumer)
+            tasks.start_soon(run_janitor, settings, redis, queue.keys, storage, worker.consumer)
             try:
                 await worker.run(burst=burst)
             finally:

@@ -4,7 +4,9 @@
 -- is also copied to the dead-letter stream, for an operator to inspect and retry.
 -- An empty lease skips the lease check: used to bury a poison entry whose last
 -- holder died (the caller has just claimed the entry, so no one else holds it).
--- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] dead-letter stream
+-- The job's expiry time (server clock + ttl) is added to the expiry set, from which the
+-- janitor deletes the job's files once its hash has expired.
+-- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] dead-letter stream, KEYS[4] expiry set
 -- ARGV[1] lease, ARGV[2] group, ARGV[3] entry id, ARGV[4] ttl seconds,
 -- ARGV[5] dead-letter reason ('' for none), ARGV[6] now,
 -- ARGV[7..] field/value pairs of the outcome, starting with 'status', <done|failed>
@@ -22,9 +24,11 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('HDEL', KEYS[1], 'lease')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+local id = string.match(KEYS[1], ':job:(%x+)$')
+local clock = redis.call('TIME')
+redis.call('ZADD', KEYS[4], tonumber(clock[1]) + tonumber(ARGV[4]), id)
 if ARGV[5] ~= '' then
   local job = redis.call('HMGET', KEYS[1], 'operations', 'format', 'attempts')
-  local id = string.match(KEYS[1], ':job:(%x+)$')
   redis.call('XADD', KEYS[3], '*',
     'job', id, 'operations', job[1] or '', 'format', job[2] or '',
     'reason', ARGV[5], 'deliveries', job[3] or '0', 'entry', ARGV[3], 'failed_at', ARGV[6])

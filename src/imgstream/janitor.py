@@ -1,0 +1,288 @@
+"""Retention: the files of a job go when the job does, and nothing else is left behind.
+
+Promises:
+- a job's original and result are deleted once its hash has expired
+  (``IMGSTREAM_RESULT_TTL`` after it ended, done or failed): ``finish.lua`` notes the expiry
+  time in the set ``{prefix}:expiry``, and a sweep deletes the files of every due job whose
+  hash is gone;
+- files of live jobs are never touched: a queued or processing job's hash has no TTL, and a
+  job retried from the dead letters gets its hash back without one;
+- files no job accounts for — a producer that crashed between storing an original and
+  queueing it, jobs that ended before this module existed — are deleted once they are older
+  than the result TTL (at least an hour) and no job hash names them; temporary files
+  (``.*.tmp``) left by a killed process are deleted after ``TEMPORARY_AGE``;
+- a sweep measures what is stored (files and bytes of originals and results) and leaves the
+  figures in ``{prefix}:storage`` for the stats.
+
+Sweeps run inside the worker processes, at most one per ``IMGSTREAM_JANITOR_INTERVAL`` across
+the whole fleet (whoever first sets ``{prefix}:janitor:due``), and never two at once (the lock
+``{prefix}:janitor:lock``: ``SET NX PX``, released only by its holder). ``imgstream gc`` runs
+one sweep now. A sweep that outlives its lock lease may overlap the next; every step is
+idempotent, so that costs only work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import anyio
+import anyio.to_thread
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from imgstream.config import Settings
+from imgstream.jobs import is_valid_job_id
+from imgstream.monitor import StorageUse
+from imgstream.queue import Keys, connect, load_script
+from imgstream.storage import LocalStorage
+
+log = logging.getLogger("imgstream.janitor")
+
+TEMPORARY_AGE = 3600.0
+"""Seconds after which a ``.*.tmp`` file is surely abandoned (writes take seconds)."""
+MIN_ORPHAN_AGE = 3600.0
+LOCK_LEASE_MS = 10 * 60 * 1000
+BATCH = 500
+
+
+@dataclass
+class Sweep:
+    """What one sweep did and found."""
+
+    expired_jobs: int = 0
+    orphans: int = 0
+    temporaries: int = 0
+    files_removed: int = 0
+    bytes_removed: int = 0
+    storage: StorageUse = field(default_factory=StorageUse)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "expired_jobs": self.expired_jobs,
+            "orphans": self.orphans,
+            "temporaries": self.temporaries,
+            "files_removed": self.files_removed,
+            "bytes_removed": self.bytes_removed,
+        }
+
+
+@dataclass
+class _Scan:
+    usage: dict[str, int] = field(default_factory=dict)
+    old: dict[str, list[tuple[Path, str, int]]] = field(default_factory=dict)
+    """Files older than the orphan age, by job id: deleted unless a job hash names them."""
+    temporaries_removed: int = 0
+    bytes_removed: int = 0
+
+
+class Janitor:
+    def __init__(
+        self, redis: Redis, keys: Keys, storage: LocalStorage, *, result_ttl: float
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.storage = storage
+        self.orphan_age = max(float(result_ttl), MIN_ORPHAN_AGE)
+        self._release = load_script(redis, "release")
+
+    async def sweep_if_due(self, interval: float, owner: str) -> Sweep | None:
+        """Sweep if no process of the fleet has in the last ``interval`` seconds."""
+        due = await self.redis.set(self.keys.janitor_due, owner, nx=True, px=int(interval * 1000))
+        return await self.sweep() if due else None
+
+    async def sweep(self) -> Sweep | None:
+        """One sweep now; None when another process is sweeping."""
+        token = uuid.uuid4().hex
+        if not await self.redis.set(self.keys.janitor_lock, token, nx=True, px=LOCK_LEASE_MS):
+            return None
+        try:
+            sweep = Sweep()
+            await self._remove_expired(sweep)
+            await self._scan_storage(sweep)
+            return sweep
+        finally:
+            await self._release(keys=[self.keys.janitor_lock], args=[token])
+
+    async def _remove_expired(self, sweep: Sweep) -> None:
+        seconds, _ = await self.redis.time()
+        while True:
+            due = cast(
+                list[str],
+                await self.redis.zrangebyscore(
+                    self.keys.expiry, "-inf", seconds, start=0, num=BATCH
+                ),
+            )
+            if not due:
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in due:
+                    pipe.ttl(self.keys.job(job_id))
+                ttls: list[int] = await pipe.execute()
+            gone = [job_id for job_id, ttl in zip(due, ttls, strict=True) if ttl == -2]
+            for job_id in gone:
+                if is_valid_job_id(job_id):
+                    await self._delete_job_files(job_id, sweep)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id, ttl in zip(due, ttls, strict=True):
+                    if ttl > 0:  # outlived the noted time: look again when it expires
+                        pipe.zadd(self.keys.expiry, {job_id: seconds + ttl})
+                    else:  # gone (files deleted), or retried and live again (no TTL)
+                        pipe.zrem(self.keys.expiry, job_id)
+                await pipe.execute()
+            sweep.expired_jobs += len(gone)
+            if len(due) < BATCH:
+                return
+
+    async def _delete_job_files(self, job_id: str, sweep: Sweep) -> None:
+        paths = [self.storage.originals / job_id] + [
+            self.storage.results / f"{job_id}.{ext}" for ext in ("jpg", "png", "webp")
+        ]
+        removed, size = await anyio.to_thread.run_sync(_unlink_all, paths)
+        sweep.files_removed += removed
+        sweep.bytes_removed += size
+
+    async def _scan_storage(self, sweep: Sweep) -> None:
+        scan = await anyio.to_thread.run_sync(self._scan_files)
+        sweep.temporaries = scan.temporaries_removed
+        sweep.files_removed += scan.temporaries_removed
+        sweep.bytes_removed += scan.bytes_removed
+        candidates = list(scan.old)
+        for start in range(0, len(candidates), BATCH):
+            chunk = candidates[start : start + BATCH]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in chunk:
+                    pipe.exists(self.keys.job(job_id))
+                exists: list[int] = await pipe.execute()
+            for job_id, known in zip(chunk, exists, strict=True):
+                if known:
+                    continue
+                files = scan.old[job_id]
+                removed, size = await anyio.to_thread.run_sync(
+                    _unlink_all, [path for path, _, _ in files]
+                )
+                sweep.orphans += 1
+                sweep.files_removed += removed
+                sweep.bytes_removed += size
+                for _, kind, path_size in files:
+                    scan.usage[kind] -= 1
+                    scan.usage[f"{kind}_bytes"] -= path_size
+        sweep.storage = StorageUse(**scan.usage, scanned_at=round(time.time(), 3))
+        stored = sweep.storage
+        await self.redis.hset(
+            self.keys.storage,
+            mapping={
+                "originals": stored.originals,
+                "originals_bytes": stored.originals_bytes,
+                "results": stored.results,
+                "results_bytes": stored.results_bytes,
+                "temporary": stored.temporary,
+                "scanned_at": stored.scanned_at,
+            },
+        )
+
+    def _scan_files(self) -> _Scan:
+        """Count what is stored, delete stale temporaries, and list orphan candidates."""
+        scan = _Scan(
+            usage={
+                "originals": 0,
+                "originals_bytes": 0,
+                "results": 0,
+                "results_bytes": 0,
+                "temporary": 0,
+            }
+        )
+        now = time.time()
+        for kind, directory in (
+            ("originals", self.storage.originals),
+            ("results", self.storage.results),
+        ):
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        stat = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    age = now - stat.st_mtime
+                    if entry.name.startswith("."):
+                        if entry.name.endswith(".tmp") and age > TEMPORARY_AGE:
+                            removed, size = _unlink_all([Path(entry.path)])
+                            scan.temporaries_removed += removed
+                            scan.bytes_removed += size
+                        else:
+                            scan.usage["temporary"] += 1
+                        continue
+                    job_id = entry.name if kind == "originals" else entry.name.split(".")[0]
+                    if not is_valid_job_id(job_id):
+                        continue  # not ours: never touched, never counted
+                    scan.usage[kind] += 1
+                    scan.usage[f"{kind}_bytes"] += stat.st_size
+                    if age > self.orphan_age:
+                        scan.old.setdefault(job_id, []).append(
+                            (Path(entry.path), kind, stat.st_size)
+                        )
+        return scan
+
+
+def _unlink_all(paths: list[Path]) -> tuple[int, int]:
+    """Delete the files that exist; returns how many and their bytes."""
+    removed = size = 0
+    for path in paths:
+        try:
+            length = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+        size += length
+    return removed, size
+
+
+async def run_janitor(
+    settings: Settings, redis: Redis, keys: Keys, storage: LocalStorage, owner: str
+) -> None:
+    """A worker's background task: take part in the fleet's sweep schedule, forever.
+
+    Checking is one ``SET NX`` every few seconds; Redis outages and sweep errors are logged
+    and waited out, never allowed to stop the worker. ``IMGSTREAM_JANITOR_INTERVAL=0``: none.
+    """
+    interval = settings.janitor_interval
+    if interval <= 0:
+        return
+    janitor = Janitor(redis, keys, storage, result_ttl=settings.result_ttl)
+    check_every = min(30.0, max(1.0, interval / 4))
+    while True:
+        await anyio.sleep(check_every * random.uniform(0.5, 1.0))
+        try:
+            sweep = await janitor.sweep_if_due(interval, owner)
+        except (RedisConnectionError, RedisTimeoutError):
+            continue
+        except Exception:
+            log.exception("retention sweep failed")
+            continue
+        if sweep is not None and sweep.files_removed:
+            log.info(
+                "retention sweep removed %d files",
+                sweep.files_removed,
+                extra={"event": "janitor.swept", **sweep.summary()},
+            )
+
+
+async def sweep_once(settings: Settings) -> Sweep | None:
+    """``imgstream gc``: one sweep now, from any machine that sees the storage directory."""
+    redis = connect(settings.effective_redis_url)
+    try:
+        storage = LocalStorage(settings.data_dir)
+        janitor = Janitor(redis, Keys(settings.key_prefix), storage, result_ttl=settings.result_ttl)
+        return await janitor.sweep()
+    finally:
+        await redis.aclose()

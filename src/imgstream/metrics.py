@@ -1,0 +1,262 @@
+"""Fleet-wide job counters in Redis: written by whichever process sees the event, read by all.
+
+Several worker processes on several machines finish jobs; an API instance must still report
+the totals of the whole fleet. So the counters live in Redis, not in a process: one hash
+``{prefix}:metrics`` holds job counts by status and operation and the buckets, sums and
+counts of the duration histograms; ``{prefix}:rate:<t>`` hashes count outcomes per
+``RATE_BUCKET_SECONDS`` (they expire after ``RATE_KEEP_SECONDS``) for throughput; the list
+``{prefix}:failures`` keeps the latest failures with their reasons.
+
+Recording is one pipelined batch per event, sent by the worker *after* ``finish.lua``
+recorded the outcome and only when it did (the lease holder alone), so a job is never
+counted twice, whatever the retries and take-overs. It is deliberately not part of
+``finish.lua``: the delivery script stays about delivery, and metrics are best effort — a
+worker that dies between the two, or a Redis outage at that moment, loses one sample (the
+job's outcome itself is never at risk; a failure here is logged and ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from imgstream.queue import Keys
+
+log = logging.getLogger("imgstream.metrics")
+
+OPERATIONS: Final = ("blur", "grayscale", "resize")
+INVALID_OPERATION: Final = "invalid"
+PROCESSING_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
+END_TO_END_BUCKETS: Final = (
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+    math.inf,
+)
+RATE_BUCKET_SECONDS: Final = 5
+RATE_KEEP_SECONDS: Final = 15 * 60
+RECENT_FAILURES: Final = 50
+OUTCOMES: Final = ("done", "failed")
+
+
+def operation_label(operations_json: str) -> str:
+    """The ``operation`` label of a job: the kinds of step in its pipeline, sorted, joined by
+    ``+`` (``resize``, ``grayscale+resize``); ``invalid`` when the steps don't parse.
+
+    Sorted and deduplicated so the label has at most 8 values, whatever the pipelines.
+    """
+    try:
+        steps = json.loads(operations_json)
+        kinds = {step["op"] for step in steps}
+    except (ValueError, TypeError, KeyError):
+        return INVALID_OPERATION
+    if not kinds or not kinds <= set(OPERATIONS):
+        return INVALID_OPERATION
+    return "+".join(sorted(kinds))
+
+
+def bucket_bound(value: float, buckets: Sequence[float]) -> str:
+    """The name of the smallest bucket holding ``value`` (``le`` as Prometheus writes it)."""
+    for bound in buckets:
+        if value <= bound:
+            return le_name(bound)
+    return le_name(math.inf)
+
+
+def le_name(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+@dataclass
+class Histogram:
+    """A histogram decoded from the hash: per-bucket (not cumulative) counts, sum, count."""
+
+    buckets: dict[str, int] = field(default_factory=dict)
+    sum: float = 0.0
+    count: int = 0
+
+    def cumulative(self, bounds: Sequence[float]) -> list[tuple[str, int]]:
+        total = 0
+        result = []
+        for bound in bounds:
+            total += self.buckets.get(le_name(bound), 0)
+            result.append((le_name(bound), total))
+        return result
+
+
+@dataclass
+class Counters:
+    """Everything ``{prefix}:metrics`` holds, decoded (pure: tested without Redis)."""
+
+    submitted: dict[str, int] = field(default_factory=dict)
+    """By operation."""
+    jobs: dict[tuple[str, str], int] = field(default_factory=dict)
+    """By (status, operation)."""
+    processing: dict[str, Histogram] = field(default_factory=dict)
+    """By operation."""
+    end_to_end: Histogram = field(default_factory=Histogram)
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[str, str]) -> Counters:
+        """Field names: ``submitted:<op>``, ``jobs:<status>:<op>``,
+        ``processing:<op>:{bucket:<le>|sum|count}``, ``e2e:{bucket:<le>|sum|count}``."""
+        counters = cls()
+        for name, raw in fields.items():
+            parts = name.split(":")
+            try:
+                if parts[0] == "submitted" and len(parts) == 2:
+                    counters.submitted[parts[1]] = int(raw)
+                elif parts[0] == "jobs" and len(parts) == 3:
+                    counters.jobs[(parts[1], parts[2])] = int(raw)
+                elif parts[0] == "processing" and len(parts) >= 3:
+                    histogram = counters.processing.setdefault(parts[1], Histogram())
+                    _decode_histogram_field(histogram, parts[2:], raw)
+                elif parts[0] == "e2e" and len(parts) >= 2:
+                    _decode_histogram_field(counters.end_to_end, parts[1:], raw)
+            except ValueError:
+                log.warning("ignoring malformed metrics field %s=%r", name, raw)
+        return counters
+
+    def total(self, status: str) -> int:
+        return sum(count for (state, _), count in self.jobs.items() if state == status)
+
+
+def _decode_histogram_field(histogram: Histogram, parts: Sequence[str], raw: str) -> None:
+    if parts[0] == "bucket" and len(parts) == 2:
+        histogram.buckets[parts[1]] = int(raw)
+    elif parts[0] == "sum":
+        histogram.sum = float(raw)
+    elif parts[0] == "count":
+        histogram.count = int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    job: str
+    error_code: str
+    error: str
+    operation: str
+    consumer: str
+    at: float
+    """Unix time."""
+
+    @classmethod
+    def from_json(cls, text: str) -> Failure | None:
+        try:
+            data = json.loads(text)
+            return cls(
+                job=str(data["job"]),
+                error_code=str(data.get("error_code", "")),
+                error=str(data.get("error", "")),
+                operation=str(data.get("operation", "")),
+                consumer=str(data.get("consumer", "")),
+                at=float(data.get("at", 0)),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+class JobMetrics:
+    """Write side of the fleet counters. Every method is best effort: it never raises for
+    Redis trouble, so observing a job can never fail it."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def submitted(self, operations_json: str) -> None:
+        await self._send(
+            lambda pipe: pipe.hincrby(
+                self.keys.metrics, f"submitted:{operation_label(operations_json)}", 1
+            )
+        )
+
+    async def finished(
+        self,
+        *,
+        job_id: str,
+        operations_json: str,
+        status: str,
+        now: float,
+        processing_seconds: float | None,
+        end_to_end_seconds: float | None,
+        error_code: str = "",
+        error: str = "",
+        consumer: str = "",
+    ) -> None:
+        """Count one recorded outcome (``done`` or ``failed``) and its durations."""
+        operation = operation_label(operations_json)
+        name = self.keys.metrics
+        bucket = int(now) // RATE_BUCKET_SECONDS * RATE_BUCKET_SECONDS
+
+        def batch(pipe: Any) -> None:
+            pipe.hincrby(name, f"jobs:{status}:{operation}", 1)
+            if processing_seconds is not None:
+                prefix = f"processing:{operation}"
+                bound = bucket_bound(processing_seconds, PROCESSING_BUCKETS)
+                pipe.hincrby(name, f"{prefix}:bucket:{bound}", 1)
+                pipe.hincrbyfloat(name, f"{prefix}:sum", processing_seconds)
+                pipe.hincrby(name, f"{prefix}:count", 1)
+            if status == "done" and end_to_end_seconds is not None:
+                bound = bucket_bound(end_to_end_seconds, END_TO_END_BUCKETS)
+                pipe.hincrby(name, f"e2e:bucket:{bound}", 1)
+                pipe.hincrbyfloat(name, "e2e:sum", end_to_end_seconds)
+                pipe.hincrby(name, "e2e:count", 1)
+            pipe.hincrby(self.keys.rate(bucket), status, 1)
+            pipe.expire(self.keys.rate(bucket), RATE_KEEP_SECONDS)
+            if status == "failed":
+                record = {
+                    "job": job_id,
+                    "error_code": error_code,
+                    "error": error,
+                    "operation": operation,
+                    "consumer": consumer,
+                    "at": round(now, 3),
+                }
+                pipe.lpush(self.keys.failures, json.dumps(record))
+                pipe.ltrim(self.keys.failures, 0, RECENT_FAILURES - 1)
+
+        await self._send(batch)
+
+    async def _send(self, batch: Any) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                batch(pipe)
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("metrics not recorded (%s)", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Outcomes per ``RATE_BUCKET_SECONDS`` bucket, oldest first, ending with the current one."""
+
+    start: int
+    bucket_seconds: int
+    done: list[int]
+    failed: list[int]
+
+    def last(self, seconds: int) -> tuple[int, int]:
+        """Done and failed in the last ``seconds``, counting complete buckets only."""
+        buckets = max(1, seconds // self.bucket_seconds)
+        complete = slice(-1 - buckets, -1)
+        return sum(self.done[complete]), sum(self.failed[complete])
+
+
+async def read_rates(redis: Redis, keys: Keys, *, now: float, window: int) -> Rates:
+    """The outcome counts of the last ``window`` seconds, bucket by bucket."""
+    current = int(now) // RATE_BUCKET_SECONDS * RATE_BUCKET_SECONDS
+    count = window // RATE_BUCKET_SECONDS + 1
+    starts = [current - RATE_BUCKET_SECONDS * index for index in range(count - 1, -1, -1)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for start in starts:
+            pipe.hmget(keys.rate(start), *OUTCOMES)
+        replies: list[Any] = await pipe.execute()
+    done = [int(reply[0] or 0) for reply in replies]
+    failed = [int(reply[1] or 0) for reply in replies]
+    return Rates(start=starts[0], bucket_seconds=RATE_BUCKET_SECONDS, done=done, failed=failed)

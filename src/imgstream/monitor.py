@@ -1,0 +1,238 @@
+"""What the fleet is doing, read from Redis on demand: the one source of the stats API, the
+dashboard, ``imgstream stats`` and the Prometheus gauges.
+
+Everything comes from what Redis already knows — the stream and its group (``XLEN``,
+``XINFO GROUPS``, ``XINFO CONSUMERS``), the dead-letter stream — plus the counters
+``metrics`` keeps and the storage figures the janitor leaves. A snapshot costs one pipelined
+round trip (two when throughput is asked for), so it is cheap enough to take on every
+scrape and every dashboard refresh.
+
+A worker "is live" when its heartbeat (``presence``) arrived within the visibility timeout,
+the time after which the fleet treats an entry's holder as dead too. Its ``idle`` time is
+the group's: since it last read or claimed entries (unknown until it was first served one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from imgstream.deadletters import DeadLetter, decode_dead_letters
+from imgstream.metrics import Counters, Failure, Rates, read_rates
+from imgstream.presence import Presence
+from imgstream.queue import Keys
+
+THROUGHPUT_WINDOW = 60
+"""Seconds over which the stats report throughput and failure rate."""
+HISTORY_WINDOW = 10 * 60
+"""Seconds of per-bucket outcome counts the stats carry for the dashboard's chart."""
+DEAD_LETTERS_SHOWN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    name: str
+    pending: int
+    """Entries delivered to it and not yet finished."""
+    idle_seconds: float | None
+    """Since it last read or claimed entries; None while the group does not know it."""
+    seen_seconds: float | None
+    """Since its last heartbeat; None when it sent none (it died long ago, or never beat)."""
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUse:
+    """Figures the janitor measured on its last sweep (``scanned_at`` is Unix time)."""
+
+    originals: int = 0
+    originals_bytes: int = 0
+    results: int = 0
+    results_bytes: int = 0
+    temporary: int = 0
+    scanned_at: float = 0.0
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> StorageUse | None:
+        if not fields:
+            return None
+        try:
+            return cls(
+                **{name: int(fields.get(name) or 0) for name in _STORAGE_COUNTS},
+                scanned_at=float(fields.get("scanned_at") or 0),
+            )
+        except ValueError:
+            return None
+
+
+_STORAGE_COUNTS = ("originals", "originals_bytes", "results", "results_bytes", "temporary")
+
+
+@dataclass
+class Snapshot:
+    """The state of one deployment at ``at`` (Unix time)."""
+
+    at: float
+    backlog: int
+    """Entries in the stream: waiting + pending (what ``IMGSTREAM_MAX_BACKLOG`` limits)."""
+    waiting: int
+    """Entries not yet delivered to any worker (the group's lag)."""
+    pending: int
+    """Entries delivered to a worker and not yet finished."""
+    dead_letters: int
+    consumers: list[Consumer]
+    counters: Counters
+    failures: list[Failure]
+    letters: list[DeadLetter]
+    storage: StorageUse | None
+    rates: Rates | None = field(default=None)
+
+    @property
+    def live_consumers(self) -> int:
+        return sum(1 for consumer in self.consumers if consumer.live)
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape of ``GET /api/stats`` and ``imgstream stats --json`` (README)."""
+        counters = self.counters
+        operations = sorted(
+            set(counters.submitted) | {op for _, op in counters.jobs} | set(counters.processing)
+        )
+        by_operation = {}
+        for op in operations:
+            histogram = counters.processing.get(op)
+            by_operation[op] = {
+                "submitted": counters.submitted.get(op, 0),
+                "done": counters.jobs.get(("done", op), 0),
+                "failed": counters.jobs.get(("failed", op), 0),
+                "mean_processing_seconds": (
+                    round(histogram.sum / histogram.count, 4)
+                    if histogram and histogram.count
+                    else None
+                ),
+            }
+        e2e = counters.end_to_end
+        return {
+            "at": round(self.at, 3),
+            "queue": {
+                "backlog": self.backlog,
+                "waiting": self.waiting,
+                "pending": self.pending,
+                "dead_letters": self.dead_letters,
+            },
+            "consumers": [asdict(consumer) for consumer in self.consumers],
+            "live_consumers": self.live_consumers,
+            "jobs": {
+                "submitted": sum(counters.submitted.values()),
+                "done": counters.total("done"),
+                "failed": counters.total("failed"),
+                "mean_end_to_end_seconds": round(e2e.sum / e2e.count, 4) if e2e.count else None,
+                "by_operation": by_operation,
+            },
+            "throughput": self._throughput(),
+            "recent_failures": [asdict(failure) for failure in self.failures],
+            "dead_letters": [asdict(letter) for letter in self.letters],
+            "storage": asdict(self.storage) if self.storage else None,
+        }
+
+    def _throughput(self) -> dict[str, Any] | None:
+        if self.rates is None:
+            return None
+        done, failed = self.rates.last(THROUGHPUT_WINDOW)
+        finished = done + failed
+        return {
+            "window_seconds": THROUGHPUT_WINDOW,
+            "done": done,
+            "failed": failed,
+            "per_second": round(finished / THROUGHPUT_WINDOW, 3),
+            "failure_rate": round(failed / finished, 4) if finished else 0.0,
+            "history": asdict(self.rates),
+        }
+
+
+class Monitor:
+    """Read-only view of one deployment's queue, workers and counters."""
+
+    def __init__(self, redis: Redis, keys: Keys, group: str, *, live_within: float) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self.live_within = live_within
+
+    async def snapshot(self, *, rates: bool = True) -> Snapshot:
+        keys = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(keys.stream)
+            pipe.xinfo_groups(keys.stream)
+            pipe.xinfo_consumers(keys.stream, self.group)
+            pipe.xlen(keys.dead)
+            pipe.hgetall(keys.metrics)
+            pipe.lrange(keys.failures, 0, -1)
+            pipe.xrevrange(keys.dead, count=DEAD_LETTERS_SHOWN)
+            pipe.hgetall(keys.storage)
+            pipe.zrange(keys.workers, 0, -1, withscores=True)
+            pipe.time()
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        backlog, groups, consumers, dead, counters, failures, letters, storage, beats, clock = (
+            replies
+        )
+        for reply in (backlog, dead, counters, failures, letters, storage, beats, clock):
+            if isinstance(reply, Exception):
+                raise reply
+        group = _group_info(groups, self.group)
+        consumer_list = [] if isinstance(consumers, ResponseError) else consumers
+        if isinstance(consumers, Exception) and not isinstance(consumers, ResponseError):
+            raise consumers
+        pending = int(group.get("pending") or 0)
+        lag = group.get("lag")
+        now = float(clock[0]) + float(clock[1]) / 1e6
+        return Snapshot(
+            at=now,
+            backlog=int(backlog),
+            waiting=int(lag) if lag is not None else max(0, int(backlog) - pending),
+            pending=pending,
+            dead_letters=int(dead),
+            consumers=self._consumers(consumer_list, beats, now),
+            counters=Counters.from_hash(counters),
+            failures=[f for f in map(Failure.from_json, failures) if f is not None],
+            letters=decode_dead_letters(letters),
+            storage=StorageUse.from_hash(storage),
+            rates=await read_rates(self.redis, keys, now=now, window=HISTORY_WINDOW)
+            if rates
+            else None,
+        )
+
+    async def worker_seen_within(self, seconds: float) -> bool:
+        """Has any worker's heartbeat arrived in the last ``seconds``?"""
+        return await Presence(self.redis, self.keys).seen_within(seconds)
+
+    def _consumers(
+        self, group: list[dict[str, Any]], beats: list[tuple[str, float]], now: float
+    ) -> list[Consumer]:
+        """Consumers the group knows and workers that sent a heartbeat, by name."""
+        idle = {str(item["name"]): int(item["idle"]) / 1000 for item in group}
+        pending = {str(item["name"]): int(item["pending"]) for item in group}
+        seen = {str(name): max(0.0, now - score / 1000) for name, score in beats}
+        return [
+            Consumer(
+                name=name,
+                pending=pending.get(name, 0),
+                idle_seconds=round(idle[name], 3) if name in idle else None,
+                seen_seconds=round(seen[name], 3) if name in seen else None,
+                live=name in seen and seen[name] < self.live_within,
+            )
+            for name in sorted(idle.keys() | seen.keys())
+        ]
+
+
+def _group_info(groups: Any, name: str) -> dict[str, Any]:
+    if isinstance(groups, ResponseError):
+        return {}  # the stream does not exist yet
+    if isinstance(groups, Exception):
+        raise groups
+    for group in groups:
+        if group.get("name") == name:
+            return dict(group)
+    return {}

@@ -1,0 +1,96 @@
+"""HTTP routes for operators: Prometheus ``/metrics``, ``/api/stats``, the ``/dashboard`` page,
+and retrying a dead letter. ``install`` wires them (and the HTTP metrics middleware) into
+the app with one call from ``create_app``.
+
+These handlers only translate: every Redis command is in ``monitor``, ``metrics`` or
+``deadletters``. Routes that change something live under ``/api/`` so the API's access
+control covers them.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from imgstream.deadletters import DeadLetters
+from imgstream.exposition import HttpMetrics, exposition
+from imgstream.monitor import Monitor
+
+if TYPE_CHECKING:
+    from imgstream.api import Services
+
+STATIC_DIR = Path(str(resources.files("imgstream").joinpath("static")))
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+router = APIRouter()
+
+
+def install(app: FastAPI) -> None:
+    """Add the operator routes, and count this process's HTTP requests (outermost, so
+    refusals by the other middleware are counted too)."""
+    registry = CollectorRegistry()
+    app.state.http_metrics = registry
+    app.include_router(router)
+    app.add_middleware(HttpMetrics, registry=registry)
+
+
+def monitor_for(services: Services) -> Monitor:
+    return Monitor(
+        services.queue.redis,
+        services.queue.keys,
+        services.settings.group,
+        live_within=services.settings.visibility_timeout,
+    )
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Fleet figures from Redis plus this process's HTTP figures. While Redis is unreachable
+    the HTTP figures are still exposed, with ``imgstream_redis_up 0``."""
+    http: CollectorRegistry = request.app.state.http_metrics
+    try:
+        snapshot = await monitor_for(_services(request)).snapshot(rates=False)
+    except (RedisConnectionError, RedisTimeoutError):
+        snapshot = None
+    return Response(exposition(snapshot, http), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/stats", summary="Queue, workers, throughput, failures and storage as JSON")
+async def stats(request: Request) -> dict[str, Any]:
+    snapshot = await monitor_for(_services(request)).snapshot()
+    return snapshot.to_json()
+
+
+@router.post(
+    "/api/dead-letters/{entry_id}/retry",
+    summary="Queue a dead-lettered job again",
+    status_code=202,
+)
+async def retry_dead_letter(request: Request, entry_id: str) -> JSONResponse:
+    services = _services(request)
+    new_entry = None
+    if _ENTRY_ID.fullmatch(entry_id):
+        new_entry = await DeadLetters(services.queue.redis, services.queue.keys).retry(entry_id)
+    if new_entry is None:
+        return JSONResponse(
+            {"error": {"code": "not_found", "message": "no such dead letter"}}, status_code=404
+        )
+    return JSONResponse({"entry": new_entry}, status_code=202)
+
+
+@router.get("/dashboard", include_in_schema=False)
+async def dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})

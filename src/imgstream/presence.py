@@ -1,0 +1,64 @@
+"""Which workers are alive: each worker process refreshes its entry in ``{prefix}:workers``
+every few seconds; the stats, the metrics and ``/readyz`` read it.
+
+The consumer group alone cannot say this: Redis 7.0 does not list a consumer, nor refresh
+its idle time, until it is served an entry, so an idle fleet would look dead. The heartbeat
+is scored with Redis's clock, never the worker's, so several machines are judged alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from imgstream.config import Settings
+from imgstream.queue import Keys, load_script
+
+
+class Presence:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._beat = load_script(redis, "presence")
+
+    async def beat(self, consumer: str, *, forget_after: float) -> int:
+        """Note ``consumer`` alive now; returns the server time in ms."""
+        reply = await self._beat(
+            keys=[self.keys.workers], args=[consumer, int(forget_after * 1000)]
+        )
+        return int(reply)
+
+    async def leave(self, consumer: str) -> None:
+        await self.redis.zrem(self.keys.workers, consumer)
+
+    async def seen_within(self, seconds: float) -> bool:
+        """Has any worker's heartbeat arrived in the last ``seconds``?"""
+        server_seconds, micros = await self.redis.time()
+        now_ms = server_seconds * 1000 + micros // 1000
+        return bool(await self.redis.zcount(self.keys.workers, now_ms - seconds * 1000, "+inf"))
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    """Often enough that a live worker is never taken for dead (``live_within``)."""
+    return min(5.0, settings.visibility_timeout / 3)
+
+
+def live_within(settings: Settings) -> float:
+    """A worker unheard of for the visibility timeout is presumed dead, as its entries are."""
+    return settings.visibility_timeout
+
+
+async def run_heartbeat(settings: Settings, redis: Redis, keys: Keys, consumer: str) -> None:
+    """A worker's background task: beat every few seconds; on the way out, leave."""
+    presence = Presence(redis, keys)
+    try:
+        while True:
+            with contextlib.suppress(RedisError):
+                await presence.beat(consumer, forget_after=settings.consumer_idle_ttl)
+            await anyio.sleep(heartbeat_interval(settings))
+    finally:
+        with anyio.move_on_after(1, shield=True), contextlib.suppress(RedisError):
+            await presence.leave(consumer)

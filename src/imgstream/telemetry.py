@@ -1,0 +1,86 @@
+"""What a worker tells the world about a job: a log line per event, and the fleet's counters.
+
+Every job event carries the same fields (``job``, ``consumer``, ``operation``, ``attempt``;
+``duration_s``, ``outcome``, ``error_code`` when it ends), so one job can be followed by its
+id from the API's ``job.accepted`` to a worker's ``job.started`` and ``job.finished``.
+``finished`` is called only by the worker whose outcome ``finish.lua`` recorded, so each job
+is counted once, and never raises for Redis trouble.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from imgstream.metrics import JobMetrics, operation_label
+from imgstream.queue import Delivery
+
+log = logging.getLogger("imgstream.worker")
+
+
+class JobTelemetry:
+    def __init__(self, metrics: JobMetrics, consumer: str) -> None:
+        self.metrics = metrics
+        self.consumer = consumer
+
+    def fields(self, delivery: Delivery, attempt: int | None = None, **more: Any) -> dict[str, Any]:
+        """The ``extra=`` fields of a log line about this delivery's job."""
+        entry = delivery.entry
+        fields: dict[str, Any] = {
+            "job": entry.job_id if entry else None,
+            "entry": delivery.entry_id,
+            "consumer": self.consumer,
+            "operation": operation_label(entry.operations) if entry else None,
+        }
+        if attempt is not None:
+            fields["attempt"] = attempt
+        fields.update(more)
+        return fields
+
+    def started(self, delivery: Delivery, attempt: int) -> float:
+        """Log the start of an attempt; returns the monotonic time it began."""
+        log.info(
+            "job %s started",
+            delivery.job_id,
+            extra=self.fields(delivery, attempt, event="job.started"),
+        )
+        return time.monotonic()
+
+    async def finished(
+        self,
+        delivery: Delivery,
+        outcome: str,
+        began: float | None,
+        *,
+        code: str = "",
+        error: str = "",
+    ) -> None:
+        """Log a recorded outcome (``done``/``failed``) and count it, with its durations.
+
+        ``began`` is when the last attempt started (None when no attempt ran, as for a
+        poison job); end to end runs from the stream entry's time, which Redis stamped when
+        the job was accepted (or requeued from the dead letters).
+        """
+        entry = delivery.entry
+        assert entry is not None
+        now = time.time()
+        duration = None if began is None else time.monotonic() - began
+        queued_at = int(delivery.entry_id.split("-", 1)[0]) / 1000
+        fields = self.fields(delivery, event="job.finished", outcome=outcome)
+        if duration is not None:
+            fields["duration_s"] = round(duration, 4)
+        if code:
+            fields.update(error_code=code, error=error)
+        log.info("job %s %s", entry.job_id, outcome, extra=fields)
+        await self.metrics.finished(
+            job_id=entry.job_id,
+            operations_json=entry.operations,
+            status=outcome,
+            now=now,
+            processing_seconds=duration,
+            end_to_end_seconds=max(0.0, now - queued_at),
+            error_code=code,
+            error=error,
+            consumer=self.consumer,
+        )
