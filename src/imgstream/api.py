@@ -17,21 +17,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgstream import imaging
 from imgstream.api_models import ErrorBody, JobAccepted, JobView, job_view
+from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
 from imgstream.jobs import JobStatus, StreamEntry, is_valid_job_id, new_job_id
-from imgstream.middleware import BodySizeLimit, SecurityHeaders
+from imgstream.middleware import BodySizeLimit, SecurityHeaders, cors_options
 from imgstream.operations import Limits, SpecError, spec_from_form
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect
+from imgstream.ratelimit import RateLimit, RateLimiter
 from imgstream.storage import LocalStorage
 from imgstream.worker import limits_from
 
@@ -75,7 +79,7 @@ def error_response(
 _IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (404, 409, 413, 415, 422, 429, 503)
+    status: {"model": ErrorBody} for status in (401, 404, 409, 413, 415, 422, 429, 503)
 }
 
 
@@ -96,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings, queue, LocalStorage(settings.data_dir), limits_from(settings)
         )
         imaging.configure(concurrency=1, cache_max_mem_mb=0)
+        app.state.rate_limiter = _rate_limiter(settings, redis)
         try:
             yield
         finally:
@@ -110,13 +115,38 @@ def create_app(settings: Settings) -> FastAPI:
     _install_error_handlers(app)
     _install_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Listed innermost first: a request meets security headers, CORS, the rate limit, the key
+    # check and the upload limit in the reverse order, all before its body is read.
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         paths=frozenset({"/api/jobs"}),
     )
+    _install_access_control(app, settings)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def _install_access_control(app: FastAPI, settings: Settings) -> None:
+    """API keys (``auth``), per-client rate limits (``ratelimit``) and the CORS allow-list."""
+    keyring = KeyRing(key.get_secret_value() for key in settings.api_keys)
+    app.state.keyring = keyring
+    app.state.rate_limiter = None  # set at start-up, once there is a Redis client
+    app.add_middleware(ApiKeyGate, keyring=keyring)
+    app.add_middleware(RateLimit, keyring=keyring)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
+
+
+def _rate_limiter(settings: Settings, redis: Redis) -> RateLimiter | None:
+    if not settings.rate_limited:
+        return None
+    return RateLimiter(
+        redis,
+        settings.key_prefix,
+        per_second=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
+    )
 
 
 def _services(request: Request) -> Services:
@@ -134,6 +164,7 @@ def _install_routes(app: FastAPI) -> None:
     )
     async def create_job(
         request: Request,
+        who: Annotated[Caller, Depends(caller)],
         image: Annotated[
             UploadFile, File(description="The image (JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF).")
         ],
@@ -198,6 +229,7 @@ def _install_routes(app: FastAPI) -> None:
                 job_id,
                 entry,
                 filename=image.filename or "",
+                owner=who.owner,
                 max_backlog=services.settings.max_backlog,
             )
         except BacklogFull as exc:
@@ -219,9 +251,11 @@ def _install_routes(app: FastAPI) -> None:
         responses=ERROR_RESPONSES,
         summary="Job status",
     )
-    async def get_job(request: Request, job_id: str) -> JobView:
+    async def get_job(
+        request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
+    ) -> JobView:
         services = _services(request)
-        record = await _find_job(services, job_id)
+        record = await _find_job(services, job_id, who)
         return job_view(record, services.settings.public_url)
 
     @app.get(
@@ -230,9 +264,11 @@ def _install_routes(app: FastAPI) -> None:
         responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES},
         summary="The processed image",
     )
-    async def get_result(request: Request, job_id: str) -> Response:
+    async def get_result(
+        request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
+    ) -> Response:
         services = _services(request)
-        record = await _find_job(services, job_id)
+        record = await _find_job(services, job_id, who)
         if record.status is not JobStatus.DONE or record.result is None:
             if record.status is JobStatus.FAILED and record.error is not None:
                 raise ApiError(409, "job_failed", f"the job failed: {record.error.message}")
@@ -263,11 +299,12 @@ def _install_routes(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-async def _find_job(services: Services, job_id: str) -> Any:
+async def _find_job(services: Services, job_id: str, who: Caller) -> Any:
+    """The job, if it exists and is the caller's; another key's job is reported missing."""
     if not is_valid_job_id(job_id):
         raise ApiError(404, "not_found", "no such job")
     record = await services.queue.get_job(job_id)
-    if record is None:
+    if record is None or not who.may_see(record.owner):
         raise ApiError(404, "not_found", "no such job (unknown, or expired)")
     return record
 
@@ -287,7 +324,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     async def on_redis_down(_: Request, exc: Exception) -> JSONResponse:

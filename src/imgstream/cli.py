@@ -33,6 +33,8 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        proxy_headers=True,  # the client address of per-IP rate limits, from trusted proxies
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
     return 0
