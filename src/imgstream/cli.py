@@ -44,7 +44,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from imgstream.supervisor import WorkerPool, worker_process_main
 
     if args.burst:
-        worker_process_main(settings)
+        worker_process_main(settings, burst=True)
         return 0
     return WorkerPool(settings, args.concurrency or settings.concurrency).run()
 

@@ -14,6 +14,7 @@ import multiprocessing.process
 import signal
 import sys
 import time
+from functools import partial
 from types import FrameType
 
 import anyio
@@ -37,13 +38,13 @@ def die_with_parent() -> None:
             pass
 
 
-def worker_process_main(settings: Settings) -> None:
-    """Entry point of one worker process."""
+def worker_process_main(settings: Settings, burst: bool = False) -> None:
+    """Entry point of one worker process; ``burst``: return once the queue is empty."""
     from imgstream.worker import serve  # imported here: the child sets up libvips itself
 
     die_with_parent()
     configure_logging(settings.log_level)
-    anyio.run(serve, settings, backend_options={"use_uvloop": True})
+    anyio.run(partial(serve, settings, burst=burst), backend_options={"use_uvloop": True})
 
 
 class WorkerPool:
