@@ -134,20 +134,52 @@ async def test_health_page_and_static_stay_open(client: httpx.AsyncClient) -> No
 
 
 @pytest.mark.anyio
-async def test_every_api_route_is_behind_the_key(client: httpx.AsyncClient) -> None:
+async def test_every_api_route_is_behind_the_key(keyed: Settings) -> None:
     """Walks the routes, so a route added later under /api is checked as well."""
-    app = client._transport.app  # type: ignore[attr-defined]
-    routes = [route for route in app.routes if isinstance(route, APIRoute)]
-    api_routes = [route for route in routes if route.path.startswith("/api")]
+    app = create_app(keyed)
+    api_routes = [
+        route
+        for route in app.routes
+        if isinstance(route, APIRoute) and route.path.startswith("/api")
+    ]
     assert len(api_routes) >= 3
-    for route in api_routes:
-        path = route.path.replace("{job_id}", "0" * 32)
-        for method in route.methods:
-            response = await client.request(method, path)
-            assert response.status_code == 401, (method, path, response.status_code)
-    schema = (await client.get("/openapi.json")).json()
+    async with client_for(app) as client:
+        for route in api_routes:
+            path = route.path.replace("{job_id}", "0" * 32)
+            for method in route.methods:
+                response = await client.request(method, path)
+                assert response.status_code == 401, (method, path, response.status_code)
+        schema = (await client.get("/openapi.json")).json()
     assert "ApiKey" in schema["components"]["securitySchemes"]
     for path, operations in schema["paths"].items():
         if path.startswith("/api"):
             for operation in operations.values():
                 assert "401" in operation["responses"], path
+
+
+@pytest.mark.anyio
+async def test_the_gate_refuses_before_reading_the_body(keyed: Settings) -> None:
+    app = create_app(keyed)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        raise AssertionError("the body of an unauthenticated upload was read")
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/jobs",
+        "raw_path": b"/api/jobs",
+        "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=x")],
+        "client": ("192.0.2.7", 1234),
+        "server": ("test", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "root_path": "",
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 401
