@@ -32,13 +32,16 @@ def service_env(redis_url: str, data_dir: Path, prefix: str, **extra: str) -> di
     return env
 
 
-def start(arguments: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start(
+    arguments: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "imgstream", *arguments],
             env=dict(env),
             stdout=sink,
             stderr=subprocess.STDOUT,
+            cwd=cwd,
         )
 
 
@@ -85,14 +88,20 @@ class Service:
 
     @classmethod
     def launch(
-        cls, redis_url: str, data_dir: Path, prefix: str, concurrency: int = 2, **extra: str
+        cls,
+        redis_url: str,
+        data_dir: Path,
+        prefix: str,
+        concurrency: int = 2,
+        cwd: Path | None = None,
+        **extra: str,
     ) -> Service:
         port = free_port()
         env = service_env(redis_url, data_dir, prefix, IMGSTREAM_PORT=str(port), **extra)
         log = data_dir.parent / f"service-{prefix}.log"
         data_dir.mkdir(parents=True, exist_ok=True)
-        api = start(["api"], env, log)
-        workers = start(["worker", "--concurrency", str(concurrency)], env, log)
+        api = start(["api"], env, log, cwd)
+        workers = start(["worker", "--concurrency", str(concurrency)], env, log, cwd)
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(url, api)
         return cls(url, data_dir, prefix, env, log, api, workers)

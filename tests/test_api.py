@@ -9,14 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 import pyvips
-from fastapi import FastAPI
 
 from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.queue import JobQueue
 from imgstream.redis_server import free_port
-from imgstream.storage import LocalStorage
-from imgstream.worker import Worker
+from inprocess import assert_error, client_for, drain
 
 from images import encode, photo
 
@@ -31,40 +29,10 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def client_for(app: FastAPI) -> httpx.AsyncClient:
-    class LifespanClient(httpx.AsyncClient):
-        async def __aenter__(self) -> LifespanClient:
-            self._lifespan = app.router.lifespan_context(app)
-            await self._lifespan.__aenter__()
-            await super().__aenter__()
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            await super().__aexit__(*exc)  # type: ignore[arg-type]
-            await self._lifespan.__aexit__(None, None, None)
-
-    return LifespanClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
 async def upload(
     client: httpx.AsyncClient, data: bytes = JPEG, name: str = "photo.jpg", **fields: str
 ) -> httpx.Response:
     return await client.post("/api/jobs", files={"image": (name, data)}, data=fields)
-
-
-async def drain(settings: Settings, queue: JobQueue) -> None:
-    await Worker(settings, queue, LocalStorage(settings.data_dir)).run(burst=True)
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
-    if code is not None:
-        assert body["error"]["code"] == code
-    message: str = body["error"]["message"]
-    assert message and "Traceback" not in message
-    return message
 
 
 async def test_upload_status_result(

@@ -17,26 +17,30 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgstream import imaging
-from imgstream.api_models import ErrorBody, JobAccepted, JobView, job_view
+from imgstream.api_models import ERROR_RESPONSES, ErrorBody, JobAccepted, JobView, job_view
 from imgstream.assets import StaticAssets
+from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
 from imgstream.events import JobEvents
 from imgstream.jobs import JobRecord, JobStatus, StreamEntry, is_valid_job_id, new_job_id
 from imgstream.metrics import JobMetrics, operation_label
-from imgstream.middleware import BodySizeLimit, SecurityHeaders
+from imgstream.middleware import BodySizeLimit, SecurityHeaders, cors_options
 from imgstream.operations import Limits, SpecError, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ops_api import monitor_for
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect
+from imgstream.ratelimit import RateLimit, RateLimiter
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
 from imgstream.storage import LocalStorage
 from imgstream.worker import limits_from
@@ -81,9 +85,6 @@ def error_response(
 
 _IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (404, 409, 413, 415, 422, 429, 503)
-}
 
 
 def download_name(filename: str, job_id: str, extension: str) -> str:
@@ -103,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings, queue, LocalStorage(settings.data_dir), limits_from(settings)
         )
         imaging.configure(concurrency=1, cache_max_mem_mb=0)
+        app.state.rate_limiter = _rate_limiter(settings, redis)
         try:
             yield
         finally:
@@ -120,15 +122,40 @@ def create_app(settings: Settings) -> FastAPI:
     _install_routes(app)
     _install_event_routes(app)
     app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
+    # Listed innermost first: a request meets security headers, CORS, the rate limit, the key
+    # check and the upload limit in the reverse order, all before its body is read.
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         reported_limit=settings.max_upload_bytes,
         paths=frozenset({"/api/jobs"}),
     )
+    _install_access_control(app, settings)
     app.add_middleware(SecurityHeaders, docs_paths=("/docs", DOCS_ASSETS))
     install_operator_routes(app)
     return app
+
+
+def _install_access_control(app: FastAPI, settings: Settings) -> None:
+    """API keys (``auth``), per-client rate limits (``ratelimit``) and the CORS allow-list."""
+    keyring = KeyRing(key.get_secret_value() for key in settings.api_keys)
+    app.state.keyring = keyring
+    app.state.rate_limiter = None  # set at start-up, once there is a Redis client
+    app.add_middleware(ApiKeyGate, keyring=keyring)
+    app.add_middleware(RateLimit, keyring=keyring)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
+
+
+def _rate_limiter(settings: Settings, redis: Redis) -> RateLimiter | None:
+    if not settings.rate_limited:
+        return None
+    return RateLimiter(
+        redis,
+        settings.key_prefix,
+        per_second=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
+    )
 
 
 def _services(request: Request) -> Services:
@@ -146,6 +173,7 @@ def _install_routes(app: FastAPI) -> None:
     )
     async def create_job(
         request: Request,
+        who: Annotated[Caller, Depends(caller)],
         image: Annotated[
             UploadFile, File(description="The image (JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF).")
         ],
@@ -210,6 +238,7 @@ def _install_routes(app: FastAPI) -> None:
                 job_id,
                 entry,
                 filename=image.filename or "",
+                owner=who.owner,
                 max_backlog=services.settings.max_backlog,
             )
         except BacklogFull as exc:
@@ -238,9 +267,11 @@ def _install_routes(app: FastAPI) -> None:
         responses=ERROR_RESPONSES,
         summary="Job status",
     )
-    async def get_job(request: Request, job_id: str) -> JobView:
+    async def get_job(
+        request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
+    ) -> JobView:
         services = _services(request)
-        record = await _find_job(services, job_id)
+        record = await _find_job(services, job_id, who)
         return job_view(record, services.settings.public_url)
 
     @app.get(
@@ -249,9 +280,11 @@ def _install_routes(app: FastAPI) -> None:
         responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES},
         summary="The processed image",
     )
-    async def get_result(request: Request, job_id: str) -> Response:
+    async def get_result(
+        request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
+    ) -> Response:
         services = _services(request)
-        record = await _find_job(services, job_id)
+        record = await _find_job(services, job_id, who)
         if record.status is not JobStatus.DONE or record.result is None:
             if record.status is JobStatus.FAILED and record.error is not None:
                 raise ApiError(409, "job_failed", f"the job failed: {record.error.message}")
@@ -309,13 +342,15 @@ def _install_event_routes(app: FastAPI) -> None:
             "state at once, then every change; the stream ends after `done` or `failed`."
         ),
     )
-    async def job_events(request: Request, job_id: str) -> Response:
+    async def job_events(
+        request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
+    ) -> Response:
         services = _services(request)
         if not is_valid_job_id(job_id):
             raise ApiError(404, "not_found", "no such job")
         changes = await JobEvents(services.queue.redis, services.queue.keys).subscribe(job_id)
         try:
-            first = _snapshot(services, await _find_job(services, job_id))
+            first = _snapshot(services, await _find_job(services, job_id, who))
         except BaseException:
             await changes.aclose()
             raise
@@ -333,11 +368,12 @@ def _snapshot(services: Services, record: JobRecord) -> Snapshot:
     return Snapshot(data=view.model_dump_json(), final=record.status.is_final)
 
 
-async def _find_job(services: Services, job_id: str) -> Any:
+async def _find_job(services: Services, job_id: str, who: Caller) -> Any:
+    """The job, if it exists and is the caller's; another key's job is reported missing."""
     if not is_valid_job_id(job_id):
         raise ApiError(404, "not_found", "no such job")
     record = await services.queue.get_job(job_id)
-    if record is None:
+    if record is None or not who.may_see(record.owner):
         raise ApiError(404, "not_found", "no such job (unknown, or expired)")
     return record
 
@@ -357,7 +393,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     async def on_redis_down(_: Request, exc: Exception) -> JSONResponse:

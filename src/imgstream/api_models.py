@@ -19,6 +19,12 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (401, 404, 409, 413, 415, 422, 429, 503)
+}
+"""Every status an ``/api`` route may answer with an error, for the OpenAPI schema."""
+
+
 class Links(BaseModel):
     self: str
     result: str

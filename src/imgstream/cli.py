@@ -34,6 +34,8 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's own lines go through ours: JSON or text, like the rest
         access_log=False,
+        proxy_headers=True,  # the client address of per-IP rate limits, from trusted proxies
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
     return 0
@@ -43,7 +45,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from imgstream.supervisor import WorkerPool, worker_process_main
 
     if args.burst:
-        worker_process_main(settings)
+        worker_process_main(settings, burst=True)
         return 0
     return WorkerPool(settings, args.concurrency or settings.concurrency).run()
 

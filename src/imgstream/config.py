@@ -7,14 +7,19 @@ Nothing else in the package reads ``os.environ``: the process entry points build
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 MIB = 1024 * 1024
+MIN_API_KEY_CHARS = 16
+_API_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]+$")  # RFC 6750 b64token: fits a Bearer header
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
 class AppendFsync(StrEnum):
@@ -34,7 +39,10 @@ class LogFormat(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMGSTREAM_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting must not print an API key into a log.
+    model_config = SettingsConfigDict(
+        env_prefix="IMGSTREAM_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Where things live.
     redis_url: str | None = Field(
@@ -91,6 +99,25 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=10, ge=1, le=100)
     max_sigma: float = Field(default=100.0, gt=0, le=1000)
 
+    # Access control and abuse limits (README, "Security").
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated API keys; when set, every /api call needs one (Bearer).",
+    )
+    rate_limit_per_second: float = Field(
+        default=20.0, ge=0, le=1_000_000, description="Requests per second per key or IP; 0: off."
+    )
+    rate_limit_burst: int = Field(
+        default=100, ge=1, le=1_000_000, description="Requests a client may make at once."
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Comma-separated origins allowed by CORS; empty: no CORS."
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies trusted for X-Forwarded-For (the client IP of per-IP rate limits).",
+    )
+
     # Redis persistence of the private server started by `imgstream up`.
     appendfsync: AppendFsync = AppendFsync.EVERYSEC
 
@@ -116,6 +143,48 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: Any) -> Any:
+        keys = _comma_separated(value)
+        if not isinstance(keys, tuple):
+            return keys
+        for position, key in enumerate(keys, start=1):
+            text = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
+            if len(text) < MIN_API_KEY_CHARS or not _API_KEY.fullmatch(text):
+                raise ValueError(
+                    f"API key #{position} must be at least {MIN_API_KEY_CHARS} characters "
+                    "of A-Z a-z 0-9 . _ ~ + / = -"
+                )
+        return keys
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        origins = _comma_separated(value)
+        if not isinstance(origins, tuple):
+            return origins
+        cleaned = tuple(str(origin).rstrip("/") for origin in origins)
+        for origin in cleaned:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://example.com")
+        return cleaned
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.rate_limit_per_second > 0
+
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
+
+
+def _comma_separated(value: Any) -> Any:
+    """``"a, b,,c"`` from the environment, or a list from code, as a tuple of non-empty items."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, list | tuple):
+        return tuple(
+            item for item in (i.strip() if isinstance(i, str) else i for i in value) if item != ""
+        )
+    return value

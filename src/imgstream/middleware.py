@@ -1,4 +1,4 @@
-"""Small pure-ASGI middleware: the upload size limit and the security headers.
+"""Small pure-ASGI middleware: the upload size limit, the security headers, CORS options.
 
 Starlette ships a body-limit middleware, but it answers ``413`` in plain text on some paths;
 every imgstream error is JSON (``{"error": {"code", "message"}}``), so this one is ours.
@@ -7,6 +7,8 @@ every imgstream error is JSON (``{"error": {"code", "message"}}``), so this one 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +33,22 @@ DOCS_CONTENT_SECURITY_POLICY = (
     b"base-uri 'none'; frame-ancestors 'none'"
 )
 """Swagger UI starts from an inline script; that page shows no user content. All else is strict."""
+
+
+def cors_options(origins: Iterable[str]) -> dict[str, Any]:
+    """Options for Starlette's ``CORSMiddleware``: the allowed origins may call the API.
+
+    No credentials (cookies) are involved: a browser page sends its API key as a header, so
+    ``Authorization`` is allowed, and ``Location`` / ``Retry-After`` are readable by the page.
+    """
+    return {
+        "allow_origins": list(origins),
+        "allow_methods": ["GET", "POST"],
+        "allow_headers": ["Authorization", "Content-Type", "Accept"],
+        "expose_headers": ["Location", "Retry-After"],
+        "allow_credentials": False,
+        "max_age": 600,
+    }
 
 
 def json_error_body(code: str, message: str) -> bytes:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from imgstream.api_models import ERROR_RESPONSES
 from imgstream.deadletters import DeadLetters
 from imgstream.exposition import HttpMetrics, exposition
 from imgstream.monitor import Monitor
@@ -68,7 +69,11 @@ async def metrics(request: Request) -> Response:
     return Response(exposition(snapshot, http), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/stats", summary="Queue, workers, throughput, failures and storage as JSON")
+@router.get(
+    "/api/stats",
+    summary="Queue, workers, throughput, failures and storage as JSON",
+    responses=ERROR_RESPONSES,
+)
 async def stats(request: Request) -> dict[str, Any]:
     snapshot = await monitor_for(_services(request)).snapshot()
     return snapshot.to_json()
@@ -78,6 +83,7 @@ async def stats(request: Request) -> dict[str, Any]:
     "/api/dead-letters/{entry_id}/retry",
     summary="Queue a dead-lettered job again",
     status_code=202,
+    responses=ERROR_RESPONSES,
 )
 async def retry_dead_letter(request: Request, entry_id: str) -> JSONResponse:
     services = _services(request)

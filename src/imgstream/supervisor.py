@@ -13,6 +13,7 @@ import multiprocessing.process
 import signal
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 
 import anyio
@@ -28,13 +29,13 @@ HEALTHY_LIFETIME = 2.0
 """A worker that lived this long before dying is restarted at once; younger deaths back off."""
 
 
-def worker_process_main(settings: Settings) -> None:
-    """Entry point of one worker process."""
+def worker_process_main(settings: Settings, burst: bool = False) -> None:
+    """Entry point of one worker process; ``burst``: return once the queue is empty."""
     from imgstream.worker import serve  # imported here: the child sets up libvips itself
 
     die_with_parent()
     configure_logging(settings.log_level, settings.log_format)
-    anyio.run(serve, settings, backend_options={"use_uvloop": True})
+    anyio.run(partial(serve, settings, burst=burst), backend_options={"use_uvloop": True})
 
 
 @dataclass

@@ -1,0 +1,68 @@
+"""Look at a running worker pool from outside, through /proc: who is alive, how big it got."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def worker_pids(supervisor_pid: int) -> set[int]:
+    """The worker processes the supervisor has spawned (multiprocessing's ``spawn_main``)."""
+    pids = set()
+    for task in Path(f"/proc/{supervisor_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in command:
+                pids.add(int(child))
+    return pids
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory the process has held so far (``VmHWM``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def deaths(log: str) -> list[str]:
+    """The supervisor's lines about workers that died and were replaced."""
+    return [line for line in log.splitlines() if "restarting in" in line]
+
+
+def stray_files(root: Path, data_dir: Path, allowed: set[Path]) -> list[str]:
+    """Files under ``root`` that the service should not have written.
+
+    Inside ``data_dir`` only ``originals/<job id>`` and ``results/<job id>.<ext>``, with no
+    temporary leftovers; outside it, nothing but the paths in ``allowed``.
+    """
+    strays = []
+    for path in sorted(root.rglob("*")):
+        if path.is_dir() or path in allowed:
+            continue
+        relative = path.relative_to(data_dir) if path.is_relative_to(data_dir) else None
+        if relative is None or not _stored_file(relative):
+            strays.append(str(path))
+    return strays
+
+
+def _stored_file(relative: Path) -> bool:
+    parts = relative.parts
+    if len(parts) != 2 or parts[1].startswith("."):
+        return False
+    folder, name = parts
+    stem = name.split(".", 1)[0]
+    if len(stem) != 32 or any(c not in "0123456789abcdef" for c in stem):
+        return False
+    if folder == "originals":
+        return name == stem
+    return folder == "results" and name.split(".", 1)[1:] in (["jpg"], ["png"], ["webp"])
+
+
+MEMORY_CEILING_MB = 1536
+"""The documented ceiling (README, "Security"): one worker process, any single job within the
+default limits. The worst case measured is about 1.1 GiB (tests/worker_memory.py)."""
