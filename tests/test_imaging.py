@@ -315,15 +315,9 @@ def test_text_named_jpg_is_unsupported(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("configured")
-def test_svg_is_unsupported_whatever_the_trust_setting() -> None:
+def test_svg_is_refused_by_default() -> None:
     with pytest.raises(UnsupportedFormat):
         probe(SVG, LIMITS)
-    configure(concurrency=1, cache_max_mem_mb=16, allow_untrusted=True)
-    try:
-        with pytest.raises(UnsupportedFormat):  # svgload runs, the allowlist still refuses
-            probe(SVG, LIMITS)
-    finally:
-        configure(concurrency=1, cache_max_mem_mb=16)
 
 
 def test_truncated_jpeg_is_a_decode_error(tmp_path: Path) -> None:
@@ -382,3 +376,20 @@ def test_result_above_what_the_format_can_hold() -> None:
     )
     with pytest.raises(LimitExceeded, match="WEBP allows at most 16383"):
         render(encode(photo(8, 8), "png"), spec, LIMITS)
+
+
+def test_untrusted_formats_only_when_the_operator_allows_them() -> None:
+    svg = (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="30">'
+        b'<rect width="40" height="30" fill="red"/></svg>'
+    )
+    spec = JobSpec(operations=(Grayscale(),))
+    try:
+        configure(concurrency=1, cache_max_mem_mb=0, allow_untrusted=True)
+        assert probe(svg, Limits()).format == "svg"
+        rendered = render(svg, spec, Limits())
+        assert (rendered.width, rendered.height, rendered.format) == (40, 30, OutputFormat.PNG)
+    finally:
+        configure(concurrency=1, cache_max_mem_mb=0)
+    with pytest.raises(UnsupportedFormat):
+        probe(svg, Limits())

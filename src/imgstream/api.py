@@ -103,7 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.services = Services(
             settings, queue, LocalStorage(settings.data_dir), limits_from(settings)
         )
-        imaging.configure(concurrency=1, cache_max_mem_mb=0)
+        imaging.configure(
+            concurrency=1, cache_max_mem_mb=0, allow_untrusted=settings.allow_untrusted_formats
+        )
         app.state.rate_limiter = _rate_limiter(settings, redis)
         try:
             yield

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     max_frames: int = Field(default=100, ge=1)
     max_steps: int = Field(default=10, ge=1, le=100)
     max_sigma: float = Field(default=100.0, gt=0, le=1000)
+    allow_untrusted_formats: bool = Field(
+        default=False,
+        description="Accept SVG (and PDF where libvips has it): formats that can reference "
+        "outside resources. Off: refused with 415.",
+    )
 
     # Access control and abuse limits (README, "Security").
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(

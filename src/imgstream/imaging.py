@@ -35,6 +35,9 @@ _LOADER_FORMATS = {
     "tiffload": "tiff",
     "heifload": "heif",  # HEIC and AVIF
 }
+_UNTRUSTED_LOADER_FORMATS = {"svgload": "svg", "pdfload": "pdf"}
+_accepted_loaders = dict(_LOADER_FORMATS)
+"""Loaders this process accepts; ``configure`` adds the untrusted ones when told to."""
 _KEPT_FORMATS = {"jpeg": OutputFormat.JPEG, "png": OutputFormat.PNG, "webp": OutputFormat.WEBP}
 _FORMAT_MAX_SIDE = {OutputFormat.JPEG: 65_535, OutputFormat.WEBP: 16_383}
 _SAVE_OPTIONS: dict[OutputFormat, tuple[str, dict[str, Any]]] = {
@@ -112,12 +115,17 @@ class Rendered:
 def configure(*, concurrency: int, cache_max_mem_mb: int, allow_untrusted: bool = False) -> None:
     """Set libvips threads and cache bounds for this process, and block untrusted loaders.
 
-    SVG, PDF and the like stay blocked unless ``allow_untrusted``; the allowlist refuses them too.
+    SVG, PDF and the like can reference outside resources: libvips blocks them and the
+    allowlist refuses them, unless the operator chose ``allow_untrusted``.
     """
     pyvips.concurrency_set(concurrency)
     pyvips.cache_set_max_mem(cache_max_mem_mb * 1024 * 1024)
     pyvips.cache_set_max(100 if cache_max_mem_mb > 0 else 0)
     pyvips.block_untrusted_set(not allow_untrusted)
+    _accepted_loaders.clear()
+    _accepted_loaders.update(_LOADER_FORMATS)
+    if allow_untrusted:
+        _accepted_loaders.update(_UNTRUSTED_LOADER_FORMATS)
 
 
 def default_output_format(source_format: str) -> OutputFormat:
@@ -202,7 +210,7 @@ def _open_header(source: Path | bytes) -> Any:
 
 def _check_source(header: Any, limits: Limits) -> SourceInfo:
     loader = re.sub(r"_(source|buffer|file)$", "", str(header.get("vips-loader")))
-    if loader not in _LOADER_FORMATS:
+    if loader not in _accepted_loaders:
         raise UnsupportedFormat(_UNSUPPORTED)
     width, height = int(header.width), int(header.height)
     pages = int(header.get("n-pages")) if header.get_typeof("n-pages") else 1
@@ -224,7 +232,7 @@ def _check_source(header: Any, limits: Limits) -> SourceInfo:
     orientation = int(header.get("orientation")) if header.get_typeof("orientation") else 1
     if orientation in (5, 6, 7, 8):  # turned by 90 degrees when displayed
         width, height = height, width
-    return SourceInfo(format=_LOADER_FORMATS[loader], width=width, height=height, pages=pages)
+    return SourceInfo(format=_accepted_loaders[loader], width=width, height=height, pages=pages)
 
 
 def _load(source: Path | bytes, header: Any, width: int, options: dict[str, Any]) -> Any:

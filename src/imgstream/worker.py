@@ -371,7 +371,9 @@ class Worker:
 async def serve(settings: Settings, *, burst: bool = False) -> None:
     """Run one worker in this process until SIGTERM/SIGINT (or until drained, in burst mode)."""
     imaging.configure(
-        concurrency=settings.vips_concurrency, cache_max_mem_mb=settings.vips_cache_mb
+        concurrency=settings.vips_concurrency,
+        cache_max_mem_mb=settings.vips_cache_mb,
+        allow_untrusted=settings.allow_untrusted_formats,
     )
     redis = connect(settings.effective_redis_url)
     queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
