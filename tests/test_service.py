@@ -245,3 +245,33 @@ def test_up_runs_everything_and_leaves_nothing_behind(tmp_path: Path, stop_signa
     while processes_with(str(data_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with(str(data_dir)) == []
+
+
+def test_cli_sends_its_key_and_waits_out_429(redis_server: RedisServer, tmp_path: Path) -> None:
+    key = "k" * 24
+    service = Service.launch(
+        redis_server.url, tmp_path / "data", f"cli-{uuid.uuid4().hex[:8]}", concurrency=1,
+        IMGSTREAM_API_KEYS=key, IMGSTREAM_RATE_LIMIT_PER_SECOND="0.5",
+        IMGSTREAM_RATE_LIMIT_BURST="2",
+    )  # fmt: skip
+    source = tmp_path / "a.png"
+    source.write_bytes(encode(photo(40, 30), "png"))
+
+    def submit(env_key: str | None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in service.env.items() if k != "IMGSTREAM_API_KEY"}
+        if env_key:
+            env["IMGSTREAM_API_KEY"] = env_key
+        return subprocess.run(
+            [sys.executable, "-m", "imgstream", "submit", str(source), "--op", "grayscale",
+             "-o", str(tmp_path / "out.png"), "--url", service.url],
+            env=env, capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+
+    try:
+        refused = submit(None)
+        waited = submit(key)  # the bucket is nearly empty now: it meets a 429 and waits
+    finally:
+        service.close()
+    assert refused.returncode == 1 and "401" in refused.stderr
+    assert waited.returncode == 0, waited.stderr
+    assert "answered 429; retrying" in waited.stderr

@@ -7,8 +7,12 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgstream.config import Settings
+
+if TYPE_CHECKING:
+    from imgstream.client import Client
 from imgstream.logs import configure_logging
 
 
@@ -50,8 +54,18 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return WorkerPool(settings, args.concurrency or settings.concurrency).run()
 
 
+def _client(settings: Settings, args: argparse.Namespace) -> Client:
+    from imgstream.client import Client
+
+    def tell(status: int, pause: float) -> None:
+        print(f"  the service answered {status}; retrying in {pause:g} s", file=sys.stderr)
+
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return Client(args.url or f"http://localhost:{settings.port}", api_key=key, on_retry=tell)
+
+
 def _submit(settings: Settings, args: argparse.Namespace) -> int:
-    from imgstream.client import Client, ClientError
+    from imgstream.client import ClientError
 
     fields = {
         name: str(value).lower() if isinstance(value, bool) else str(value)
@@ -67,7 +81,7 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    client = Client(args.url or f"http://localhost:{settings.port}")
+    client = _client(settings, args)
     try:
         accepted = client.submit(args.file, fields)
         print(f"job {accepted['id']} queued", file=sys.stderr)
@@ -95,9 +109,9 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from imgstream.client import Client, ClientError
+    from imgstream.client import ClientError
 
-    client = Client(args.url or f"http://localhost:{settings.port}")
+    client = _client(settings, args)
     try:
         print(json.dumps(client.status(args.id), indent=2))
         return 0

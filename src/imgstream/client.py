@@ -24,24 +24,59 @@ def _raise_for_error(response: httpx.Response) -> None:
     raise ClientError(f"{response.status_code}: {message}")
 
 
+RETRYABLE = frozenset({429, 503})
+MAX_RETRY_PAUSE = 30.0
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(MAX_RETRY_PAUSE, max(0.1, float(response.headers.get("retry-after", "1"))))
+    except ValueError:
+        return 1.0
+
+
 class Client:
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout)
+    """Answers ``429`` and ``503`` are waited out as ``Retry-After`` says, a few times."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 5,
+        on_retry: Callable[[int, float], None] | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
+        self.retries = retries
+        self.on_retry = on_retry
 
     def submit(self, image: Path, fields: Mapping[str, str]) -> dict[str, Any]:
-        with image.open("rb") as stream:
-            response = self.http.post(
-                "/api/jobs", files={"image": (image.name, stream)}, data=dict(fields)
-            )
-        _raise_for_error(response)
-        accepted: dict[str, Any] = response.json()
+        def post() -> httpx.Response:
+            with image.open("rb") as stream:
+                return self.http.post(
+                    "/api/jobs", files={"image": (image.name, stream)}, data=dict(fields)
+                )
+
+        accepted: dict[str, Any] = self._patiently(post).json()
         return accepted
 
     def status(self, job_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/api/jobs/{job_id}")
-        _raise_for_error(response)
-        job: dict[str, Any] = response.json()
+        job: dict[str, Any] = self._patiently(lambda: self.http.get(f"/api/jobs/{job_id}")).json()
         return job
+
+    def _patiently(self, send: Callable[[], httpx.Response]) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            response = send()
+            if response.status_code not in RETRYABLE or attempt == self.retries:
+                break
+            pause = _retry_after(response)
+            if self.on_retry is not None:
+                self.on_retry(response.status_code, pause)
+            time.sleep(pause)
+        _raise_for_error(response)
+        return response
 
     def wait(
         self,
@@ -66,8 +101,7 @@ class Client:
             pause = min(pause * 1.5, 1.0)
 
     def download(self, job: Mapping[str, Any], target: Path) -> int:
-        response = self.http.get(job["result"]["url"])
-        _raise_for_error(response)
+        response = self._patiently(lambda: self.http.get(job["result"]["url"]))
         target.write_bytes(response.content)
         return len(response.content)
 

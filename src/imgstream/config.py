@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     max_frames: int = Field(default=100, ge=1)
     max_steps: int = Field(default=10, ge=1, le=100)
     max_sigma: float = Field(default=100.0, gt=0, le=1000)
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The key `imgstream submit` / `status` send (when the API requires keys).",
+    )
     allow_untrusted_formats: bool = Field(
         default=False,
         description="Accept SVG (and PDF where libvips has it): formats that can reference "
