@@ -14,13 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from imgstream.api_models import ERROR_RESPONSES
+from imgstream.auth import caller
 from imgstream.deadletters import DeadLetters
 from imgstream.exposition import HttpMetrics, exposition
 from imgstream.monitor import Monitor
@@ -73,6 +74,7 @@ async def metrics(request: Request) -> Response:
     "/api/stats",
     summary="Queue, workers, throughput, failures and storage as JSON",
     responses=ERROR_RESPONSES,
+    dependencies=[Depends(caller)],
 )
 async def stats(request: Request) -> dict[str, Any]:
     snapshot = await monitor_for(_services(request)).snapshot()
@@ -84,6 +86,7 @@ async def stats(request: Request) -> dict[str, Any]:
     summary="Queue a dead-lettered job again",
     status_code=202,
     responses=ERROR_RESPONSES,
+    dependencies=[Depends(caller)],
 )
 async def retry_dead_letter(request: Request, entry_id: str) -> JSONResponse:
     services = _services(request)
