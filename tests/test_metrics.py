@@ -32,8 +32,8 @@ from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer, free_port
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
+from inprocess import client_for
 
-from asgi import client_for
 from images import encode, photo
 from service import Service
 

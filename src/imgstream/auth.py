@@ -23,7 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from imgstream.middleware import json_error_body
+from imgstream.middleware import send_json_error
 
 API_PATH = "/api"
 CHALLENGE = 'Bearer realm="imgstream"'
@@ -129,19 +129,7 @@ async def _refuse(send: Send, *, presented: bool) -> None:
     else:
         message = "this API needs a key: send Authorization: Bearer <key>"
         challenge = CHALLENGE
-    body = json_error_body("unauthorized", message)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", challenge.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_json_error(send, 401, "unauthorized", message, {"www-authenticate": challenge})
 
 
 _bearer = HTTPBearer(

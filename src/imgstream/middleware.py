@@ -55,6 +55,25 @@ def json_error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+async def send_json_error(
+    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    """Answer from middleware, before any route runs, in the API's JSON error shape."""
+    body = json_error_body(code, message)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *((name.encode(), value.encode()) for name, value in (headers or {}).items()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodySizeLimit:
     """Refuse request bodies above ``max_bytes`` on ``POST`` to the given paths, while streaming.
 
@@ -111,22 +130,13 @@ class BodySizeLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json_error_body(
+        await send_json_error(
+            send,
+            413,
             "too_large",
             f"the upload is larger than {self.reported_limit} bytes (IMGSTREAM_MAX_UPLOAD_BYTES)",
+            {"connection": "close"},
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 class SecurityHeaders:

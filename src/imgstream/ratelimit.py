@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgstream.auth import KeyRing, header, is_api_path
-from imgstream.middleware import json_error_body
+from imgstream.middleware import send_json_error
 
 log = logging.getLogger("imgstream.ratelimit")
 
@@ -92,19 +92,10 @@ class RateLimit:
 
 async def _refuse(send: Send, wait: float) -> None:
     seconds = max(1, math.ceil(wait))
-    body = json_error_body(
+    await send_json_error(
+        send,
+        429,
         "rate_limited",
         f"too many requests; try again in {seconds} s (IMGSTREAM_RATE_LIMIT_PER_SECOND)",
+        {"retry-after": str(seconds)},
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(seconds).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
