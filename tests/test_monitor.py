@@ -132,7 +132,7 @@ async def test_dashboard_page_is_served_under_the_strict_policy(settings: Settin
     policy = page.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "style-src 'self'" in policy
     assert "unsafe-inline" not in policy
-    assert '<script src="/static/dashboard.js" defer></script>' in page.text
+    assert '<script type="module" src="/static/dashboard.js"></script>' in page.text
     assert "<style" not in page.text and " style=" not in page.text and "onclick" not in page.text
     assert script.status_code == 200 and "/api/stats" in script.text
     assert "innerHTML" not in script.text  # every server text goes through textContent

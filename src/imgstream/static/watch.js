@@ -1,6 +1,7 @@
 // Following a job to its end: Server-Sent Events first, polling when the stream cannot work.
 
-import { describeHttpError, jobUrl, RETRYABLE, retryAfterSeconds, TERMINAL } from "./api.js";
+import { describeHttpError, expiredJob, jobUrl, RETRYABLE, retryAfterSeconds, TERMINAL } from "./api.js";
+import { apiFetch } from "./keys.js";
 
 // Over HTTP/1.1 a browser opens at most six connections to one server, and every open event
 // stream holds one. Four streams leave room for uploads and images; more jobs are polled.
@@ -74,7 +75,7 @@ function streamJob(id, deliver, fallBack) {
   });
   source.addEventListener("gone", () => {
     close();
-    deliver({ id, status: "expired" });
+    deliver(expiredJob(id));
   });
   let opened = false;
   source.addEventListener("open", () => {
@@ -94,6 +95,8 @@ function streamJob(id, deliver, fallBack) {
 }
 
 function pollJob(id, deliver) {
+  const controller = new AbortController();
+  const { signal } = controller;
   let stopped = false;
   let timer = 0;
   let delay = POLL_START_MS;
@@ -103,7 +106,7 @@ function pollJob(id, deliver) {
   async function poll() {
     let wait = delay;
     try {
-      const response = await fetch(jobUrl(id), { headers: { Accept: "application/json" }, cache: "no-store" });
+      const response = await apiFetch(jobUrl(id), { headers: { Accept: "application/json" }, cache: "no-store", signal });
       if (stopped) return;
       if (response.ok) {
         const job = await response.json();
@@ -111,7 +114,7 @@ function pollJob(id, deliver) {
         deliver(job);
         if (TERMINAL.has(job.status)) return;
       } else if (response.status === 404) {
-        return deliver({ id, status: "expired" });
+        return deliver(expiredJob(id));
       } else if (RETRYABLE.has(response.status)) {
         wait = Math.max(wait, retryAfterSeconds(response) * 1000);
       } else {
@@ -132,5 +135,6 @@ function pollJob(id, deliver) {
   return () => {
     stopped = true;
     clearTimeout(timer);
+    controller.abort();
   };
 }
