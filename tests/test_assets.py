@@ -15,6 +15,7 @@ MODULES = [
     "api.js",
     "cards.js",
     "dom.js",
+    "eventstream.js",
     "keyform.js",
     "keys.js",
     "pipeline.js",
