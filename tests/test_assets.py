@@ -15,6 +15,9 @@ MODULES = [
     "api.js",
     "cards.js",
     "dom.js",
+    "eventstream.js",
+    "keyform.js",
+    "keys.js",
     "pipeline.js",
     "recent.js",
     "watch.js",
@@ -25,7 +28,7 @@ MODULES = [
 async def test_assets_revalidate_by_etag(settings: Settings) -> None:
     transport = httpx.ASGITransport(app=create_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        for name in [*MODULES, "style.css", "form.css", "jobs.css", "favicon.svg"]:
+        for name in [*MODULES, "style.css", "form.css", "jobs.css", "keys.css", "favicon.svg"]:
             response = await client.get(f"/static/{name}")
             assert response.status_code == 200, name
             assert response.headers["cache-control"] == "no-cache"

@@ -132,7 +132,7 @@ async def test_dashboard_page_is_served_under_the_strict_policy(settings: Settin
     policy = page.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "style-src 'self'" in policy
     assert "unsafe-inline" not in policy
-    assert '<script src="/static/dashboard.js" defer></script>' in page.text
+    assert '<script type="module" src="/static/dashboard.js"></script>' in page.text
     assert "<style" not in page.text and " style=" not in page.text and "onclick" not in page.text
     assert script.status_code == 200 and "/api/stats" in script.text
     assert "innerHTML" not in script.text  # every server text goes through textContent
@@ -205,7 +205,7 @@ def test_stats_show_a_killed_workers_pending_entry_until_it_is_taken_over(
     prefix = f"mon-{uuid.uuid4().hex[:8]}"
     service = Service.launch(
         redis_server.url, tmp_path / "data", prefix, concurrency=2,
-        IMGSTREAM_VISIBILITY_TIMEOUT="3", IMGSTREAM_JOB_TIMEOUT="120",
+        IMGSTREAM_VISIBILITY_TIMEOUT="8", IMGSTREAM_JOB_TIMEOUT="120",
     )  # fmt: skip
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
@@ -234,7 +234,7 @@ def test_stats_show_a_killed_workers_pending_entry_until_it_is_taken_over(
         from_cli = {c["name"]: c for c in json.loads(cli.stdout)["consumers"]}
         assert from_cli[victim]["pending"] == 1
 
-        deadline = time.monotonic() + 30  # past the visibility timeout a live worker takes it
+        deadline = time.monotonic() + 40  # past the visibility timeout a live worker takes it
         while True:
             seen = {c["name"]: c for c in stats_of(service)["consumers"]}
             others = [c for name, c in seen.items() if name != victim]

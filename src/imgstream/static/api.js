@@ -1,12 +1,21 @@
 // Talking to the imgstream API: uploads, one-off status reads, and errors in plain words.
 
 import { formatBytes, sentence } from "./dom.js";
+import { apiFetch, currentKey } from "./keys.js";
 
 export const TERMINAL = new Set(["done", "failed", "expired"]);
 export const RETRYABLE = new Set([429, 502, 503, 504]);
 export const jobUrl = (id) => `/api/jobs/${encodeURIComponent(id)}`;
 
+/**
+ * What a 404 for job `id` means to the page: {id, status: "expired"}, and `withKey` when an
+ * API key was in use, since then the job may as well belong to another key (the server says
+ * 404 for both, on purpose).
+ */
+export const expiredJob = (id) => ({ id, status: "expired", withKey: Boolean(currentKey()) });
+
 const TITLES = {
+  401: "API key needed",
   404: "Not found",
   413: "Too large",
   415: "Not a supported image",
@@ -64,7 +73,7 @@ export async function submitJob(file, operations, format) {
   if (format) body.append("format", format);
   let response;
   try {
-    response = await fetch("/api/jobs", { method: "POST", body, headers: { Accept: "application/json" } });
+    response = await apiFetch("/api/jobs", { method: "POST", body, headers: { Accept: "application/json" } });
   } catch {
     return { error: { title: "No connection", detail: "Could not reach the server. Check the connection and try again.", retryable: true } };
   }
@@ -75,16 +84,36 @@ export async function submitJob(file, operations, format) {
 }
 
 /**
- * The job's current state, once: the job document, {id, status: "expired"} when the server
- * no longer knows it, or null when it could not be asked (network, 5xx).
+ * The job's current state, once: the job document, expiredJob(id) when the server no longer
+ * knows it (or not for this key), or null when it could not be asked (network, 5xx).
  */
 export async function fetchJob(id) {
   try {
-    const response = await fetch(jobUrl(id), { headers: { Accept: "application/json" }, cache: "no-store" });
-    if (response.status === 404) return { id, status: "expired" };
+    const response = await apiFetch(jobUrl(id), { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (response.status === 404) return expiredJob(id);
     if (!response.ok) return null;
     return await response.json();
   } catch {
     return null;
+  }
+}
+
+/**
+ * A job's result image, fetched with the API key (an <img> or a link could not send it):
+ * {blob}, {expired: true} when the server no longer has it (404), else {error: {title, detail}}.
+ */
+export async function fetchResult(url) {
+  let response;
+  try {
+    response = await apiFetch(url);
+  } catch {
+    return { error: { title: "No connection", detail: "Could not fetch the result. Check the connection and reload the page." } };
+  }
+  if (response.status === 404) return { expired: true };
+  if (!response.ok) return { error: await describeHttpError(response) };
+  try {
+    return { blob: await response.blob() };
+  } catch {
+    return { error: { title: "No connection", detail: "The result broke off while it was fetched. Reload the page to try again." } };
   }
 }

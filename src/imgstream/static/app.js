@@ -4,6 +4,7 @@
 import { fetchJob, submitJob, TERMINAL } from "./api.js";
 import { JobCard } from "./cards.js";
 import { $ } from "./dom.js";
+import { installKeyForm } from "./keyform.js";
 import { describeOperations, initPipeline, operationsPayload, pipelineProblem, selectedFormat } from "./pipeline.js";
 import { forget, forgetAll, loadRecent, remember, thumbnail } from "./recent.js";
 import { watchJob } from "./watch.js";
@@ -34,6 +35,7 @@ function refreshList() {
 function addCard(card, { atEnd = false } = {}) {
   cards.add(card);
   card.onRemove = removeCard;
+  card.onChange = refreshList;
   if (atEnd) $("#jobs").append(card.root);
   else $("#jobs").prepend(card.root);
   refreshList();
@@ -169,16 +171,16 @@ async function downloadAll() {
   const entries = [];
   let missing = 0;
   for (const card of finished) {
-    try {
-      const response = await fetch(card.result.url);
-      if (!response.ok) throw new Error(String(response.status));
-      let name = card.result.name;
-      for (let n = 2; used.has(name); n += 1) name = card.result.name.replace(/(\.[^.]+)?$/, `-${n}$1`);
-      used.add(name);
-      entries.push({ name, bytes: new Uint8Array(await response.arrayBuffer()) });
-    } catch {
+    // Fetched already (with the API key, if one is in use) when the card showed the result.
+    const blob = await card.result?.blob;
+    if (!blob) {
       missing += 1;
+      continue;
     }
+    let name = card.result.name;
+    for (let n = 2; used.has(name); n += 1) name = card.result.name.replace(/(\.[^.]+)?$/, `-${n}$1`);
+    used.add(name);
+    entries.push({ name, bytes: new Uint8Array(await blob.arrayBuffer()) });
   }
   if (entries.length) {
     const link = document.createElement("a");
@@ -190,7 +192,7 @@ async function downloadAll() {
     setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
   }
   $("#list-status").textContent = missing
-    ? `${missing} of ${finished.length} results could not be fetched (expired?); the ZIP holds the others.`
+    ? `${missing} of ${finished.length} results could not be fetched; the ZIP holds the others.`
     : `ZIP file with ${entries.length} ${entries.length === 1 ? "result" : "results"} ready.`;
   button.disabled = false;
 }
@@ -229,6 +231,7 @@ async function restoreRecent() {
 }
 
 function init() {
+  installKeyForm();
   initPipeline();
   setupDropZone();
   $("#job-form").addEventListener("submit", onSubmit);

@@ -1,7 +1,7 @@
 // One card per file: thumbnail, status and elapsed time while it runs; then the result with
 // its size, a before/after comparison and a download link; or the problem in plain words.
 
-import { jobUrl } from "./api.js";
+import { fetchResult, jobUrl } from "./api.js";
 import { el, formatAgo, formatBytes, formatElapsed, sentence } from "./dom.js";
 
 const STATUS_TEXT = {
@@ -12,6 +12,7 @@ const STATUS_TEXT = {
   failed: "Failed",
   refused: "Not accepted",
   expired: "Expired",
+  missing: "Not found",
 };
 const WAITING_TEXT = {
   uploading: "Sending the file…",
@@ -44,7 +45,10 @@ export class JobCard {
     this.status = "";
     this.jobId = "";
     this.result = null;
+    this.resultUrl = "";
+    this.disposed = false;
     this.stopWatching = null;
+    this.onChange = null;
     this.onRemove = null;
     this.onRetry = null;
     this.startedAt = performance.now();
@@ -107,16 +111,20 @@ export class JobCard {
     if (this.finished || !job?.status) return;
     if (job.status === "done") this.showResult(job);
     else if (job.status === "failed") this.showFailure(job.error ? sentence(job.error) : "The job failed.", "Processing failed");
-    else if (job.status === "expired") this.showExpired();
+    else if (job.status === "expired") this.showExpired(job.withKey);
     else this.setStatus(job.status);
   }
 
   finish(job = null) {
+    const ticking = Boolean(this.clock);
+    const again = this.finished && !ticking; // e.g. a result that turned out to be gone
     this.finished = true;
     this.stopWatching?.();
     clearInterval(this.clock);
+    this.clock = 0;
+    if (again) return;
     const took = job && milliseconds(job.finished_at) - milliseconds(job.created_at);
-    if (this.clock) this.elapsed.textContent = formatElapsed(performance.now() - this.startedAt);
+    if (ticking) this.elapsed.textContent = formatElapsed(performance.now() - this.startedAt);
     else if (Number.isFinite(took) && took >= 0) this.elapsed.textContent = formatElapsed(took);
   }
 
@@ -139,11 +147,16 @@ export class JobCard {
     this.body.replaceChildren(this.problem(title, message));
   }
 
-  showExpired() {
-    this.setStatus("expired");
+  /** Not known to the server (404); with an API key that may also mean another key's job. */
+  showExpired(withKey = false) {
+    this.setStatus(withKey ? "missing" : "expired");
     this.finish();
-    this.body.replaceChildren(this.problem("Expired",
-      "The server no longer keeps this job (results are kept for a limited time). Upload the image again to redo it."));
+    this.body.replaceChildren(withKey
+      ? this.problem("Not visible with this key",
+        "The server has no such job for the API key in use: it has expired, or it was sent with another key. "
+        + "Use that key to see it, or upload the image again.")
+      : this.problem("Expired",
+        "The server no longer keeps this job (results are kept for a limited time). Upload the image again to redo it."));
   }
 
   problem(title, detail) {
@@ -151,14 +164,39 @@ export class JobCard {
       el("strong", { class: "job-error-title", text: title }), " ", el("span", { text: detail }));
   }
 
+  /**
+   * The job is done: fetch its result (with the API key, which an <img> could not send), then
+   * show it beside the original with a download link. `result.blob` resolves to the image
+   * (null when it could not be had), for "download all".
+   */
   showResult(job) {
     const result = job.result ?? {};
     const url = result.url ?? `${jobUrl(job.id)}/result`;
-    this.result = { url, name: downloadName(this.name, result.format) };
+    const details = [
+      result.width && result.height ? `${result.width} × ${result.height} px` : "",
+      String(result.format ?? "").toUpperCase(), formatBytes(result.bytes),
+    ].filter(Boolean);
     this.setStatus("done");
     this.finish(job);
-    const size = result.width && result.height ? `${result.width} × ${result.height} px` : "";
-    const details = [size, String(result.format ?? "").toUpperCase(), formatBytes(result.bytes)].filter(Boolean);
+    this.body.replaceChildren(el("p", { class: "job-waiting", text: "Fetching the result…" }));
+    this.result = { url, name: downloadName(this.name, result.format), blob: null };
+    this.result.blob = fetchResult(url).then((fetched) => {
+      if (this.disposed) return null;
+      if (fetched.blob) {
+        this.resultUrl = URL.createObjectURL(fetched.blob);
+        this.renderResult(details);
+      } else {
+        this.result = null;
+        if (fetched.expired) this.showExpired(); // removed by the retention sweep
+        else this.body.replaceChildren(this.problem(fetched.error.title, fetched.error.detail));
+      }
+      this.onChange?.(this);
+      return fetched.blob ?? null;
+    });
+  }
+
+  renderResult(details) {
+    const url = this.resultUrl;
     const resultImage = el("img", { class: "job-result", src: url, alt: `Result: ${this.name}`, decoding: "async" });
     const after = el("figure", { class: "compare-after" }, resultImage,
       el("figcaption", { class: "job-caption job-meta", text: `After · ${details.join(" · ")}` }));
@@ -223,9 +261,11 @@ export class JobCard {
 
   dispose() {
     this.finished = true;
+    this.disposed = true;
     this.stopWatching?.();
     clearInterval(this.clock);
     if (this.original.startsWith("blob:")) URL.revokeObjectURL(this.original);
+    if (this.resultUrl) URL.revokeObjectURL(this.resultUrl);
     this.root.remove();
   }
 }

@@ -1,6 +1,9 @@
 // imgstream dashboard: polls /api/stats every 2 s and redraws. No libraries, no CDN.
 // All text from the server goes through textContent only; charts are SVG built by DOM.
-"use strict";
+// With IMGSTREAM_API_KEYS set, it asks for a key as the page does (keyform.js).
+
+import { installKeyForm } from "./keyform.js";
+import { apiFetch, keyEvents } from "./keys.js";
 
 const REFRESH_MS = 2000;
 const QUEUE_HISTORY = 300; // samples kept for the queue chart (10 minutes at 2 s)
@@ -129,7 +132,7 @@ async function retry(entryId, button) {
   button.disabled = true;
   const message = $("#retry-message");
   try {
-    const response = await fetch(`/api/dead-letters/${encodeURIComponent(entryId)}/retry`, {
+    const response = await apiFetch(`/api/dead-letters/${encodeURIComponent(entryId)}/retry`, {
       method: "POST", headers: { Accept: "application/json" },
     });
     const body = await response.json().catch(() => ({}));
@@ -216,7 +219,7 @@ let timer = null;
 async function refresh() {
   clearTimeout(timer);
   try {
-    const response = await fetch("/api/stats", { headers: { Accept: "application/json" }, cache: "no-store" });
+    const response = await apiFetch("/api/stats", { headers: { Accept: "application/json" }, cache: "no-store" });
     const body = await response.json();
     if (!response.ok) throw new Error((body.error && body.error.message) || `HTTP ${response.status}`);
     renderTiles(body);
@@ -235,4 +238,7 @@ async function refresh() {
   timer = setTimeout(refresh, REFRESH_MS);
 }
 
-document.addEventListener("DOMContentLoaded", refresh);
+// While a request waits for a key, say so; the stats come as soon as one is given.
+keyEvents.addEventListener("needed", () => setConnection(false, "waiting for an API key"));
+installKeyForm();
+refresh();

@@ -1,11 +1,16 @@
 // Following a job to its end: Server-Sent Events first, polling when the stream cannot work.
+// The stream is read with fetch() (eventstream.js), not EventSource, so that it can carry
+// the API key; with or without a key it is the same code.
 
-import { describeHttpError, jobUrl, RETRYABLE, retryAfterSeconds, TERMINAL } from "./api.js";
+import { describeHttpError, expiredJob, jobUrl, RETRYABLE, retryAfterSeconds, TERMINAL } from "./api.js";
+import { EventStreamParser, isEventStream, readEventStream } from "./eventstream.js";
+import { apiFetch } from "./keys.js";
 
 // Over HTTP/1.1 a browser opens at most six connections to one server, and every open event
 // stream holds one. Four streams leave room for uploads and images; more jobs are polled.
 const MAX_STREAMS = 4;
 const MAX_RECONNECTS = 3;
+const RECONNECT_MS = 2000; // until the server says otherwise (the "retry" field)
 const POLL_START_MS = 200;
 const POLL_MAX_MS = 1500;
 const MAX_NETWORK_FAILURES = 10;
@@ -38,7 +43,7 @@ export function watchJob(id, onUpdate) {
     watchStats.polls += 1;
     stopCurrent = pollJob(id, deliver);
   };
-  if (typeof EventSource === "function" && openStreams < MAX_STREAMS) {
+  if (typeof ReadableStream === "function" && openStreams < MAX_STREAMS) {
     watchStats.streams += 1;
     stopCurrent = streamJob(id, deliver, () => {
       watchStats.fallbacks += 1;
@@ -50,50 +55,91 @@ export function watchJob(id, onUpdate) {
   return stop;
 }
 
+/**
+ * Read the job's event stream, as EventSource would: an answer that is not a 200 event stream,
+ * or a first connection that fails, gives up at once (fallBack, to polling); a stream that
+ * breaks off after it opened is reconnected after the server's retry delay, a few times.
+ */
 function streamJob(id, deliver, fallBack) {
-  const source = new EventSource(`${jobUrl(id)}/events`);
+  const controller = new AbortController();
   openStreams += 1;
   let closed = false;
+  let opened = false;
   let failures = 0;
+  let retryMs = RECONNECT_MS;
+  let lastEventId = "";
+  let timer = 0;
   const close = () => {
     if (closed) return;
     closed = true;
     openStreams -= 1;
-    source.close();
+    clearTimeout(timer);
+    controller.abort();
   };
-  source.addEventListener("status", (event) => {
-    let job;
-    try {
-      job = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    failures = 0;
-    if (TERMINAL.has(job.status)) close(); // else the browser would reconnect when it ends
-    deliver(job);
-  });
-  source.addEventListener("gone", () => {
-    close();
-    deliver({ id, status: "expired" });
-  });
-  let opened = false;
-  source.addEventListener("open", () => {
-    opened = true;
-  });
-  source.addEventListener("error", () => {
+  const giveUp = () => {
     if (closed) return;
-    // Never opened, or CLOSED: events cannot work here (refused, blocked, 503...): poll.
-    // Opened before and now CONNECTING: the browser retries by itself; allow a few tries.
-    failures += 1;
-    if (!opened || source.readyState === EventSource.CLOSED || failures > MAX_RECONNECTS) {
+    close();
+    fallBack();
+  };
+  const onEvent = ({ type, data, lastEventId: eventId }) => {
+    lastEventId = eventId;
+    if (closed) return;
+    if (type === "gone") {
       close();
-      fallBack();
+      deliver(expiredJob(id));
+    } else if (type === "status") {
+      let job;
+      try {
+        job = JSON.parse(data);
+      } catch {
+        return;
+      }
+      failures = 0;
+      if (TERMINAL.has(job.status)) close(); // the server ends the stream now
+      deliver(job);
     }
-  });
+  };
+  const onRetry = (ms) => {
+    retryMs = ms;
+  };
+
+  async function connect() {
+    const headers = { Accept: "text/event-stream" };
+    if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+    let response;
+    try {
+      response = await apiFetch(`${jobUrl(id)}/events`, { headers, cache: "no-store", signal: controller.signal });
+    } catch {
+      return broken();
+    }
+    if (closed) return;
+    if (!response.ok || !isEventStream(response) || !response.body) {
+      response.body?.cancel().catch(() => {});
+      return giveUp(); // refused, blocked, 404, 503...: the status requests will say what
+    }
+    opened = true;
+    try {
+      await readEventStream(response, new EventStreamParser({ onEvent, onRetry, lastEventId }));
+    } catch {
+      // broken off (or closed by us: then `closed` says so)
+    }
+    broken();
+  }
+
+  function broken() {
+    if (closed) return;
+    failures += 1;
+    if (!opened || failures > MAX_RECONNECTS) giveUp();
+    else timer = setTimeout(connect, retryMs);
+  }
+
+  connect();
   return close;
 }
 
 function pollJob(id, deliver) {
+  const controller = new AbortController();
+  const { signal } = controller;
   let stopped = false;
   let timer = 0;
   let delay = POLL_START_MS;
@@ -103,7 +149,7 @@ function pollJob(id, deliver) {
   async function poll() {
     let wait = delay;
     try {
-      const response = await fetch(jobUrl(id), { headers: { Accept: "application/json" }, cache: "no-store" });
+      const response = await apiFetch(jobUrl(id), { headers: { Accept: "application/json" }, cache: "no-store", signal });
       if (stopped) return;
       if (response.ok) {
         const job = await response.json();
@@ -111,7 +157,7 @@ function pollJob(id, deliver) {
         deliver(job);
         if (TERMINAL.has(job.status)) return;
       } else if (response.status === 404) {
-        return deliver({ id, status: "expired" });
+        return deliver(expiredJob(id));
       } else if (RETRYABLE.has(response.status)) {
         wait = Math.max(wait, retryAfterSeconds(response) * 1000);
       } else {
@@ -132,5 +178,6 @@ function pollJob(id, deliver) {
   return () => {
     stopped = true;
     clearTimeout(timer);
+    controller.abort();
   };
 }
