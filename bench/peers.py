@@ -33,7 +33,7 @@ PEERS: dict[str, list[str]] = {
     "celery": ["celery[redis]", *_IMAGING],
     "rq": ["rq", *_IMAGING],
     "arq": ["arq", *_IMAGING],
-    "saq": ["saq", *_IMAGING],
+    "saq": ["saq[redis]", *_IMAGING],
     "dramatiq": ["dramatiq[redis]", *_IMAGING],
 }
 
