@@ -1,4 +1,4 @@
-"""What every scenario gets: the run's options, a scratch directory, peers, private Redis servers."""
+"""What every scenario gets: the run's options, scratch space, peers, private Redis servers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import peers
-
 from imgstream.config import AppendFsync
 from imgstream.redis_server import RedisServer
 

@@ -9,6 +9,7 @@ per connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -55,10 +56,8 @@ class Connection:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
-            except OSError:
-                pass
         self._reader = self._writer = None
 
 
@@ -93,12 +92,11 @@ def multipart(fields: dict[str, str], file_name: str, file_data: bytes) -> tuple
     boundary = uuid.uuid4().hex
     parts = []
     for name, value in fields.items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
+        disposition = f'Content-Disposition: form-data; name="{name}"'
+        parts.append(f"--{boundary}\r\n{disposition}\r\n\r\n{value}\r\n".encode())
     parts.append(
         (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
             f'filename="{file_name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
         ).encode()
         + file_data

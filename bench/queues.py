@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from context import BENCH, RUNNERS, env, main_python
-from measure import tree_cpu
 
+from context import BENCH, RUNNERS, env, main_python
 from imgstream.jobs import StreamEntry, new_job_id
 from imgstream.queue import JobQueue, Keys, connect
+from measure import tree_cpu
 
 DONE_KEY = "bench:done"
 GROUP = "bench-workers"
@@ -231,7 +231,11 @@ def measure(system: System, setup: Setup, ids: list[str]) -> Drain:
             done = system.done(client, count)
             for fraction in (0.1, 0.9):
                 if fraction not in marks and done >= fraction * count:
-                    marks[fraction] = (time.monotonic(), tree_cpu(roots), tree_cpu([setup.redis_pid]))
+                    marks[fraction] = (
+                        time.monotonic(),
+                        tree_cpu(roots),
+                        tree_cpu([setup.redis_pid]),
+                    )
             if done >= count:
                 break
             if time.monotonic() > deadline or any(p.poll() is not None for p in processes):

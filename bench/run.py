@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import context  # noqa: E402 - the bench directory has to be on sys.path first
-import report  # noqa: E402
+import context
+import report
 
 SCENARIOS = {
     0: "s0_engines",
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for number in chosen:
             module = importlib.import_module(f"scenarios.{SCENARIOS[number]}")
-            print(f"## Scenario {number}: {module.__doc__.splitlines()[0]}", flush=True)
+            summary = (module.__doc__ or SCENARIOS[number]).splitlines()[0]
+            print(f"## Scenario {number}: {summary}", flush=True)
             began = time.monotonic()
             try:
                 produced: list[report.Table] = module.run(ctx)

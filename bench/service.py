@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
 from context import env
 from httpload import Connection, multipart
-
 from imgstream.redis_server import free_port
 
 
@@ -69,8 +69,8 @@ class Imgstream:
         self.api = self._start(["api"])
         asyncio.run(self._wait_healthy())
 
-    async def _wait_healthy(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
+    async def _wait_healthy(self, within: float = 30) -> None:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if self.api is not None and self.api.poll() is not None:
                 raise RuntimeError(f"the API exited; see {self.log}")

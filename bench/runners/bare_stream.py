@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis
 
@@ -39,12 +40,12 @@ def main() -> None:
     limits = Limits()
     consumer = f"bare-{os.getpid()}"
     while running:
-        reply = client.xreadgroup(group, consumer, {stream: ">"}, count=100, block=200)
+        reply: Any = client.xreadgroup(group, consumer, {stream: ">"}, count=100, block=200)
         if not reply:
             continue
-        entries = reply[0][1]
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1]
         pipe = client.pipeline(transaction=False)
-        for entry_id, fields in entries:
+        for _entry_id, fields in entries:
             job_id = fields[b"job"].decode()
             result = process_job(storage, job_id, spec, limits)
             pipe.hset(

@@ -82,7 +82,9 @@ def run(ctx: Context) -> list[Table]:
             )
     memory = Table(
         key="s0-rss",
-        title="Scenario 0: peak RSS per process, MiB (12 MP JPEG; interpreter and library included)",
+        title=(
+            "Scenario 0: peak RSS per process, MiB (12 MP JPEG; interpreter and libraries included)"
+        ),
         columns=["op", *LIBRARIES],
     )
     for op in OPERATIONS:
@@ -111,7 +113,9 @@ def hundred_megapixels(python: Path) -> Table:
         columns=["op", *LIBRARIES, f"imaging ≤ {TARGET_PEAK_MIB} MiB"],
     )
     for op in OPERATIONS:
-        peaks = {lib: measure(python, lib, op, source, 0)["peak_rss_kib"] / 1024 for lib in LIBRARIES}
+        peaks = {
+            lib: measure(python, lib, op, source, 0)["peak_rss_kib"] / 1024 for lib in LIBRARIES
+        }
         table.add(
             op,
             *(f"{peaks[lib]:,.0f}" for lib in LIBRARIES),

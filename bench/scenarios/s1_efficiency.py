@@ -16,14 +16,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import images
 import redis
+
+import images
 from context import RUNNERS, Context, env, main_python
+from imgstream.jobs import new_job_id
 from measure import Summary, tree_cpu
 from report import Table
 from service import Imgstream, count_status, upload_all, wait_drained
-
-from imgstream.jobs import new_job_id
 
 OPERATIONS = {
     "resize": ([{"op": "resize", "width": 800}], 0.90),
@@ -69,7 +69,12 @@ def bare_loop(ctx: Context, source: Path, operations: str, count: int) -> tuple[
 
 
 def end_to_end(
-    service: Imgstream, client: redis.Redis, data: bytes, operations: str, count: int, redis_pid: int
+    service: Imgstream,
+    client: redis.Redis,
+    data: bytes,
+    operations: str,
+    count: int,
+    redis_pid: int,
 ) -> dict[str, float]:
     roots = {
         "api": service.api_roots(),
@@ -106,10 +111,10 @@ def run(ctx: Context) -> list[Table]:
     with ctx.redis("s1") as server:
         assert server.process is not None
         service = Imgstream(server.url, ctx.directory("s1-service"), ctx.scratch / "s1.log")
-        service.start_api()
-        service.start_workers(PROCESSES)
         client = redis.Redis.from_url(server.url)
         try:
+            service.start_api()
+            service.start_workers(PROCESSES)
             for round_number in range(ctx.rounds):
                 for op, (steps, _) in OPERATIONS.items():
                     operations = json.dumps(steps)
@@ -149,7 +154,9 @@ def run(ctx: Context) -> list[Table]:
     for op, (_, target) in OPERATIONS.items():
         a = Summary.of(bare[op])
         b = Summary.of([run["rate"] for run in e2e[op]])
-        ratios = Summary.of([run["rate"] / rate for run, rate in zip(e2e[op], bare[op], strict=True)])
+        ratios = Summary.of(
+            [run["rate"] / rate for run, rate in zip(e2e[op], bare[op], strict=True)]
+        )
         parts = {
             name: Summary.of([run[f"cpu_{name}_ms"] for run in e2e[op]]).median
             for name in ("api", "workers", "redis", "client")
@@ -175,4 +182,4 @@ def run(ctx: Context) -> list[Table]:
         "The load generator (a minimal asyncio HTTP/1.1 client, 4 connections) shares the "
         "two cores with the service; its CPU is shown separately."
     )
-    return table and [table]
+    return [table]

@@ -13,8 +13,9 @@ import json
 import os
 import time
 
-import images
 import redis
+
+import images
 from context import Context
 from measure import Summary
 from queues import Drain, Setup, bare_system, imgstream_system, link_originals, measure, peer_system
@@ -66,8 +67,7 @@ def run(ctx: Context) -> list[Table]:
                 drain = measure(systems[name], setup, ids)
                 drains.setdefault(name, []).append(drain)
                 print(
-                    f"  round {round_number + 1} {drain.system}: "
-                    f"{drain.drain_rate:,.0f} jobs/s",
+                    f"  round {round_number + 1} {drain.system}: {drain.drain_rate:,.0f} jobs/s",
                     flush=True,
                 )
             http.append(http_end_to_end(ctx, server.url, server.process.pid, source.read_bytes()))
@@ -81,11 +81,11 @@ def http_end_to_end(ctx: Context, url: str, redis_pid: int, data: bytes) -> dict
     client = redis.Redis.from_url(url)
     client.flushall()
     service = Imgstream(url, ctx.directory("s3-http"), ctx.scratch / "s3-http.log")
-    service.start_api()
-    service.start_workers(PROCESSES)
     try:
+        service.start_api()
+        service.start_workers(PROCESSES)
         started = time.monotonic()
-        ids, latencies = asyncio.run(
+        ids, _latencies = asyncio.run(
             upload_all(service.port, data, {"operation": "grayscale"}, count, HTTP_CONNECTIONS)
         )
         uploaded = time.monotonic()
@@ -103,7 +103,9 @@ def http_end_to_end(ctx: Context, url: str, redis_pid: int, data: bytes) -> dict
     }
 
 
-def queue_table(drains: dict[str, list[Drain]], counts: dict[str, int], missing: list[str]) -> Table:
+def queue_table(
+    drains: dict[str, list[Drain]], counts: dict[str, int], missing: list[str]
+) -> Table:
     table = Table(
         key="s3",
         title="Scenario 3: per-job overhead, tiny jobs (64×64 PNG → grayscale), 2 worker processes",
