@@ -74,7 +74,9 @@ def mp100_jpeg() -> Path:
     return ensure("100mp", 10000, 10000, "jpeg")
 
 
+ALL = (tiny_png, hd_jpeg, mp2_jpeg, mp2_png, mp12_jpeg, imgproxy_jpeg, mp100_jpeg)
+
 if __name__ == "__main__":
-    for make in (tiny_png, hd_jpeg, mp2_jpeg, mp2_png, mp12_jpeg, imgproxy_jpeg, mp100_jpeg):
+    for make in ALL:
         file = make()
         print(f"{file.name}: {file.stat().st_size / 1e6:.2f} MB")

@@ -59,6 +59,13 @@ def tree_cpu(roots: Iterable[int]) -> float:
     return sum(cpu_seconds(pid) for pid in tree(roots))
 
 
+def machine_busy() -> float:
+    """CPU seconds every process on the machine has used (``/proc/stat``), to see others' load."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) of one process in KiB; zeros once it is gone."""
     pss = rss = 0

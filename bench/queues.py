@@ -22,7 +22,7 @@ import redis
 from context import BENCH, RUNNERS, env, main_python
 from imgstream.jobs import StreamEntry, new_job_id
 from imgstream.queue import JobQueue, Keys, connect
-from measure import tree_cpu
+from measure import machine_busy, tree_cpu
 
 DONE_KEY = "bench:done"
 GROUP = "bench-workers"
@@ -37,6 +37,8 @@ class Drain:
     drain_rate: float
     worker_cpu_ms: float
     redis_cpu_us: float
+    other_cores: float
+    """Cores busy with anything but these workers, Redis and the bench: the machine's noise."""
 
     def as_json(self) -> dict[str, float | str | int]:
         return dict(self.__dict__)
@@ -224,7 +226,7 @@ def measure(system: System, setup: Setup, ids: list[str]) -> Drain:
                 )
             )
     roots = [process.pid for process in processes]
-    marks: dict[float, tuple[float, float, float]] = {}
+    marks: dict[float, tuple[float, float, float, float, float]] = {}
     deadline = time.monotonic() + 120 + count / 20
     try:
         while True:
@@ -235,6 +237,8 @@ def measure(system: System, setup: Setup, ids: list[str]) -> Drain:
                         time.monotonic(),
                         tree_cpu(roots),
                         tree_cpu([setup.redis_pid]),
+                        time.process_time(),
+                        machine_busy(),
                     )
             if done >= count:
                 break
@@ -248,8 +252,12 @@ def measure(system: System, setup: Setup, ids: list[str]) -> Drain:
     stored = sum(1 for _ in (data_dir / "results").iterdir())
     if stored < count:
         raise RuntimeError(f"{system.name}: only {stored} of {count} results stored")
-    (t10, cpu10, redis10), (t90, cpu90, redis90) = marks[0.1], marks[0.9]
+    (t10, cpu10, redis10, self10, all10), (t90, cpu90, redis90, self90, all90) = (
+        marks[0.1],
+        marks[0.9],
+    )
     window = max(1, round(0.8 * count))
+    ours = (cpu90 - cpu10) + (redis90 - redis10) + (self90 - self10)
     return Drain(
         system=system.name,
         jobs=count,
@@ -258,6 +266,7 @@ def measure(system: System, setup: Setup, ids: list[str]) -> Drain:
         drain_rate=window / (t90 - t10),
         worker_cpu_ms=1000 * (cpu90 - cpu10) / window,
         redis_cpu_us=1e6 * (redis90 - redis10) / window,
+        other_cores=max(0.0, (all90 - all10) - ours) / (t90 - t10),
     )
 
 

@@ -13,11 +13,13 @@ import shutil
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import context
+import images
 import report
 
 SCENARIOS = {
@@ -29,6 +31,28 @@ SCENARIOS = {
     5: "s5_memory",
     6: "s6_scaling",
 }
+
+PEERS_NEEDED = {
+    0: ["engines"],
+    2: ["thumbor"],
+    3: ["dramatiq", "saq", "arq", "celery", "rq"],
+    5: ["engines"],
+}
+
+
+def prepare(ctx: context.Context, chosen: list[int]) -> None:
+    """Install the peers the chosen scenarios need while the test images are generated."""
+    names = sorted({name for number in chosen for name in PEERS_NEEDED.get(number, [])})
+    began = time.monotonic()
+    print(f"Preparing: peer environments {names or 'none'} and test images ...", flush=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        installing = pool.submit(ctx.install_peers, names)
+        for make in images.ALL:
+            make()
+        for name, found in installing.result().items():
+            if not isinstance(found, Path):
+                print(f"  {name}: not installed ({found}); see {ctx.log}", flush=True)
+    print(f"Prepared in {time.monotonic() - began:.0f} s\n", flush=True)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -60,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[int] = []
     started = time.monotonic()
     try:
+        prepare(ctx, chosen)
         for number in chosen:
             module = importlib.import_module(f"scenarios.{SCENARIOS[number]}")
             summary = (module.__doc__ or SCENARIOS[number]).splitlines()[0]

@@ -1,6 +1,7 @@
 """One library, one operation, one image, in a fresh process: CPU ms per image and peak RSS.
 
-Runs in the ``engines`` environment: ``python engine.py LIB OP PATH SECONDS``. Every
+Runs in the ``engines`` environment: ``python engine.py LIB OP PATH SECONDS`` (a warm-up,
+then timed runs until SECONDS of CPU, at least two; SECONDS ≤ 0: one cold run only). Every
 library gets one thread and its fastest correct path; the output keeps the input's format
 (JPEG quality 85, PNG compression 6). Prints one JSON object.
 """
@@ -133,14 +134,17 @@ LIBRARIES["opencv"] = opencv_job
 def main() -> None:
     library, op, source, seconds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), float(sys.argv[4])
     job = LIBRARIES[library](op, source.suffix == ".jpg")
-    output = job(source)  # warm-up: imports, codec tables, first allocations
     cpu_times: list[float] = []
+    if seconds > 0:
+        output = job(source)  # warm-up: imports, codec tables, first allocations
     wall_started = time.perf_counter()
-    while len(cpu_times) < 3 or (sum(cpu_times) < seconds and len(cpu_times) < 200):
+    while True:  # at least two timed runs, more until ``seconds`` of CPU; one if seconds <= 0
         before = time.process_time()  # every thread of this process
-        job(source)
+        output = job(source)
         cpu_times.append(time.process_time() - before)
-        if seconds == 0:
+        if seconds <= 0 or (len(cpu_times) >= 2 and sum(cpu_times) >= seconds):
+            break
+        if len(cpu_times) >= 200:
             break
     wall = time.perf_counter() - wall_started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -48,7 +48,7 @@ def run(ctx: Context) -> list[Table]:
         "12 MP JPEG": images.mp12_jpeg(),
         "2 MP PNG": images.mp2_png(),
     }
-    seconds = 0.3 if ctx.quick else 0.8
+    seconds = 0.3
     cpu: dict[tuple[str, str, str], list[float]] = {}
     rss: dict[tuple[str, str, str], list[float]] = {}
     size: dict[tuple[str, str, str], int] = {}
@@ -112,9 +112,9 @@ def hundred_megapixels(python: Path) -> Table:
         title="Scenario 0: peak RSS at 100 MP (10000×10000 JPEG), MiB, one run each",
         columns=["op", *LIBRARIES, f"imaging ≤ {TARGET_PEAK_MIB} MiB"],
     )
-    for op in OPERATIONS:
+    for op in ("resize", "blur"):
         peaks = {
-            lib: measure(python, lib, op, source, 0)["peak_rss_kib"] / 1024 for lib in LIBRARIES
+            lib: measure(python, lib, op, source, -1)["peak_rss_kib"] / 1024 for lib in LIBRARIES
         }
         table.add(
             op,
@@ -122,5 +122,8 @@ def hundred_megapixels(python: Path) -> Table:
             "met" if peaks["imaging"] <= TARGET_PEAK_MIB else "missed",
         )
         table.data[op] = peaks
-    table.notes.append("Each process runs the operation twice (warm-up + one timed run).")
+    table.notes.append(
+        "One cold run per process. Grayscale is left out here: its memory profile is blur's "
+        "without the kernel (both decode the whole image)."
+    )
     return table

@@ -21,7 +21,7 @@ import redis
 import images
 from context import RUNNERS, Context, env, main_python
 from imgstream.jobs import new_job_id
-from measure import Summary, tree_cpu
+from measure import Summary, machine_busy, tree_cpu
 from report import Table
 from service import Imgstream, count_status, upload_all, wait_drained
 
@@ -34,8 +34,10 @@ PROCESSES = 2
 CONNECTIONS = 4
 
 
-def bare_loop(ctx: Context, source: Path, operations: str, count: int) -> tuple[float, float]:
-    """Images/s and CPU s per image of two processes calling ``process_job`` directly."""
+def bare_loop(
+    ctx: Context, source: Path, operations: str, count: int
+) -> tuple[float, float, float]:
+    """Images/s, CPU s per image, and others' load (cores) for two ``process_job`` loops."""
     data_dir = ctx.directory("s1-bare")
     originals = data_dir / "originals"
     originals.mkdir()
@@ -55,6 +57,7 @@ def bare_loop(ctx: Context, source: Path, operations: str, count: int) -> tuple[
     ]
     for process in processes:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    machine_before = machine_busy()
     for process in processes:
         assert process.stdin is not None
         process.stdin.write("go\n")
@@ -64,8 +67,10 @@ def bare_loop(ctx: Context, source: Path, operations: str, count: int) -> tuple[
         output, _ = process.communicate(timeout=600)
         reports.append(json.loads(output.strip().splitlines()[-1]))
     elapsed = max(r["end"] for r in reports) - min(r["start"] for r in reports)
+    ours = sum(r["cpu"] for r in reports)
+    others = max(0.0, machine_busy() - machine_before - ours) / elapsed
     shutil.rmtree(data_dir, ignore_errors=True)
-    return count / elapsed, sum(r["cpu"] for r in reports) / count
+    return count / elapsed, ours / count, others
 
 
 def end_to_end(
@@ -83,6 +88,7 @@ def end_to_end(
     }
     before = {name: tree_cpu(pids) for name, pids in roots.items()}
     client_before = time.process_time()  # this process only, not the bare loops it reaped
+    machine_before = machine_busy()
     started = time.monotonic()
     ids, _ = asyncio.run(
         upload_all(service.port, data, {"operations": operations}, count, CONNECTIONS)
@@ -92,6 +98,8 @@ def end_to_end(
     for name, pids in roots.items():
         result[f"cpu_{name}_ms"] = 1000 * (tree_cpu(pids) - before[name]) / count
     result["cpu_client_ms"] = 1000 * (time.process_time() - client_before) / count
+    ours = sum(result[f"cpu_{name}_ms"] for name in (*roots, "client")) * count / 1000
+    result["other_cores"] = max(0.0, machine_busy() - machine_before - ours) / (finished - started)
     done = count_status(client, [service.job_key(job_id) for job_id in ids])
     if done != count:
         raise RuntimeError(f"only {done} of {count} jobs ended done")
@@ -107,6 +115,7 @@ def run(ctx: Context) -> list[Table]:
     data = source.read_bytes()
     bare: dict[str, list[float]] = {op: [] for op in OPERATIONS}
     bare_cpu: dict[str, list[float]] = {op: [] for op in OPERATIONS}
+    bare_others: dict[str, list[float]] = {op: [] for op in OPERATIONS}
     e2e: dict[str, list[dict[str, float]]] = {op: [] for op in OPERATIONS}
     with ctx.redis("s1") as server:
         assert server.process is not None
@@ -121,9 +130,10 @@ def run(ctx: Context) -> list[Table]:
                     bare_first = round_number % 2 == 0
                     for system in ("bare", "e2e") if bare_first else ("e2e", "bare"):
                         if system == "bare":
-                            rate, cpu = bare_loop(ctx, source, operations, count)
+                            rate, cpu, others = bare_loop(ctx, source, operations, count)
                             bare[op].append(rate)
                             bare_cpu[op].append(cpu)
+                            bare_others[op].append(others)
                         else:
                             e2e[op].append(
                                 end_to_end(
@@ -149,6 +159,7 @@ def run(ctx: Context) -> list[Table]:
             "CPU ms/img (a)",
             "CPU ms/img (b): api + workers + redis",
             "client CPU ms/img",
+            "others' load, cores (a / b)",
         ],
     )
     for op, (_, target) in OPERATIONS.items():
@@ -170,6 +181,8 @@ def run(ctx: Context) -> list[Table]:
             f"{1000 * Summary.of(bare_cpu[op]).median:.1f}",
             f"{parts['api']:.1f} + {parts['workers']:.1f} + {parts['redis']:.2f}",
             f"{parts['client']:.2f}",
+            f"{Summary.of(bare_others[op]).median:.2f} / "
+            f"{Summary.of([run['other_cores'] for run in e2e[op]]).median:.2f}",
         )
         table.data[op] = {
             "bare_rate": a.as_json(),

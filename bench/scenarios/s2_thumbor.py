@@ -168,7 +168,7 @@ def run(ctx: Context) -> list[Table]:
     python = ctx.peer("thumbor")
     if python is None:
         raise RuntimeError("thumbor could not be installed; see bench.log")
-    counts = {"imgproxy": ctx.count(70, 12), "12mp": ctx.count(30, 6)}
+    counts = {"imgproxy": ctx.count(68, 12), "12mp": ctx.count(5, 4)}
     sources = {"imgproxy": images.imgproxy_jpeg(), "12mp": images.mp12_jpeg()}
     static_dir = ctx.directory("s2-static")
     for name, source in sources.items():

@@ -73,7 +73,7 @@ def run(ctx: Context) -> list[Table]:
                 worker[label].append(worker_peak(ctx, server.url, steps))
     if python is not None:
         for label, (op, _) in OPERATIONS.items():
-            pillow[label] = engine(python, "pillow", op, source, 0)["peak_rss_kib"] / 1024
+            pillow[label] = engine(python, "pillow", op, source, -1)["peak_rss_kib"] / 1024
 
     table = Table(
         key="s5",
@@ -92,7 +92,7 @@ def run(ctx: Context) -> list[Table]:
     table.data = {"worker_mib": worker, "pillow_mib": pillow}
     table.notes.append(
         "Worker: `VmHWM` of the worker process (interpreter, libraries and Redis client "
-        f"included) over {ctx.rounds} rounds; Pillow: one run (warm-up + timed) in a fresh "
+        f"included) over {ctx.rounds} rounds; Pillow: one cold run in a fresh "
         "process."
     )
     return [table]

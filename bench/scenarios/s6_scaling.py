@@ -21,7 +21,7 @@ TARGET = 1.8
 
 
 def run(ctx: Context) -> list[Table]:
-    count = ctx.count(1000, 200)
+    count = ctx.count(300, 120)
     source = images.hd_jpeg()
     drains: dict[int, list[Drain]] = {workers: [] for workers in WORKERS}
     with ctx.redis("s6") as server:
@@ -46,7 +46,7 @@ def run(ctx: Context) -> list[Table]:
         key="s6",
         title=f"Scenario 6: scaling, {count} JPEG 1920×1080 → 800 wide, imgstream queue path",
         columns=["worker processes", "drain jobs/s (median, range)", "vs 1 worker", "cores busy",
-                 "worker CPU ms/job"],
+                 "worker CPU ms/job", "others' load, cores"],
     )  # fmt: skip
     for workers, runs in drains.items():
         rate = Summary.of([drain.drain_rate for drain in runs])
@@ -57,6 +57,7 @@ def run(ctx: Context) -> list[Table]:
             f"{rate.median / one.median:.2f}×",
             busy.show(2),
             Summary.of([drain.worker_cpu_ms for drain in runs]).show(1),
+            Summary.of([drain.other_cores for drain in runs]).show(2),
         )
     two = Summary.of([drain.drain_rate for drain in drains[2]])
     scaling = two.median / one.median
