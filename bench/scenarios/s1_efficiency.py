@@ -155,6 +155,7 @@ def run(ctx: Context) -> list[Table]:
             "(a) bare loop",
             "(b) imgstream e2e",
             "(b)/(a) per round",
+            "(b)/(a) by CPU per image",
             "target",
             "CPU ms/img (a)",
             "CPU ms/img (b): api + workers + redis",
@@ -172,12 +173,15 @@ def run(ctx: Context) -> list[Table]:
             name: Summary.of([run[f"cpu_{name}_ms"] for run in e2e[op]]).median
             for name in ("api", "workers", "redis", "client")
         }
+        by_cpu = 1000 * Summary.of(bare_cpu[op]).median / sum(parts.values())
         table.add(
             op,
             a.show(1),
             b.show(1),
             f"{ratios.median:.0%} ({ratios.low:.0%}–{ratios.high:.0%})",
-            f"≥ {target:.0%}: {'met' if ratios.median >= target else 'missed'}",
+            f"{by_cpu:.0%}",
+            f"≥ {target:.0%}: {'met' if ratios.median >= target else 'missed'}"
+            f" (by CPU: {'met' if by_cpu >= target else 'missed'})",
             f"{1000 * Summary.of(bare_cpu[op]).median:.1f}",
             f"{parts['api']:.1f} + {parts['workers']:.1f} + {parts['redis']:.2f}",
             f"{parts['client']:.2f}",
@@ -193,6 +197,10 @@ def run(ctx: Context) -> list[Table]:
         }
     table.notes.append(
         "The load generator (a minimal asyncio HTTP/1.1 client, 4 connections) shares the "
-        "two cores with the service; its CPU is shown separately."
+        "two cores with the service; its CPU is shown separately and counted in (b)."
+    )
+    table.notes.append(
+        "(b)/(a) by CPU = CPU per image of the bare loop ÷ everything imgstream's path spent "
+        "per image (API, workers, Redis, client): the ratio with nothing else on the machine."
     )
     return [table]

@@ -31,9 +31,9 @@ HTTP_CONNECTIONS = 32
 def run(ctx: Context) -> list[Table]:
     source = images.tiny_png()
     counts = {
-        "imgstream": ctx.count(600, 300),
-        "bare": ctx.count(600, 300),
-        "peer": ctx.count(250, 150),
+        "imgstream": ctx.count(500, 300),
+        "bare": ctx.count(500, 300),
+        "peer": ctx.count(200, 150),
         "rq-fork": ctx.count(30, 20),
     }
     installed = ctx.install_peers(["dramatiq", "saq", "arq", "celery", "rq"])
@@ -77,7 +77,7 @@ def run(ctx: Context) -> list[Table]:
 
 def http_end_to_end(ctx: Context, url: str, redis_pid: int, data: bytes) -> dict[str, float]:
     """Uploads over many connections → API → 2 workers → done; jobs/s over the whole run."""
-    count = ctx.count(400, 200)
+    count = ctx.count(300, 200)
     client = redis.Redis.from_url(url)
     client.flushall()
     service = Imgstream(url, ctx.directory("s3-http"), ctx.scratch / "s3-http.log")
@@ -128,15 +128,21 @@ def queue_table(
             "imgstream ÷ system",
             "worker CPU ms/job",
             "Redis CPU µs/job",
+            "CPU-bound capacity jobs/s",
+            "imgstream ÷ system (capacity)",
             "others' load, cores",
         ],
     )
     reference = Summary.of([drain.drain_rate for drain in drains.get("imgstream", [])])
-    best_peer = 0.0
+    capacity = {
+        name: Summary.of([_capacity(drain) for drain in runs]) for name, runs in drains.items()
+    }
+    best_peer = best_capacity = 0.0
     for name, runs in drains.items():
         rate = Summary.of([drain.drain_rate for drain in runs])
         if name not in ("imgstream", "bare"):
             best_peer = max(best_peer, rate.median)
+            best_capacity = max(best_capacity, capacity[name].median)
         table.add(
             runs[0].system,
             runs[0].jobs,
@@ -145,6 +151,8 @@ def queue_table(
             f"{reference.median / rate.median:.2f}×" if rate.median else "–",
             Summary.of([drain.worker_cpu_ms for drain in runs]).show(2),
             Summary.of([drain.redis_cpu_us for drain in runs]).show(),
+            capacity[name].show(),
+            f"{capacity['imgstream'].median / capacity[name].median:.2f}×",
             Summary.of([drain.other_cores for drain in runs]).show(2),
         )
     table.data = {name: [drain.as_json() for drain in runs] for name, runs in drains.items()}
@@ -153,10 +161,23 @@ def queue_table(
         versus_peer = reference.median / best_peer
         versus_bare = reference.median / bare.median
         table.notes.append(
-            f"Targets: imgstream ≥ 3× the fastest framework — {versus_peer:.2f}× "
-            f"({'met' if versus_peer >= 3 else 'missed'}); ≥ 70 % of the bare loop — "
-            f"{versus_bare:.0%} ({'met' if versus_bare >= 0.7 else 'missed'})."
+            f"Targets, on drain rates: imgstream ≥ 3× the fastest framework — "
+            f"{versus_peer:.2f}× ({'met' if versus_peer >= 3 else 'missed'}); ≥ 70 % of the "
+            f"bare loop — {versus_bare:.0%} ({'met' if versus_bare >= 0.7 else 'missed'})."
         )
+        ours = capacity["imgstream"].median
+        versus_peer, versus_bare = ours / best_capacity, ours / capacity["bare"].median
+        table.notes.append(
+            f"Targets, on CPU-bound capacity (robust to others' load): ≥ 3× the fastest "
+            f"framework — {versus_peer:.2f}× ({'met' if versus_peer >= 3 else 'missed'}); "
+            f"≥ 70 % of the bare loop — {versus_bare:.0%} "
+            f"({'met' if versus_bare >= 0.7 else 'missed'})."
+        )
+    table.notes.append(
+        "CPU-bound capacity = 2 cores ÷ (worker + Redis CPU per job): the rate the two cores "
+        "would sustain with nothing else running; it depends on each system's own CPU time, "
+        "not on what else the shared machine did meanwhile."
+    )
     table.notes.append(
         "Drain rate is measured between 10 % and 90 % of the jobs done (start-up excluded). "
         "Peers count each finished job with one Redis INCR (how the bench sees their "
@@ -170,6 +191,10 @@ def queue_table(
     if missing:
         table.notes.append(f"Not measured (environment failed to install): {', '.join(missing)}.")
     return table
+
+
+def _capacity(drain: Drain) -> float:
+    return PROCESSES / (drain.worker_cpu_ms / 1000 + drain.redis_cpu_us / 1e6)
 
 
 def http_table(http: list[dict[str, float]]) -> Table:

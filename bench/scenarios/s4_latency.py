@@ -136,7 +136,7 @@ def throughput(service: Imgstream, data: bytes, count: int) -> float:
 
 
 def run(ctx: Context) -> list[Table]:
-    per_round = ctx.count(170, 50)
+    per_round = ctx.count(120, 50)
     data = images.tiny_png().read_bytes()
     results: dict[str, list[Probe]] = {"idle": [], "loaded": []}
     rates: list[float] = []
@@ -147,7 +147,7 @@ def run(ctx: Context) -> list[Table]:
             service.start_workers(2)
             for _ in range(ctx.rounds):
                 results["idle"].append(asyncio.run(probe(service, data, per_round, 0)))
-                rates.append(throughput(service, data, ctx.count(300, 150)))
+                rates.append(throughput(service, data, ctx.count(200, 150)))
                 loaded = asyncio.run(probe(service, data, per_round, rates[-1] / 2))
                 results["loaded"].append(loaded)
         finally:

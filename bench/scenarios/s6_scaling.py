@@ -17,11 +17,12 @@ from report import Table
 
 OPERATIONS = json.dumps([{"op": "resize", "width": 800}])
 WORKERS = (1, 2, 4)
+CORES = 2
 TARGET = 1.8
 
 
 def run(ctx: Context) -> list[Table]:
-    count = ctx.count(300, 120)
+    count = ctx.count(200, 120)
     source = images.hd_jpeg()
     drains: dict[int, list[Drain]] = {workers: [] for workers in WORKERS}
     with ctx.redis("s6") as server:
@@ -42,11 +43,16 @@ def run(ctx: Context) -> list[Table]:
                 drains[workers].append(measure(system, setup, ids))
 
     one = Summary.of([drain.drain_rate for drain in drains[1]])
+    capacity = {
+        workers: Summary.of([min(workers, CORES) * 1000 / d.worker_cpu_ms for d in runs])
+        for workers, runs in drains.items()
+    }
     table = Table(
         key="s6",
         title=f"Scenario 6: scaling, {count} JPEG 1920×1080 → 800 wide, imgstream queue path",
         columns=["worker processes", "drain jobs/s (median, range)", "vs 1 worker", "cores busy",
-                 "worker CPU ms/job", "others' load, cores"],
+                 "worker CPU ms/job", "others' load, cores", "CPU-bound capacity jobs/s",
+                 "capacity vs 1 worker"],
     )  # fmt: skip
     for workers, runs in drains.items():
         rate = Summary.of([drain.drain_rate for drain in runs])
@@ -58,12 +64,22 @@ def run(ctx: Context) -> list[Table]:
             busy.show(2),
             Summary.of([drain.worker_cpu_ms for drain in runs]).show(1),
             Summary.of([drain.other_cores for drain in runs]).show(2),
+            capacity[workers].show(1),
+            f"{capacity[workers].median / capacity[1].median:.2f}×",
         )
     two = Summary.of([drain.drain_rate for drain in drains[2]])
     scaling = two.median / one.median
+    by_cpu = capacity[2].median / capacity[1].median
     table.notes.append(
-        f"Target: 2 workers ≥ {TARGET}× one worker — {scaling:.2f}× "
-        f"({'met' if scaling >= TARGET else 'missed'})."
+        f"Target: 2 workers ≥ {TARGET}× one worker — measured drain {scaling:.2f}× "
+        f"({'met' if scaling >= TARGET else 'missed'}); by CPU {by_cpu:.2f}× "
+        f"({'met' if by_cpu >= TARGET else 'missed'})."
+    )
+    table.notes.append(
+        "CPU-bound capacity = min(workers, 2 cores) ÷ worker CPU per job: what the two cores "
+        "sustain when nothing else runs. CPU per job staying flat as workers are added is the "
+        "sign that only CPU limits the drain; the measured drain falls short of it by what "
+        "others' load took."
     )
     table.data = {str(workers): [d.as_json() for d in runs] for workers, runs in drains.items()}
     return [table]
