@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from imgstream.redis_server import RedisServerError, find_redis_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,7 +52,18 @@ def machine() -> dict[str, Any]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             memory_kib = int(line.split()[1])
+    try:
+        redis_version = (
+            subprocess.run(
+                [find_redis_server(), "--version"], capture_output=True, text=True, check=False
+            )
+            .stdout.split()[2]
+            .removeprefix("v=")
+        )
+    except (OSError, IndexError, RedisServerError):
+        redis_version = "unknown"
     return {
+        "redis_server": redis_version,
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "memory_gib": round(memory_kib / 1024 / 1024, 1),
@@ -63,7 +77,8 @@ def describe(info: dict[str, Any]) -> str:
     load = ", ".join(f"{value:.2f}" for value in info["load_average_at_start"])
     return (
         f"{info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB RAM, "
-        f"Linux {info['kernel']}, Python {info['python']}; load average at start {load}"
+        f"Linux {info['kernel']}, Python {info['python']}, redis-server "
+        f"{info.get('redis_server', 'unknown')}; load average at start {load}"
     )
 
 
