@@ -16,7 +16,6 @@ from typing import Any
 import pyvips
 
 from batch import Expect, Sample
-
 from images import encode, flat, photo, png_declaring
 
 SCRIPT = b"<script>alert(1)</script>"

@@ -14,9 +14,9 @@ from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.queue import JobQueue
 from imgstream.redis_server import free_port
-from inprocess import assert_error, client_for, drain
 
 from images import encode, photo
+from inprocess import assert_error, client_for, drain
 
 pytestmark = pytest.mark.anyio
 

@@ -15,9 +15,9 @@ from imgstream.api import create_app
 from imgstream.auth import ANYONE, KeyRing, bearer_token, fingerprint
 from imgstream.config import Settings
 from imgstream.queue import JobQueue, Keys
-from inprocess import assert_error, client_for, drain
 
 from images import encode, photo
+from inprocess import assert_error, client_for, drain
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-fedcba9876543210"

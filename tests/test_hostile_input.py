@@ -20,14 +20,14 @@ from types import TracebackType
 import pytest
 import pyvips
 
-from batch import Expect, Sample, run_batch
-from corpus import find_corpus, load_corpus
-from fleet import MEMORY_CEILING_MB, deaths, peak_rss_mb, stray_files, worker_pids
-from hostile import hostile_samples
 from imgstream import imaging
 from imgstream.operations import JobSpec, Limits, Resize
 from imgstream.redis_server import RedisServer
 
+from batch import Expect, Sample, run_batch
+from corpus import find_corpus, load_corpus
+from fleet import MEMORY_CEILING_MB, deaths, peak_rss_mb, stray_files, worker_pids
+from hostile import hostile_samples
 from images import encode, photo
 from service import Service
 

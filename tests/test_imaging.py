@@ -393,3 +393,9 @@ def test_untrusted_formats_only_when_the_operator_allows_them() -> None:
         configure(concurrency=1, cache_max_mem_mb=0)
     with pytest.raises(UnsupportedFormat):
         probe(svg, Limits())
+
+
+def test_a_one_pixel_strip_jpeg_resizes_without_losing_its_last_row() -> None:
+    strip = encode(photo(20000, 1), "jpeg")
+    rendered = render(strip, JobSpec(operations=(R(width=200),)), LIMITS)
+    assert (rendered.width, rendered.height) == (200, 1)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet import MEMORY_CEILING_MB
 from imgstream.redis_server import RedisServer
+
+from fleet import MEMORY_CEILING_MB
 from worker_memory import HEIGHT, OPERATIONS, WIDTH, Measurement, measure, worst_case_sources
 
 pytestmark = pytest.mark.slow

@@ -32,9 +32,9 @@ from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer, free_port
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
-from inprocess import client_for
 
 from images import encode, photo
+from inprocess import client_for
 from service import Service
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from imgstream.api import create_app
 from imgstream.config import Settings
+
 from inprocess import client_for
 
 pytestmark = pytest.mark.anyio

@@ -30,9 +30,9 @@ from imgstream.redis_server import RedisServer
 from imgstream.stats_view import render
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
-from inprocess import client_for
 
 from images import encode, photo
+from inprocess import client_for
 from service import SLOW_OPERATIONS, Service, pid_of_consumer
 
 OPS = '[{"op":"grayscale"}]'

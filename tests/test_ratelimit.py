@@ -15,9 +15,9 @@ from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.ratelimit import RateLimiter
 from imgstream.redis_server import RedisServer, free_port
-from inprocess import assert_error, client_for
 
 from images import encode, photo
+from inprocess import assert_error, client_for
 from service import service_env, start, stop, wait_until_healthy
 
 KEY_A = "key-a-0123456789abcdef"

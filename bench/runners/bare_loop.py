@@ -1,0 +1,46 @@
+"""The limit of scenario 1: one process calling the worker's own ``process_job`` in a loop.
+
+``python bare_loop.py DATA_DIR OPERATIONS_JSON JOB_ID...``: prints ``ready``, waits for a
+line on stdin (so every process starts together), processes its jobs (originals already
+stored under DATA_DIR), prints one JSON line with its start, end and CPU time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from imgstream import imaging
+from imgstream.operations import JobSpec, Limits, parse_operations_json
+from imgstream.storage import LocalStorage
+from imgstream.worker import process_job
+
+
+def main() -> None:
+    data_dir, operations, job_ids = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    imaging.configure(concurrency=1, cache_max_mem_mb=64)  # as a worker is configured
+    storage = LocalStorage(data_dir)
+    spec = JobSpec(operations=parse_operations_json(operations))
+    limits = Limits()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started, cpu_started = time.monotonic(), time.process_time()
+    for job_id in job_ids:
+        process_job(storage, job_id, spec, limits, 60.0)
+    print(
+        json.dumps(
+            {
+                "start": started,
+                "end": time.monotonic(),
+                "cpu": time.process_time() - cpu_started,
+                "jobs": len(job_ids),
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
