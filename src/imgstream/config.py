@@ -71,7 +71,12 @@ class Settings(BaseSettings):
     read_batch: int = Field(default=16, ge=1, le=1000, description="Entries per XREADGROUP.")
     block_ms: int = Field(default=2000, ge=10, le=60_000)
     vips_concurrency: int = Field(default=1, ge=0, le=64, description="libvips threads per worker.")
-    vips_cache_mb: int = Field(default=64, ge=0, le=4096)
+    vips_cache_mb: int = Field(
+        default=0,
+        ge=0,
+        le=4096,
+        description="libvips operation cache per worker; jobs never share operations, so off.",
+    )
 
     # Lifecycle.
     result_ttl: int = Field(default=24 * 3600, ge=60, description="Seconds a finished job is kept.")

@@ -12,11 +12,11 @@
 -- ARGV[7..] field/value pairs of the outcome, starting with 'status', <done|failed>
 -- The new status is announced on the channel named like the job hash (for live status).
 -- Returns 1 when recorded, 0 when the lease was lost or the job had already ended.
-if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then
+local current = redis.call('HMGET', KEYS[1], 'lease', 'status')
+if ARGV[1] ~= '' and current[1] ~= ARGV[1] then
   return 0
 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'done' or status == 'failed' then
+if current[2] == 'done' or current[2] == 'failed' then
   redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
   redis.call('XDEL', KEYS[2], ARGV[3])
   return 0
