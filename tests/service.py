@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from imgstream.redis_server import free_port
 
@@ -120,6 +121,28 @@ class Service:
                 return job
             time.sleep(0.05)
         raise TimeoutError(f"job {job_id} did not finish; log:\n{self.log.read_text()[-3000:]}")
+
+    def submit_slow(self, name: str = "big.jpg") -> str:
+        """Queue a job of a few seconds (see ``SLOW_OPERATIONS``); returns its id."""
+        from images import encode, photo
+
+        response = self.submit(encode(photo(2400, 2400), "jpeg"), name, operations=SLOW_OPERATIONS)
+        assert response.status_code == 202, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    def wait_until_processing(self, job_id: str, timeout: float = 30) -> dict[str, str]:
+        """The job's hash, read straight from Redis, once a worker has taken the job up."""
+        raw = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
+        key = f"{{{self.prefix}}}:job:{job_id}"
+        deadline = time.monotonic() + timeout
+        try:
+            while (fields := raw.hgetall(key)).get("status") != "processing":
+                assert time.monotonic() < deadline, f"job {job_id} was never taken up"
+                time.sleep(0.02)
+        finally:
+            raw.close()
+        return fields  # type: ignore[no-any-return]
 
     def close(self) -> tuple[int, int]:
         self.http.close()

@@ -33,7 +33,7 @@ from imgstream.worker import Worker
 
 from images import encode, photo
 from inprocess import client_for
-from service import SLOW_OPERATIONS, Service, pid_of_consumer
+from service import Service, pid_of_consumer
 
 OPS = '[{"op":"grayscale"}]'
 
@@ -209,15 +209,7 @@ def test_stats_show_a_killed_workers_pending_entry_until_it_is_taken_over(
     )  # fmt: skip
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        response = service.submit(
-            encode(photo(2400, 2400), "jpeg"), "big.jpg", operations=SLOW_OPERATIONS
-        )
-        key = f"{{{prefix}}}:job:{response.json()['id']}"
-        deadline = time.monotonic() + 30
-        while raw.hget(key, "status") != "processing":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        victim = str(raw.hget(key, "worker"))
+        victim = service.wait_until_processing(service.submit_slow())["worker"]
         os.kill(pid_of_consumer(victim), signal.SIGKILL)
         time.sleep(0.5)
         stats = stats_of(service)

@@ -134,11 +134,7 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(
     )
     try:
         started = time.monotonic()
-        response = service.submit(
-            encode(photo(2400, 2400), "jpeg"), "big.jpg", operations=SLOW_OPERATIONS
-        )
-        assert response.status_code == 202
-        job = service.wait(response.json()["id"], timeout=120)
+        job = service.wait(service.submit_slow(), timeout=120)
         elapsed = time.monotonic() - started
     finally:
         service.close()
@@ -199,16 +195,10 @@ def test_sigterm_finishes_the_job_in_hand_and_exits_zero(
     )
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        response = service.submit(
-            encode(photo(2400, 2400), "jpeg"), "big.jpg", operations=SLOW_OPERATIONS
-        )
-        key = f"{{{prefix}}}:job:{response.json()['id']}"
-        deadline = time.monotonic() + 30
-        while raw.hget(key, "status") != "processing":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        job_id = service.submit_slow()
+        service.wait_until_processing(job_id)
         worker_status = stop(service.workers, signal.SIGTERM, timeout=60)
-        job = service.wait(response.json()["id"], timeout=5)
+        job = service.wait(job_id, timeout=5)
         pending = raw.xpending(f"{{{prefix}}}:jobs", "imgstream-workers")
     finally:
         raw.close()
