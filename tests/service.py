@@ -73,6 +73,11 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: f
         raise
 
 
+SLOW_OPERATIONS = '[{"op":"blur","sigma":40},{"op":"blur","sigma":40}]'
+"""Two wide blurs of a 2400x2400 photo: a job of a second or more, for tests that need one
+in hand long enough to act on (they wait for ``processing``, never for a time)."""
+
+
 @dataclass
 class Service:
     """A running API and worker pool sharing one Redis and one data directory."""
@@ -122,11 +127,11 @@ class Service:
             time.sleep(0.05)
         raise TimeoutError(f"job {job_id} did not finish; log:\n{self.log.read_text()[-3000:]}")
 
-    def submit_slow(self, name: str = "big.jpg") -> str:
-        """Queue a job of a few seconds (see ``SLOW_OPERATIONS``); returns its id."""
+    def submit_slow(self, name: str = "big.jpg", operations: str = SLOW_OPERATIONS) -> str:
+        """Queue a slow job (see ``SLOW_OPERATIONS``, ``operations_lasting``); returns its id."""
         from images import encode, photo
 
-        response = self.submit(encode(photo(2400, 2400), "jpeg"), name, operations=SLOW_OPERATIONS)
+        response = self.submit(encode(photo(2400, 2400), "jpeg"), name, operations=operations)
         assert response.status_code == 202, response.text
         job_id: str = response.json()["id"]
         return job_id
@@ -149,8 +154,32 @@ class Service:
         return stop(self.api), stop(self.workers)
 
 
-SLOW_OPERATIONS = '[{"op":"blur","sigma":40},{"op":"blur","sigma":40}]'
-"""Two wide blurs of a 2400x2400 photo: a job of a few seconds, for tests that need one."""
+def operations_lasting(seconds: float, max_steps: int = 10) -> tuple[str, float]:
+    """Blur steps that keep a worker busy for at least ``seconds`` on this machine, now.
+
+    The chain (sigma-40 blurs of the 2400x2400 ``submit_slow`` photo) is rendered here, as a
+    worker renders it (one libvips thread, no operation cache), one step longer each time
+    until it takes ``seconds``: long by construction on a fast machine, only longer on a slow
+    one. (Cascaded blurs cost more than linearly, so each length is measured, not guessed.)
+    Returns the operations JSON and the seconds its last render took.
+    """
+    from imgstream import imaging
+    from imgstream.operations import JobSpec, Limits, parse_operations_json
+
+    from images import encode, photo
+
+    imaging.configure(concurrency=1, cache_max_mem_mb=0)
+    source = encode(photo(2400, 2400), "jpeg")
+    step = '{"op":"blur","sigma":40}'
+    for steps in range(2, max_steps + 1):
+        operations = "[" + ",".join([step] * steps) + "]"
+        spec = JobSpec(operations=parse_operations_json(operations))
+        began = time.perf_counter()
+        imaging.render(source, spec, Limits())
+        took = time.perf_counter() - began
+        if took >= seconds:
+            break
+    return operations, took
 
 
 def worker_pids(pool: subprocess.Popen[bytes]) -> list[int]:
@@ -168,6 +197,17 @@ def worker_pids(pool: subprocess.Popen[bytes]) -> list[int]:
         except OSError:
             continue
     return workers
+
+
+def process_age(pid: int) -> float:
+    """Seconds since process ``pid`` started (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in ticks
+    return max(0.0, uptime - started)
 
 
 def pid_of_consumer(consumer: str) -> int:

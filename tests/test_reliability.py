@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import collections
 import os
-import random
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -25,7 +25,15 @@ from imgstream.operations import JobSpec, Limits, parse_operations_json
 from imgstream.redis_server import RedisServer, free_port
 
 from images import encode, photo
-from service import SLOW_OPERATIONS, Service, pid_of_consumer, stop, worker_pids
+from service import (
+    SLOW_OPERATIONS,
+    Service,
+    operations_lasting,
+    pid_of_consumer,
+    process_age,
+    stop,
+    worker_pids,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,31 +48,56 @@ def new_prefix() -> str:
     return f"rel-{uuid.uuid4().hex[:8]}"
 
 
+SENTINEL = b"sentinel"
+
+
 def listen_for_final_statuses(
     redis_url: str, prefix: str
-) -> tuple[collections.Counter[str], threading.Event]:
-    """Count final-status announcements per job in a background thread."""
+) -> tuple[collections.Counter[str], threading.Event, Callable[[], None]]:
+    """Count final-status announcements per job in a background thread.
+
+    Returns the counts, an event set once the thread has seen its own subscription confirmed,
+    and ``drain``: it publishes a sentinel on a job channel and waits until the thread has
+    read it, so that every announcement made before the call has been counted (pub/sub keeps
+    the order of one subscriber's messages). No sleep decides when listening has caught up.
+    """
     counts: collections.Counter[str] = collections.Counter()
-    done = threading.Event()
+    subscribed = threading.Event()
+    drained = threading.Event()
     client = redis.Redis.from_url(redis_url)
     pubsub = client.pubsub()
     pubsub.psubscribe(f"{{{prefix}}}:job:*")
 
     def listen() -> None:
-        while not done.is_set():
+        while not drained.is_set():
             message = pubsub.get_message(timeout=0.1)
-            if (
-                message
-                and message["type"] == "pmessage"
-                and message["data"] in (b"done", b"failed")
-            ):
-                counts[message["channel"].decode().rsplit(":", 1)[1]] += 1
+            if message is None:
+                continue
+            if message["type"] == "psubscribe":
+                subscribed.set()
+            elif message["type"] == "pmessage":
+                if message["data"] == SENTINEL:
+                    drained.set()
+                elif message["data"] in (b"done", b"failed"):
+                    counts[message["channel"].decode().rsplit(":", 1)[1]] += 1
         pubsub.close()
         client.close()
 
+    def drain() -> None:
+        publisher = redis.Redis.from_url(redis_url)
+        publisher.publish(f"{{{prefix}}}:job:{SENTINEL.decode()}", SENTINEL)
+        publisher.close()
+        assert drained.wait(30), "the listener never read the sentinel"
+
     threading.Thread(target=listen, daemon=True).start()
-    time.sleep(0.2)
-    return counts, done
+    assert subscribed.wait(10), "the final-status listener never subscribed"
+    return counts, subscribed, drain
+
+
+KILLS = 11
+"""Workers the chaos test SIGKILLs while they hold a job."""
+KILL_EVERY = 10
+"""Jobs that must end between two kills: kills are paced by progress, never by the clock."""
 
 
 def test_chaos_killing_workers_loses_and_duplicates_nothing(
@@ -75,40 +108,56 @@ def test_chaos_killing_workers_loses_and_duplicates_nothing(
         redis_server.url, tmp_path / "data", prefix, concurrency=3,
         IMGSTREAM_MAX_ATTEMPTS="20", IMGSTREAM_READ_BATCH="4", **FAST_RECOVERY,
     )  # fmt: skip
-    finals, stop_listening = listen_for_final_statuses(redis_server.url, prefix)
+    finals, _, drain = listen_for_final_statuses(redis_server.url, prefix)
     operations = '[{"op":"blur","sigma":2},{"op":"resize","width":200}]'
     sources = [encode(photo(480 + 16 * index, 360, seed=index), "png") for index in range(5)]
     spec = JobSpec(operations=parse_operations_json(operations))
     expected = [imaging.render(source, spec, Limits()) for source in sources]
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
 
-    killing = threading.Event()
+    def oldest_holder_of_a_job() -> int | None:
+        """The longest-lived worker process that holds an entry now (a job is in flight).
+
+        The oldest, so that kills spread over the pool's slots and test recovery rather
+        than the supervisor's back-off for workers that die young.
+        """
+        summary = raw.xpending(f"{{{prefix}}}:jobs", "imgstream-workers")
+        alive = set(worker_pids(service.workers))
+        holders = [
+            pid_of_consumer(consumer["name"])
+            for consumer in summary.get("consumers") or []
+            if int(consumer["pending"]) > 0
+        ]
+        live_holders = [pid for pid in holders if pid in alive]
+        return max(live_holders, key=process_age) if live_holders else None
+
+    # Jobs are fed in small chunks until there are at least 300 and every kill has happened;
+    # a kill waits for KILL_EVERY more jobs to end and for a worker that holds one, so a
+    # fast machine sees as many kills, each with work in flight, as a slow one.
+    jobs: list[tuple[str, int]] = []
     kills: list[int] = []
-
-    def chaos_monkey() -> None:
-        rng = random.Random(1)
-        while not killing.wait(rng.uniform(0.7, 1.3)):
-            pids = worker_pids(service.workers)
-            if pids:
-                victim = rng.choice(pids)
-                os.kill(victim, signal.SIGKILL)
-                kills.append(victim)
-
-    monkey = threading.Thread(target=chaos_monkey, daemon=True)
-    monkey.start()
+    ended_at_last_kill = 0
     try:
-        jobs = []
-        for index in range(300):
-            response = service.submit(sources[index % 5], f"{index}.png", operations=operations)
-            assert response.status_code == 202, response.text
-            jobs.append((response.json()["id"], index % 5))
-        results = {job_id: service.wait(job_id, timeout=240) for job_id, _ in jobs}
+        while len(jobs) < 300 or len(kills) < KILLS:
+            for _ in range(10):
+                index = len(jobs)
+                response = service.submit(sources[index % 5], f"{index}.png", operations=operations)
+                assert response.status_code == 202, response.text
+                jobs.append((response.json()["id"], index % 5))
+            if len(kills) < KILLS and len(finals) - ended_at_last_kill >= KILL_EVERY:
+                victim = oldest_holder_of_a_job()
+                if victim is not None:
+                    os.kill(victim, signal.SIGKILL)
+                    kills.append(victim)
+                    ended_at_last_kill = len(finals)
+        results = {job_id: service.wait(job_id, timeout=600) for job_id, _ in jobs}
     finally:
-        killing.set()
-        monkey.join()
-        stop_listening.set()
+        drain()
+        raw.close()
         service.close()
 
-    assert len(kills) >= 5, kills
+    assert len(kills) == KILLS, kills
+    assert "took over entry" in service.log.read_text(), "killed workers' jobs must be recovered"
     for job_id, source_index in jobs:
         job = results[job_id]
         assert job["status"] == "done", job
@@ -121,27 +170,38 @@ def test_chaos_killing_workers_loses_and_duplicates_nothing(
     assert (service.data_dir / "results" / f"{sample_id}.png").read_bytes() == expected[
         sample_source
     ].data
-    time.sleep(0.3)
     assert set(finals.values()) == {1}, [k for k, v in finals.items() if v != 1]
-    assert len(finals) == 300
+    assert len(finals) == len(jobs)
 
 
 def test_a_job_longer_than_the_visibility_timeout_runs_once(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
+    visibility = 0.5
+    # Long by construction: as many blur steps as 8 visibility timeouts take on this machine.
+    operations, _ = operations_lasting(8 * visibility)
     service = Service.launch(
-        redis_server.url, tmp_path / "data", new_prefix(), concurrency=2, **FAST_RECOVERY
-    )
+        redis_server.url, tmp_path / "data", new_prefix(), concurrency=2,
+        **{**FAST_RECOVERY, "IMGSTREAM_VISIBILITY_TIMEOUT": str(visibility)},
+    )  # fmt: skip
     try:
-        started = time.monotonic()
-        job = service.wait(service.submit_slow(), timeout=120)
-        elapsed = time.monotonic() - started
+        job = service.wait(service.submit_slow(operations=operations), timeout=600)
     finally:
         service.close()
     assert job["status"] == "done", job
-    assert elapsed > 2.0, "the job must outlast the 1 s visibility timeout several times"
+    processing = _seconds_between(job["started_at"], job["finished_at"])
+    assert processing > 3 * visibility, (
+        f"the job took {processing:.2f} s: it must outlast the visibility timeout several times"
+    )
     assert job["attempts"] == 1
     assert "took over" not in service.log.read_text()
+
+
+def _seconds_between(start: str, end: str) -> float:
+    def parse(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    return (parse(end) - parse(start)).total_seconds()
 
 
 def test_poison_job_is_dead_lettered_and_others_are_unaffected(
