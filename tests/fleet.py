@@ -64,5 +64,5 @@ def _stored_file(relative: Path) -> bool:
 
 
 MEMORY_CEILING_MB = 1536
-"""The documented ceiling (README, "Security"): one worker process, any single job within the
+"""The documented ceiling (docs/security.md): one worker process, any single job within the
 default limits. The worst case measured is about 1.1 GiB (tests/worker_memory.py)."""

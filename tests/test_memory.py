@@ -2,7 +2,7 @@
 
 Each operation on each worst-case source runs in its own fresh burst worker (tests/worker_memory.py
 says how, and why these sources), two at a time; the ceiling is ``fleet.MEMORY_CEILING_MB``.
-The PNG grayscale job writes WebP, the costliest encoder: the worst case of the README's table.
+The PNG grayscale job writes WebP, the costliest encoder: the worst case of the table in docs/security.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Measure a real worker's peak memory on one job: the figures behind the README's ceiling.
+"""Measure a real worker's peak memory on one job: the figures behind the ceiling in docs/security.md.
 
 A job is enqueued as docs/wire-format.md describes (original stored, one ``XADD``), then
 ``imgstream worker --burst`` runs it in a fresh process, whose peak resident set the kernel
@@ -7,7 +7,7 @@ keeps (``VmHWM``): Python, the Redis client and libvips together.
 The sources are the worst cases at the default ``IMGSTREAM_MAX_PIXELS`` (50 Mpx), because some
 layouts must be decoded whole before the first row comes out: an EXIF-rotated progressive JPEG,
 and an interlaced 16-bit RGBA PNG (8 bytes per pixel). Run ``python tests/worker_memory.py`` for
-the full table in the README (more formats, blur sigma 100, WebP output: several minutes).
+the full table in docs/security.md (more formats, blur sigma 100, WebP output: several minutes).
 """
 
 from __future__ import annotations

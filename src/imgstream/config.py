@@ -1,7 +1,7 @@
 """All configuration, read once from the environment into one typed object.
 
 Nothing else in the package reads ``os.environ``: the process entry points build a
-``Settings`` and pass it down. Every limit has a safe default; the README lists them all.
+``Settings`` and pass it down. Every limit has a safe default; docs/configuration.md lists them all.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         "outside resources. Off: refused with 415.",
     )
 
-    # Access control and abuse limits (README, "Security").
+    # Access control and abuse limits (docs/security.md).
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(),
         description="Comma-separated API keys; when set, every /api call needs one (Bearer).",

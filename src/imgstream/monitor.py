@@ -95,7 +95,7 @@ class Snapshot:
         return sum(1 for consumer in self.consumers if consumer.live)
 
     def to_json(self) -> dict[str, Any]:
-        """The shape of ``GET /api/stats`` and ``imgstream stats --json`` (README)."""
+        """The shape of ``GET /api/stats`` and ``imgstream stats --json`` (docs/operating.md)."""
         counters = self.counters
         operations = sorted(
             set(counters.submitted) | {op for _, op in counters.jobs} | set(counters.processing)
