@@ -50,6 +50,7 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
 JOB_PATH = re.compile(r"/api/jobs/([0-9a-f]{32})$")
 EVENTS_PATH = re.compile(r"/api/jobs/([0-9a-f]{32})/events$")
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def scene(width: int, height: int, hue: int) -> bytes:
@@ -347,5 +348,30 @@ def test_api_docs_render_offline(browser: Browser, service: Service) -> None:
         page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=20_000)
         assert "/api/jobs" in page.inner_text(".swagger-ui")
         assert outside == []
+    finally:
+        context.close()
+
+
+def test_api_docs_try_it_out_queues_the_documented_example(
+    browser: Browser, service: Service, files: dict[str, Path]
+) -> None:
+    """Swagger UI's *Try it out* on the upload, as shipped: choose a file, press Execute."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{service.url}/docs")
+        upload = page.locator("#operations-default-create_job_api_jobs_post")
+        upload.locator(".opblock-summary").click()
+        upload.locator(".try-out__btn").click()
+        upload.locator("input[type=file]").set_input_files(files["meadow.jpg"])
+        upload.locator(".execute").click()
+        status = upload.locator(".live-responses-table tbody .response-col_status")
+        status.wait_for(timeout=20_000)
+        body = upload.locator(".live-responses-table .response-col_description pre").first
+        assert status.inner_text().strip() == "202", body.inner_text()
+        job = service.wait(JOB_ID.search(body.inner_text()).group(0))  # type: ignore[union-attr]
+        assert job["status"] == "done", job
+        assert job["operations"][0]["op"] == "resize" and job["result"]["width"] == 400
+        shoot(page, "docs-try-it-out")
     finally:
         context.close()

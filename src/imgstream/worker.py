@@ -34,7 +34,7 @@ from imgstream.config import Settings
 from imgstream.janitor import run_janitor
 from imgstream.jobs import ResultInfo
 from imgstream.metrics import JobMetrics
-from imgstream.operations import JobSpec, Limits, SpecError, parse_operations_json
+from imgstream.operations import JobSpec, LimitError, Limits, SpecError, spec_from_entry
 from imgstream.presence import run_heartbeat
 from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect
 from imgstream.storage import LocalStorage, Storage
@@ -287,9 +287,10 @@ class Worker:
     async def _process(self, delivery: Delivery) -> ResultInfo:
         assert delivery.entry is not None
         try:
-            operations = parse_operations_json(delivery.entry.operations)
-            spec = JobSpec(operations=operations, format=delivery.entry.format or None)
-        except (SpecError, ValueError) as exc:
+            spec = spec_from_entry(delivery.entry.operations, delivery.entry.format, self.limits)
+        except LimitError as exc:
+            raise JobFailure("limit_exceeded", str(exc)) from None
+        except SpecError as exc:
             raise JobFailure("invalid_spec", f"the job's parameters are invalid: {exc}") from None
         timeout = self.settings.job_timeout
         with anyio.move_on_after(timeout + BACKSTOP_SECONDS):
