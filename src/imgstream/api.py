@@ -42,7 +42,7 @@ from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
 from imgstream.events import JobEvents
 from imgstream.jobs import JobRecord, JobStatus, StreamEntry, is_valid_job_id, new_job_id
-from imgstream.metrics import JobMetrics, operation_label
+from imgstream.metrics import operation_label
 from imgstream.middleware import BodySizeLimit, SecurityHeaders, cors_options
 from imgstream.operations import LimitError, Limits, OutputFormat, SpecError, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
@@ -326,7 +326,6 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
         extra={"event": "job.accepted", "job": job_id, "bytes": size,
                "operation": operation_label(entry.operations)},
     )  # fmt: skip
-    await JobMetrics(services.queue.redis, services.queue.keys).submitted(entry.operations)
     view = JobAccepted.for_job(job_id, services.settings.public_url)
     return JSONResponse(
         view.model_dump(mode="json"), status_code=202, headers={"Location": view.links.self}
