@@ -22,7 +22,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import FormData
@@ -48,7 +47,7 @@ from imgstream.operations import LimitError, Limits, OutputFormat, SpecError, sp
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ops_api import monitor_for
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect
-from imgstream.ratelimit import RateLimit, RateLimiter
+from imgstream.ratelimit import RateLimit, install_limiters
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
 from imgstream.storage import LocalStorage
 from imgstream.upload_form import FormError, read_upload
@@ -115,7 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
         imaging.configure(
             concurrency=1, cache_max_mem_mb=0, allow_untrusted=settings.allow_untrusted_formats
         )
-        app.state.rate_limiter = _rate_limiter(settings, redis)
+        install_limiters(app.state, settings, redis)
         try:
             yield
         finally:
@@ -151,22 +150,10 @@ def _install_access_control(app: FastAPI, settings: Settings) -> None:
     """API keys (``auth``), per-client rate limits (``ratelimit``) and the CORS allow-list."""
     keyring = KeyRing(key.get_secret_value() for key in settings.api_keys)
     app.state.keyring = keyring
-    app.state.rate_limiter = None  # set at start-up, once there is a Redis client
     app.add_middleware(ApiKeyGate, keyring=keyring)
     app.add_middleware(RateLimit, keyring=keyring)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
-
-
-def _rate_limiter(settings: Settings, redis: Redis) -> RateLimiter | None:
-    if not settings.rate_limited:
-        return None
-    return RateLimiter(
-        redis,
-        settings.key_prefix,
-        per_second=settings.rate_limit_per_second,
-        burst=settings.rate_limit_burst,
-    )
 
 
 def _services(request: Request) -> Services:

@@ -65,17 +65,29 @@ export async function describeHttpError(response, file = null) {
   return { title, detail: detail.trim(), retryable: RETRYABLE.has(status) };
 }
 
-/** Upload one file as one job: {job} when accepted, else {error: {title, detail, retryable}}. */
+const PATIENCE = { attempts: 6, maxWaitSeconds: 30 };
+const pause = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+
+/**
+ * Upload one file as one job: {job} when accepted, else {error: {title, detail, retryable}}.
+ * A 429 (this client's upload rate, or a full queue) is waited out as Retry-After says, a
+ * few times, so a large batch paces itself instead of failing.
+ */
 export async function submitJob(file, operations, format) {
   const body = new FormData();
   body.append("image", file, file.name);
   body.append("operations", JSON.stringify(operations));
   if (format) body.append("format", format);
   let response;
-  try {
-    response = await apiFetch("/api/jobs", { method: "POST", body, headers: { Accept: "application/json" } });
-  } catch {
-    return { error: { title: "No connection", detail: "Could not reach the server. Check the connection and try again.", retryable: true } };
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      response = await apiFetch("/api/jobs", { method: "POST", body, headers: { Accept: "application/json" } });
+    } catch {
+      return { error: { title: "No connection", detail: "Could not reach the server. Check the connection and try again.", retryable: true } };
+    }
+    const wait = retryAfterSeconds(response);
+    if (response.status !== 429 || attempt >= PATIENCE.attempts || wait > PATIENCE.maxWaitSeconds) break;
+    await pause(wait || 1);
   }
   if (!response.ok) return { error: await describeHttpError(response, file) };
   const job = await response.json().catch(() => null);
