@@ -153,6 +153,11 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(
         default=LogFormat.AUTO, description="auto: JSON lines, or text on a terminal."
     )
+    startup_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds `up` waits for the API to answer and a worker to read.",
+    )
     ready_worker_age: float = Field(
         default=60.0,
         ge=0,
