@@ -48,7 +48,7 @@ async def upload(client: httpx.AsyncClient, fields: dict[str, Any]) -> httpx.Res
          "width: not a parameter of grayscale"),
         ({"operation": "grayscale", "Format": "png"}, "invalid_parameters",
          "Format: unknown field"),
-        ({"operation": "blur", "sigma": "900"}, "limit_exceeded",
+        ({"operation": "blur", "sigma": "900"}, "invalid_parameters",
          "sigma: 900 is above the limit 100 (IMGSTREAM_MAX_SIGMA)"),
         ({"operations": '[{"op":"resize","width":800},{"op":"rotate"}]'}, "invalid_parameters",
          "operations[1].op: unknown operation 'rotate'; use one of resize, grayscale, blur"),

@@ -43,7 +43,7 @@ from imgstream.events import JobEvents
 from imgstream.jobs import JobRecord, JobStatus, StreamEntry, is_valid_job_id, new_job_id
 from imgstream.metrics import operation_label
 from imgstream.middleware import BodySizeLimit, SecurityHeaders, cors_options
-from imgstream.operations import LimitError, Limits, OutputFormat, SpecError, spec_from_form
+from imgstream.operations import Limits, OutputFormat, SpecError, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ops_api import monitor_for
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect
@@ -223,10 +223,9 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
     @app.get(
         "/api/limits",
         response_model=LimitsView,
-        responses=ERROR_RESPONSES,
-        summary="What a job may ask for: the operator's limits",
+        summary="What a job may ask for: the operator's limits (public, no key needed)",
     )
-    async def get_limits(request: Request, _: Annotated[Caller, Depends(caller)]) -> LimitsView:
+    async def get_limits(request: Request) -> LimitsView:
         return LimitsView.from_settings(_services(request).settings)
 
     @app.get("/healthz", summary="The process is alive")
@@ -264,9 +263,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
         spec = spec_from_form(upload.fields, services.limits)
     except FormError as exc:
         raise ApiError(422, "invalid_request", str(exc)) from None
-    except LimitError as exc:
-        raise ApiError(422, "limit_exceeded", str(exc)) from None
-    except SpecError as exc:
+    except SpecError as exc:  # a limit too: the parameters are to change, not the image
         raise ApiError(422, "invalid_parameters", str(exc)) from None
     image = upload.image
     job_id = new_job_id()
