@@ -417,3 +417,38 @@ def test_api_docs_try_it_out_queues_the_documented_example(
         shoot(page, "docs-try-it-out")
     finally:
         context.close()
+
+
+@pytest.fixture
+def paced_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[Service]:
+    """A service that takes one upload per 5 s from a client: the page must wait its turn."""
+    running = Service.launch(
+        redis_server.url, tmp_path / "data", f"paced-{uuid.uuid4().hex[:8]}", concurrency=1,
+        IMGSTREAM_RATE_LIMIT_PER_SECOND="0.2", IMGSTREAM_RATE_LIMIT_BURST="1",
+        IMGSTREAM_SHUTDOWN_GRACE="5",
+    )  # fmt: skip
+    yield running
+    running.close()
+
+
+def test_a_batch_waits_out_the_upload_rate_instead_of_failing(
+    browser: Browser, paced_service: Service, files: dict[str, Path]
+) -> None:
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        answers: list[tuple[str, int]] = []
+        page.on("response", lambda response: answers.append((response.url, response.status)))
+        page.goto(paced_service.url)
+        page.wait_for_selector("html[data-ready]")
+        page.set_input_files("#file-input", [files["meadow.jpg"], files["square.jpg"]])
+        page.click("#submit")
+        wait_for_cards(page, 2)
+        for name in ("meadow.jpg", "square.jpg"):
+            assert card(page, name).get_attribute("data-status") == "done"
+        uploads = [status for url, status in answers if url.endswith("/api/jobs")]
+        assert uploads.count(202) == 2 and set(uploads) <= {202, 429}
+        reads = [status for url, status in answers if "/api/jobs/" in url]
+        assert reads and 429 not in reads
+    finally:
+        context.close()
