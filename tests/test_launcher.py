@@ -166,6 +166,9 @@ def test_the_other_commands_find_the_running_up_and_say_which_redis_and_api(
     for command in (("dlq", "list"), ("gc",)):
         answer = imgstream(env, *command)
         assert answer.returncode == 0 and said in answer.stderr, answer.stderr
+    added = imgstream(env, "worker", "--burst")  # a worker started by hand joins it too
+    assert added.returncode == 0, added.stderr
+    assert f"using Redis at {runtime['redis_url']} (the `imgstream up`" in added.stderr
 
     assert up.stop() == 0
     assert not (data_dir / "runtime.json").exists()

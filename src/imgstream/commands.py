@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from imgstream.config import Settings
 
 if TYPE_CHECKING:
     from imgstream.client import Client
+
+log = logging.getLogger("imgstream")
 
 
 def up(settings: Settings, args: argparse.Namespace) -> int:
@@ -29,6 +32,7 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
 
     from imgstream.api import create_app
 
+    settings = _part_redis(settings)
     # uvicorn re-raises the stop signal after its graceful shutdown, restoring the handler it
     # found; a no-op handler there makes a requested stop exit 0 rather than die by signal.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
@@ -50,10 +54,21 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
 def worker(settings: Settings, args: argparse.Namespace) -> int:
     from imgstream.supervisor import WorkerPool, worker_process_main
 
+    settings = _part_redis(settings)
     if args.burst:
         worker_process_main(settings, burst=True)
         return 0
     return WorkerPool(settings, args.concurrency or settings.concurrency).run()
+
+
+def _part_redis(settings: Settings) -> Settings:
+    """``settings`` pointing at the Redis a part (API, workers) should use, said in its log:
+    REDIS_URL, else the running ``imgstream up``'s (a worker added by hand joins it)."""
+    from imgstream.runtime import find_redis, redacted
+
+    url, why = find_redis(settings)
+    log.info("using Redis at %s (%s)", redacted(url), why)
+    return settings.model_copy(update={"redis_url": url})
 
 
 def _with_redis(settings: Settings) -> Settings:

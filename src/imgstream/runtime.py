@@ -99,7 +99,9 @@ def is_held(data_dir: Path) -> bool:
 def write_runtime(data_dir: Path, runtime: Runtime) -> Path:
     path = data_dir / RUNTIME_NAME
     temporary = path.with_name(f".{RUNTIME_NAME}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(asdict(runtime)) + "\n")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as sink:  # owner only: REDIS_URL may hold a password
+        sink.write(json.dumps(asdict(runtime)) + "\n")
     temporary.replace(path)
     return path
 
