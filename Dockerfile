@@ -1,4 +1,6 @@
 # One image for every part: `imgstream api` (default) or `imgstream worker`.
+# The HEALTHCHECK below is the API's; a worker container needs its own, `imgstream health`
+# (docker-compose.yml sets it; with `docker run`: --health-cmd "imgstream health").
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -181,3 +181,21 @@ async def test_redis_unreachable_answers_503_with_retry_after(settings: Settings
         assert_error(await client.get("/api/jobs/" + "a" * 32), 503)
         assert (await client.get("/healthz")).status_code == 200
     assert list((nowhere.data_dir / "originals").iterdir()) == []
+
+
+async def test_limits_say_what_the_operator_allows(settings: Settings) -> None:
+    tight = settings.model_copy(update={"max_sigma": 12.5, "max_dimension": 4000})
+    async with client_for(create_app(tight)) as client:
+        limits = (await client.get("/api/limits")).json()
+        schema = (await client.get("/openapi.json")).json()
+    assert limits == {
+        "max_upload_bytes": tight.max_upload_bytes,
+        "max_pixels": tight.max_pixels,
+        "max_dimension": 4000,
+        "max_frames": tight.max_frames,
+        "max_steps": tight.max_steps,
+        "max_sigma": 12.5,
+    }
+    form = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["schema"]["properties"]["sigma"]["maximum"] == 12.5
+    assert form["schema"]["properties"]["height"]["maximum"] == 4000

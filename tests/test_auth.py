@@ -12,7 +12,7 @@ from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from imgstream.api import create_app
-from imgstream.auth import ANYONE, KeyRing, bearer_token, fingerprint
+from imgstream.auth import ANYONE, PUBLIC_API_PATHS, KeyRing, bearer_token, fingerprint
 from imgstream.config import Settings
 from imgstream.queue import JobQueue, Keys
 
@@ -130,7 +130,7 @@ async def test_a_job_is_visible_only_to_its_key(
 
 @pytest.mark.anyio
 async def test_health_page_and_static_stay_open(client: httpx.AsyncClient) -> None:
-    for path in ("/healthz", "/", "/static/app.js", "/openapi.json"):
+    for path in ("/healthz", "/", "/static/app.js", "/openapi.json", "/api/limits"):
         assert (await client.get(path)).status_code == 200, path
     readiness = await client.get("/readyz")  # 503 here only because no worker runs
     assert readiness.status_code != 401 and "www-authenticate" not in readiness.headers
@@ -143,8 +143,11 @@ async def test_every_api_route_is_behind_the_key(keyed: Settings) -> None:
     api_routes = [
         route
         for route in app.routes
-        if isinstance(route, APIRoute) and route.path.startswith("/api")
+        if isinstance(route, APIRoute)
+        and route.path.startswith("/api")
+        and route.path not in PUBLIC_API_PATHS
     ]
+    assert {"/api/limits"} == PUBLIC_API_PATHS  # the operator's limits, read by the page
     assert len(api_routes) >= 3
     async with client_for(app) as client:
         for route in api_routes:
@@ -155,7 +158,7 @@ async def test_every_api_route_is_behind_the_key(keyed: Settings) -> None:
         schema = (await client.get("/openapi.json")).json()
     assert "ApiKey" in schema["components"]["securitySchemes"]
     for path, operations in schema["paths"].items():
-        if path.startswith("/api"):
+        if path.startswith("/api") and path not in PUBLIC_API_PATHS:
             for operation in operations.values():
                 assert "401" in operation["responses"], path
 

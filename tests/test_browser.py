@@ -29,7 +29,7 @@ from playwright.sync_api import (
 
 from imgstream.redis_server import RedisServer
 
-from images import encode, photo
+from images import encode, photo, png_declaring
 from service import Service
 
 pytestmark = pytest.mark.slow
@@ -46,10 +46,12 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 UPLOAD_LIMIT = 64 * 1024
+MAX_SIGMA, MAX_DIMENSION, MAX_STEPS = 37, 12_000, 4
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
 JOB_PATH = re.compile(r"/api/jobs/([0-9a-f]{32})$")
 EVENTS_PATH = re.compile(r"/api/jobs/([0-9a-f]{32})/events$")
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def scene(width: int, height: int, hue: int) -> bytes:
@@ -93,6 +95,10 @@ def service(
         f"web-{uuid.uuid4().hex[:8]}",
         IMGSTREAM_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
         IMGSTREAM_SHUTDOWN_GRACE="5",  # an event stream left open must not stall the stop
+        # Limits the page can only know by asking the server (none is a default):
+        IMGSTREAM_MAX_SIGMA=str(MAX_SIGMA),
+        IMGSTREAM_MAX_DIMENSION=str(MAX_DIMENSION),
+        IMGSTREAM_MAX_STEPS=str(MAX_STEPS),
     )
     yield running
     assert running.close() == (0, 0), running.log.read_text()[-3000:]
@@ -237,7 +243,8 @@ def test_a_batch_live_then_download_all_then_reload(
         )
     huge = card(page, "huge.png")
     assert huge.get_attribute("data-status") == "refused"
-    assert "Too large" in huge.inner_text() and "MB" in huge.inner_text()
+    assert "File too large" in huge.inner_text() and "MB" in huge.inner_text()
+    assert "at most 64 KB per image" in huge.inner_text()  # the limit, learnt from the server
     notes = card(page, "notes.jpg")
     assert notes.get_attribute("data-status") == "refused"
     assert "Not a supported image" in notes.inner_text()
@@ -300,6 +307,42 @@ def test_a_batch_live_then_download_all_then_reload(
     assert tab.errors == []
 
 
+def test_the_page_learns_the_limits_and_says_what_was_refused(
+    open_page: Opener, files: dict[str, Path], tmp_path: Path
+) -> None:
+    tab = open_page(DESKTOP)
+    page = tab.page
+    assert page.get_attribute("html", "data-limits") == "server"
+    assert page.get_by_label("Width (px)").get_attribute("max") == str(MAX_DIMENSION)
+    page.click("#add-blur")
+    assert page.get_by_label("Strength (sigma)").get_attribute("max") == str(MAX_SIGMA)
+    for _ in range(MAX_STEPS - 2):
+        page.click("#add-grayscale")
+    assert page.locator("#pipeline .step").count() == MAX_STEPS
+    assert page.locator("#add-resize").is_disabled() and page.locator("#add-blur").is_disabled()
+    assert page.inner_text("#pipeline-limit") == f"At most {MAX_STEPS} steps."
+    assert page.get_attribute(".site-footer a", "href") == "/docs"
+    while page.locator("#pipeline .step").count() > 1:
+        page.locator("#pipeline [data-action=remove]").last.click()
+
+    bomb = tmp_path / "vast.png"
+    bomb.write_bytes(png_declaring(100_000, 100_000))
+    page.set_input_files("#file-input", [bomb, files["huge.png"]])
+    page.click("#submit")
+    wait_for_cards(page, 2)
+    vast = card(page, "vast.png")
+    assert vast.get_attribute("data-status") == "refused"
+    assert vast.locator(".job-error-title").inner_text() == "Image too large"
+    assert "100000x100000" in vast.inner_text() and "the limit is 50000000" in vast.inner_text()
+    assert "Settings not accepted" not in vast.inner_text()
+    assert "IMGSTREAM_" not in vast.inner_text()  # operator hints mean nothing to the uploader
+    huge = card(page, "huge.png")
+    assert huge.locator(".job-error-title").inner_text() == "File too large"
+    assert "at most 64 KB per image" in huge.inner_text()
+    shoot(page, "desktop-refusals")
+    assert tab.errors == []
+
+
 def test_phone_width_dark_and_polling_when_events_fail(
     open_page: Opener, files: dict[str, Path]
 ) -> None:
@@ -347,5 +390,65 @@ def test_api_docs_render_offline(browser: Browser, service: Service) -> None:
         page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=20_000)
         assert "/api/jobs" in page.inner_text(".swagger-ui")
         assert outside == []
+    finally:
+        context.close()
+
+
+def test_api_docs_try_it_out_queues_the_documented_example(
+    browser: Browser, service: Service, files: dict[str, Path]
+) -> None:
+    """Swagger UI's *Try it out* on the upload, as shipped: choose a file, press Execute."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{service.url}/docs")
+        upload = page.locator("#operations-default-create_job_api_jobs_post")
+        upload.locator(".opblock-summary").click()
+        upload.locator(".try-out__btn").click()
+        upload.locator("input[type=file]").set_input_files(files["meadow.jpg"])
+        upload.locator(".execute").click()
+        status = upload.locator(".live-responses-table tbody .response-col_status")
+        status.wait_for(timeout=20_000)
+        body = upload.locator(".live-responses-table .response-col_description pre").first
+        assert status.inner_text().strip() == "202", body.inner_text()
+        job = service.wait(JOB_ID.search(body.inner_text()).group(0))  # type: ignore[union-attr]
+        assert job["status"] == "done", job
+        assert job["operations"][0]["op"] == "resize" and job["result"]["width"] == 400
+        shoot(page, "docs-try-it-out")
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def paced_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[Service]:
+    """A service that takes one upload per 5 s from a client: the page must wait its turn."""
+    running = Service.launch(
+        redis_server.url, tmp_path / "data", f"paced-{uuid.uuid4().hex[:8]}", concurrency=1,
+        IMGSTREAM_RATE_LIMIT_PER_SECOND="0.2", IMGSTREAM_RATE_LIMIT_BURST="1",
+        IMGSTREAM_SHUTDOWN_GRACE="5",
+    )  # fmt: skip
+    yield running
+    running.close()
+
+
+def test_a_batch_waits_out_the_upload_rate_instead_of_failing(
+    browser: Browser, paced_service: Service, files: dict[str, Path]
+) -> None:
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        answers: list[tuple[str, int]] = []
+        page.on("response", lambda response: answers.append((response.url, response.status)))
+        page.goto(paced_service.url)
+        page.wait_for_selector("html[data-ready]")
+        page.set_input_files("#file-input", [files["meadow.jpg"], files["square.jpg"]])
+        page.click("#submit")
+        wait_for_cards(page, 2)
+        for name in ("meadow.jpg", "square.jpg"):
+            assert card(page, name).get_attribute("data-status") == "done"
+        uploads = [status for url, status in answers if url.endswith("/api/jobs")]
+        assert uploads.count(202) == 2 and set(uploads) <= {202, 429}
+        reads = [status for url, status in answers if "/api/jobs/" in url]
+        assert reads and 429 not in reads
     finally:
         context.close()

@@ -173,6 +173,14 @@ def test_each_output_format_decodes(landscape: bytes, fmt: OutputFormat) -> None
     assert (image.width, image.height, image.format) == (60, 30, "uchar")
 
 
+def test_tiff_output_is_deflate_compressed() -> None:
+    result, image = run(
+        encode(flat(400, 300, (90, 90, 90)), "png"), Grayscale(), fmt=OutputFormat.TIFF
+    )
+    assert (image.width, image.height) == (400, 300)
+    assert len(result.data) < 400 * 300 // 20  # uncompressed grey: 120,000 bytes
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [

@@ -1,8 +1,9 @@
 """A worker stays under the documented memory ceiling on the 50-megapixel worst cases.
 
-Each operation on each worst-case source runs in its own fresh burst worker (tests/worker_memory.py
-says how, and why these sources), two at a time; the ceiling is ``fleet.MEMORY_CEILING_MB``.
-The PNG grayscale job writes WebP, the costliest encoder: the worst case of the table in docs/security.md.
+Each operation on each worst-case source runs in its own fresh burst worker
+(tests/worker_memory.py says how, and why these sources), two at a time; the ceiling is
+``fleet.MEMORY_CEILING_MB``. The PNG grayscale job writes WebP, the costliest encoder: the
+worst case of the table in docs/security.md.
 """
 
 from __future__ import annotations

@@ -143,6 +143,60 @@ async def test_outcomes_and_durations_are_counted_once(
     assert sum(snapshot.rates.done) == 2 and sum(snapshot.rates.failed) == 1
 
 
+class FailingStorage(LocalStorage):
+    """Local storage whose result writes fail while ``broken``, like a full disk."""
+
+    broken = True
+
+    def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        return super().save_result(job_id, data, extension)
+
+
+@pytest_anyio
+async def test_a_job_has_one_final_outcome_and_the_counts_add_up(
+    queue: JobQueue, redis: Redis, settings: Settings
+) -> None:
+    """Failed, dead-lettered, retried through the API, done: it counts once, as done."""
+    once = settings.model_copy(update={"max_attempts": 1})
+    storage = FailingStorage(once.data_dir)
+    good = encode(photo(40, 30), "png")
+    retried = await enqueue(queue, storage, '[{"op":"grayscale"}]', good)
+    await enqueue(queue, storage, '[{"op":"grayscale"}]', b"not an image")  # fails for good
+    raw = new_job_id()  # a producer's bare XADD counts as submitted when a worker takes it up
+    storage.save_original(raw, io.BytesIO(good))
+    await redis.xadd(queue.keys.stream, {"job": raw, "operations": '[{"op":"grayscale"}]'})
+    await Worker(once, queue, storage).run(burst=True)
+
+    async with client_for(create_app(once)) as client:
+        failed = (await client.get("/api/stats")).json()
+        assert failed["jobs"] | {"by_operation": None, "mean_end_to_end_seconds": None} == {
+            "submitted": 3, "done": 0, "failed": 3,
+            "by_operation": None, "mean_end_to_end_seconds": None,
+        }  # fmt: skip
+        letters = {letter["job_id"]: letter["entry_id"] for letter in failed["dead_letters"]}
+        assert set(letters) == {retried, raw}
+        storage.broken = False
+        for job_id in (retried, raw):
+            answer = await client.post(f"/api/dead-letters/{letters[job_id]}/retry")
+            assert answer.status_code == 202, answer.text
+        await Worker(once, queue, storage).run(burst=True)
+        stats = (await client.get("/api/stats")).json()
+        scrape = (await client.get("/metrics")).text
+
+    jobs = stats["jobs"]
+    assert (jobs["submitted"], jobs["done"], jobs["failed"]) == (3, 2, 1)
+    assert jobs["submitted"] == jobs["done"] + jobs["failed"] + stats["queue"]["backlog"]
+    assert jobs["by_operation"]["grayscale"] | {"mean_processing_seconds": None} == {
+        "submitted": 3, "done": 2, "failed": 1, "mean_processing_seconds": None,
+    }  # fmt: skip
+    exposed = samples(scrape)
+    assert value(exposed, "imgstream_jobs_total", status="done", operation="grayscale") == 2
+    assert value(exposed, "imgstream_jobs_total", status="failed", operation="grayscale") == 1
+    assert value(exposed, "imgstream_jobs_submitted_total", operation="grayscale") == 3
+
+
 @pytest_anyio
 async def test_http_requests_are_counted_by_route_template(settings: Settings) -> None:
     job_id = new_job_id()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
+import pty
+import re
 import signal
 import socket
 import subprocess
@@ -161,23 +164,80 @@ def test_a_producer_with_nothing_but_a_redis_client(
 
 
 def test_cli_submit_and_status(service: Service, tmp_path: Path) -> None:
-    source = tmp_path / "holiday photo.png"
-    source.write_bytes(encode(photo(200, 100), "png"))
-    target = tmp_path / "out.webp"
+    sources = [tmp_path / "holiday photo.png", tmp_path / "beach.jpg"]
+    sources[0].write_bytes(encode(photo(200, 100), "png"))
+    sources[1].write_bytes(encode(photo(300, 150), "jpeg"))
+    target = tmp_path / "out"
+    env = {**service.env, "IMGSTREAM_LOG_LEVEL": "INFO"}  # the libraries stay quiet even so
     completed = subprocess.run(
-        [sys.executable, "-m", "imgstream", "submit", str(source), "--op", "resize",
+        [sys.executable, "-m", "imgstream", "submit", *map(str, sources), "--op", "resize",
          "--width", "50", "--format", "webp", "-o", str(target), "--url", service.url],
-        env=service.env, capture_output=True, text=True, timeout=60, check=False,
+        env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
-    image = pyvips.Image.new_from_file(str(target))
-    assert (image.width, image.height) == (50, 25)
-    job_id = completed.stderr.split()[1]
+    assert f"API: {service.url} (--url)" in completed.stderr
+    assert "HTTP Request" not in completed.stderr and "httpx" not in completed.stderr
+    job_ids = [line.split("queued as job ")[1] for line in completed.stderr.splitlines()
+               if "queued as job " in line]  # fmt: skip
+    assert len(job_ids) == 2
+    summary = completed.stdout.splitlines()
+    assert len(summary) == 2
+    for source, job_id, line, size in zip(sources, job_ids, summary, [(50, 25), (50, 25)],
+                                          strict=True):  # fmt: skip
+        saved = target / f"{source.stem}-{job_id[:8]}.webp"
+        image = pyvips.Image.new_from_file(str(saved))
+        assert (image.width, image.height) == size
+        assert line.startswith(f"{source} → {saved}  50x25 webp, ")
+        assert line.endswith(f"{service.url}/api/jobs/{job_id}/result")
     status = subprocess.run(
-        [sys.executable, "-m", "imgstream", "status", job_id, "--url", service.url],
+        [sys.executable, "-m", "imgstream", "status", job_ids[0], "--url", service.url],
         env=service.env, capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     assert json.loads(status.stdout)["status"] == "done"
+
+
+def test_cli_help_is_written_for_users() -> None:
+    from imgstream.cli import build_parser
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "imgstream", "--help"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "argument parsing and wiring" not in shown  # the module's docstring
+    assert "imgstream up" in shown and "imgstream submit photo.jpg" in shown
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        assert command.description, name
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                assert action.help, f"imgstream {name} {action.dest}"
+
+
+def test_cli_submit_draws_a_progress_bar_per_file_on_a_terminal(
+    service: Service, tmp_path: Path
+) -> None:
+    sources = [tmp_path / "one.png", tmp_path / "two.png"]
+    for source in sources:
+        source.write_bytes(encode(photo(80, 60), "png"))
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imgstream", "submit", *map(str, sources), "--op", "grayscale",
+         "--url", service.url],
+        env={**service.env, "COLUMNS": "120", "IMGSTREAM_LOG_LEVEL": "INFO"},
+        stdin=follower, stdout=follower, stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    shown = b""
+    with contextlib.suppress(OSError):  # the terminal closes when the command exits
+        while chunk := os.read(leader, 65536):
+            shown += chunk
+    os.close(leader)
+    assert process.wait(30) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    for source in sources:
+        assert re.search(rf"✓ {source.name} ━+ done 80x60 png", text), text[-2000:]
+    assert "HTTP Request" not in text
 
 
 def processes_with(marker: str) -> list[int]:
@@ -252,26 +312,27 @@ def test_cli_sends_its_key_and_waits_out_429(redis_server: RedisServer, tmp_path
     service = Service.launch(
         redis_server.url, tmp_path / "data", f"cli-{uuid.uuid4().hex[:8]}", concurrency=1,
         IMGSTREAM_API_KEYS=key, IMGSTREAM_RATE_LIMIT_PER_SECOND="0.5",
-        IMGSTREAM_RATE_LIMIT_BURST="2",
+        IMGSTREAM_RATE_LIMIT_BURST="1",
     )  # fmt: skip
-    source = tmp_path / "a.png"
-    source.write_bytes(encode(photo(40, 30), "png"))
+    sources = [tmp_path / "a.png", tmp_path / "b.png"]
+    for source in sources:
+        source.write_bytes(encode(photo(40, 30), "png"))
 
     def submit(env_key: str | None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in service.env.items() if k != "IMGSTREAM_API_KEY"}
         if env_key:
             env["IMGSTREAM_API_KEY"] = env_key
         return subprocess.run(
-            [sys.executable, "-m", "imgstream", "submit", str(source), "--op", "grayscale",
-             "-o", str(tmp_path / "out.png"), "--url", service.url],
+            [sys.executable, "-m", "imgstream", "submit", *map(str, sources), "--op",
+             "grayscale", "-o", str(tmp_path / "out"), "--url", service.url],
             env=env, capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip
 
     try:
         refused = submit(None)
-        waited = submit(key)  # the bucket is nearly empty now: it meets a 429 and waits
+        waited = submit(key)  # one upload empties the key's bucket: the second meets a 429
     finally:
         service.close()
-    assert refused.returncode == 1 and "401" in refused.stderr
+    assert refused.returncode == 1 and "401" in refused.stdout
     assert waited.returncode == 0, waited.stderr
     assert "answered 429; retrying" in waited.stderr

@@ -125,3 +125,28 @@ async def test_stopping_hands_unstarted_entries_back(
         "other", min_idle_ms=int(settings.visibility_timeout * 1000), count=10
     )
     assert sorted(d.job_id or "" for d in taken) == sorted(jobs[1:])
+
+
+@pytest.mark.parametrize(
+    ("operations", "setting"),
+    [
+        ('[{"op":"blur","sigma":900}]', "IMGSTREAM_MAX_SIGMA"),
+        ("[" + ",".join(['{"op":"grayscale"}'] * 40) + "]", "IMGSTREAM_MAX_STEPS"),
+        ('[{"op":"resize","width":30000}]', "IMGSTREAM_MAX_DIMENSION"),
+    ],
+)
+async def test_an_entry_beyond_the_limits_fails_whatever_wrote_it(
+    queue: JobQueue, redis: Redis, settings: Settings, operations: str, setting: str
+) -> None:
+    """A raw ``XADD`` as docs/wire-format.md describes it, bypassing the API's checks."""
+    storage = LocalStorage(settings.data_dir)
+    await queue.ensure_group()
+    job_id = new_job_id()
+    storage.save_original(job_id, io.BytesIO(encode(photo(30, 20), "png")))
+    await redis.xadd(queue.keys.stream, {"job": job_id, "operations": operations})
+    await Worker(settings, queue, storage).run(burst=True)
+    record = await queue.get_job(job_id)
+    assert record is not None and record.status is JobStatus.FAILED, record
+    assert record.error is not None and record.error.code == "limit_exceeded"
+    assert setting in record.error.message
+    assert storage.result_path(job_id, "png") is None

@@ -1,4 +1,4 @@
-"""Measure a real worker's peak memory on one job: the figures behind the ceiling in docs/security.md.
+"""Measure a real worker's peak memory on one job: the figures behind docs/security.md's ceiling.
 
 A job is enqueued as docs/wire-format.md describes (original stored, one ``XADD``), then
 ``imgstream worker --burst`` runs it in a fresh process, whose peak resident set the kernel

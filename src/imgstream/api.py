@@ -17,32 +17,40 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imgstream import imaging
-from imgstream.api_models import ERROR_RESPONSES, ErrorBody, JobAccepted, JobView, job_view
+from imgstream import imaging, upload_form
+from imgstream.api_models import (
+    ERROR_RESPONSES,
+    ErrorBody,
+    JobAccepted,
+    JobView,
+    LimitsView,
+    job_view,
+)
 from imgstream.assets import StaticAssets
 from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
 from imgstream.events import JobEvents
 from imgstream.jobs import JobRecord, JobStatus, StreamEntry, is_valid_job_id, new_job_id
-from imgstream.metrics import JobMetrics, operation_label
+from imgstream.metrics import operation_label
 from imgstream.middleware import BodySizeLimit, SecurityHeaders, cors_options
-from imgstream.operations import Limits, SpecError, spec_from_form
+from imgstream.operations import Limits, OutputFormat, SpecError, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ops_api import monitor_for
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect
-from imgstream.ratelimit import RateLimit, RateLimiter
+from imgstream.ratelimit import RateLimit, install_limiters
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
 from imgstream.storage import LocalStorage
+from imgstream.upload_form import FormError, read_upload
 from imgstream.worker import limits_from
 
 log = logging.getLogger("imgstream.api")
@@ -106,7 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
         imaging.configure(
             concurrency=1, cache_max_mem_mb=0, allow_untrusted=settings.allow_untrusted_formats
         )
-        app.state.rate_limiter = _rate_limiter(settings, redis)
+        install_limiters(app.state, settings, redis)
         try:
             yield
         finally:
@@ -121,7 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
         static_url=DOCS_ASSETS,
     )
     _install_error_handlers(app)
-    _install_routes(app)
+    _install_routes(app, limits_from(settings))
     _install_event_routes(app)
     app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
     # Listed innermost first: a request meets security headers, CORS, the rate limit, the key
@@ -142,22 +150,10 @@ def _install_access_control(app: FastAPI, settings: Settings) -> None:
     """API keys (``auth``), per-client rate limits (``ratelimit``) and the CORS allow-list."""
     keyring = KeyRing(key.get_secret_value() for key in settings.api_keys)
     app.state.keyring = keyring
-    app.state.rate_limiter = None  # set at start-up, once there is a Redis client
     app.add_middleware(ApiKeyGate, keyring=keyring)
     app.add_middleware(RateLimit, keyring=keyring)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
-
-
-def _rate_limiter(settings: Settings, redis: Redis) -> RateLimiter | None:
-    if not settings.rate_limited:
-        return None
-    return RateLimiter(
-        redis,
-        settings.key_prefix,
-        per_second=settings.rate_limit_per_second,
-        burst=settings.rate_limit_burst,
-    )
 
 
 def _services(request: Request) -> Services:
@@ -165,103 +161,24 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _install_routes(app: FastAPI) -> None:
+def _install_routes(app: FastAPI, limits: Limits) -> None:
     @app.post(
         "/api/jobs",
         status_code=202,
         response_model=JobAccepted,
         responses=ERROR_RESPONSES,
         summary="Upload an image and queue a job",
+        openapi_extra={"requestBody": upload_form.form_schema(limits)},
     )
-    async def create_job(
-        request: Request,
-        who: Annotated[Caller, Depends(caller)],
-        image: Annotated[
-            UploadFile, File(description="The image (JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF).")
-        ],
-        operation: Annotated[str | None, Form(description="resize | grayscale | blur")] = None,
-        operations: Annotated[
-            str | None, Form(description='JSON list of steps, e.g. [{"op":"resize","width":800}]')
-        ] = None,
-        width: Annotated[str | None, Form(description="resize: target width in px")] = None,
-        height: Annotated[str | None, Form(description="resize: target height in px")] = None,
-        fit: Annotated[
-            str | None, Form(description="resize: inside (default) | cover | fill")
-        ] = None,
-        enlarge: Annotated[str | None, Form(description="resize: allow upscaling (false)")] = None,
-        sigma: Annotated[str | None, Form(description="blur: Gaussian sigma (2.0)")] = None,
-        format: Annotated[
-            str | None, Form(description="jpeg | png | webp (default: input's)")
-        ] = None,
-    ) -> JSONResponse:
-        services = _services(request)
-        fields = {
-            "operation": operation,
-            "operations": operations,
-            "width": width,
-            "height": height,
-            "fit": fit,
-            "enlarge": enlarge,
-            "sigma": sigma,
-            "format": format,
-        }
+    async def create_job(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
         try:
-            spec = spec_from_form(
-                {name: value for name, value in fields.items() if value is not None},
-                services.limits,
-            )
-        except SpecError as exc:
-            raise ApiError(422, "invalid_parameters", str(exc)) from None
-
-        job_id = new_job_id()
-        storage = services.storage
-        size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
+            form = await upload_form.parse(request)
+        except FormError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
         try:
-            if size == 0:
-                raise ApiError(415, "unsupported_format", "the uploaded file is empty")
-            if size > services.settings.max_upload_bytes:
-                raise ApiError(
-                    413,
-                    "too_large",
-                    f"the upload is larger than {services.settings.max_upload_bytes} bytes "
-                    "(IMGSTREAM_MAX_UPLOAD_BYTES)",
-                )
-            source = storage.original_source(job_id)
-            try:
-                await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
-            except imaging.ImagingError as exc:
-                raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
-            entry = StreamEntry(
-                job_id=job_id,
-                operations=spec.operations_json(),
-                format=spec.format.value if spec.format else "",
-            )
-            await services.queue.enqueue(
-                job_id,
-                entry,
-                filename=image.filename or "",
-                owner=who.owner,
-                max_backlog=services.settings.max_backlog,
-            )
-        except BacklogFull as exc:
-            await anyio.to_thread.run_sync(storage.delete, job_id)
-            raise ApiError(
-                429, "backlog_full", f"{exc}; try again shortly", {"Retry-After": "5"}
-            ) from None
-        except BaseException:
-            await anyio.to_thread.run_sync(storage.delete, job_id)
-            raise
-        log.info(
-            "job %s accepted",
-            job_id,
-            extra={"event": "job.accepted", "job": job_id, "bytes": size,
-                   "operation": operation_label(entry.operations)},
-        )  # fmt: skip
-        await JobMetrics(services.queue.redis, services.queue.keys).submitted(entry.operations)
-        view = JobAccepted.for_job(job_id, services.settings.public_url)
-        return JSONResponse(
-            view.model_dump(mode="json"), status_code=202, headers={"Location": view.links.self}
-        )
+            return await _accept(request, who, form)
+        finally:
+            await form.close()
 
     @app.get(
         "/api/jobs/{job_id}",
@@ -291,7 +208,7 @@ def _install_routes(app: FastAPI) -> None:
             if record.status is JobStatus.FAILED and record.error is not None:
                 raise ApiError(409, "job_failed", f"the job failed: {record.error.message}")
             raise ApiError(409, "not_ready", f"the job is {record.status.value}; no result yet")
-        extension = "jpg" if record.result.format == "jpeg" else record.result.format
+        extension = OutputFormat(record.result.format).extension
         path = services.storage.result_path(job_id, extension)
         if path is None:
             raise ApiError(404, "result_gone", "the result is no longer stored")
@@ -302,6 +219,14 @@ def _install_routes(app: FastAPI) -> None:
             content_disposition_type="inline",
             headers={"Cache-Control": "private, max-age=86400, immutable"},
         )
+
+    @app.get(
+        "/api/limits",
+        response_model=LimitsView,
+        summary="What a job may ask for: the operator's limits (public, no key needed)",
+    )
+    async def get_limits(request: Request) -> LimitsView:
+        return LimitsView.from_settings(_services(request).settings)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -328,6 +253,67 @@ def _install_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
+    """Validate the form, store the original, queue the job: a 202 only once it is queued."""
+    services = _services(request)
+    try:
+        upload = read_upload(form)
+        spec = spec_from_form(upload.fields, services.limits)
+    except FormError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    except SpecError as exc:  # a limit too: the parameters are to change, not the image
+        raise ApiError(422, "invalid_parameters", str(exc)) from None
+    image = upload.image
+    job_id = new_job_id()
+    storage = services.storage
+    size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
+    try:
+        if size == 0:
+            raise ApiError(415, "unsupported_format", "the uploaded file is empty")
+        if size > services.settings.max_upload_bytes:
+            raise ApiError(
+                413,
+                "too_large",
+                f"the upload is larger than {services.settings.max_upload_bytes} bytes "
+                "(IMGSTREAM_MAX_UPLOAD_BYTES)",
+            )
+        source = storage.original_source(job_id)
+        try:
+            await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
+        except imaging.ImagingError as exc:
+            raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
+        entry = StreamEntry(
+            job_id=job_id,
+            operations=spec.operations_json(),
+            format=spec.format.value if spec.format else "",
+        )
+        await services.queue.enqueue(
+            job_id,
+            entry,
+            filename=image.filename or "",
+            owner=who.owner,
+            max_backlog=services.settings.max_backlog,
+        )
+    except BacklogFull as exc:
+        await anyio.to_thread.run_sync(storage.delete, job_id)
+        raise ApiError(
+            429, "backlog_full", f"{exc}; try again shortly", {"Retry-After": "5"}
+        ) from None
+    except BaseException:
+        await anyio.to_thread.run_sync(storage.delete, job_id)
+        raise
+    log.info(
+        "job %s accepted",
+        job_id,
+        extra={"event": "job.accepted", "job": job_id, "bytes": size,
+               "operation": operation_label(entry.operations)},
+    )  # fmt: skip
+    view = JobAccepted.for_job(job_id, services.settings.public_url)
+    return JSONResponse(
+        view.model_dump(mode="json"), status_code=202, headers={"Location": view.links.self}
+    )
 
 
 # Live status (Server-Sent Events): kept in a block of its own, apart from the other routes.

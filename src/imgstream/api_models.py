@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from imgstream.config import Settings
 from imgstream.jobs import JobRecord, JobStatus
 
 
@@ -23,6 +24,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (401, 404, 409, 413, 415, 422, 429, 503)
 }
 """Every status an ``/api`` route may answer with an error, for the OpenAPI schema."""
+
+
+class LimitsView(BaseModel):
+    """The operator's limits, so that a client (the web page) offers only what is accepted."""
+
+    max_upload_bytes: int
+    max_pixels: int
+    max_dimension: int
+    max_frames: int
+    max_steps: int
+    max_sigma: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LimitsView:
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
 
 
 class Links(BaseModel):

@@ -3,7 +3,9 @@
 Off unless ``IMGSTREAM_API_KEYS`` is set. Then every request under ``/api`` must carry
 ``Authorization: Bearer <key>``: the gate answers ``401`` before the body is read, so an
 unauthenticated upload costs neither disk nor a decode, and a route added later is covered
-without doing anything. A job is visible only to the key that created it (``404`` to others).
+without doing anything. The one exception is ``PUBLIC_API_PATHS``: the operator's limits,
+which the web page reads before it has a key. A job is visible only to the key that created
+it (``404`` to others).
 
 Keys are never stored: a job's ``owner`` field holds the SHA-256 fingerprint of its key, and a
 presented key is compared by fingerprint with ``hmac.compare_digest``, against every configured
@@ -26,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from imgstream.middleware import send_json_error
 
 API_PATH = "/api"
+PUBLIC_API_PATHS = frozenset({"/api/limits"})
 CHALLENGE = 'Bearer realm="imgstream"'
 _STATE_KEY = "imgstream_caller"
 
@@ -110,7 +113,11 @@ class ApiKeyGate:
         self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_api_path(scope["path"]):
+        if (
+            scope["type"] != "http"
+            or not is_api_path(scope["path"])
+            or scope["path"] in PUBLIC_API_PATHS
+        ):
             await self.app(scope, receive, send)
             return
         authorization = header(scope, b"authorization")

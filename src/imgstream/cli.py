@@ -3,252 +3,246 @@
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
+from imgstream import commands as run
 from imgstream.config import Settings
-
-if TYPE_CHECKING:
-    from imgstream.client import Client
 from imgstream.logs import configure_logging
+from imgstream.operations import FORMAT_ALIASES, OPERATION_NAMES, Fit, OutputFormat
 
+DESCRIPTION = """\
+imgstream resizes, grayscales and blurs images. A web API takes uploads and queues them in
+Redis Streams; worker processes do the work. Start everything with `imgstream up`, then
+open http://localhost:3000 or use the commands below."""
 
-def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from imgstream.launcher import run_stack
+EPILOG = """\
+examples:
+  imgstream up                                    Redis, API, web page and workers
+  imgstream submit photo.jpg --op resize --width 800 -o small.jpg
+  imgstream submit *.png --op grayscale --format webp -o out/
+  imgstream status JOB_ID                         a job, as JSON
+  imgstream stats                                 queue, workers, speed, failures (live)
+  imgstream dlq list                              jobs that failed for good
 
-    return run_stack(settings, concurrency=args.concurrency or settings.concurrency)
-
-
-def _api(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from imgstream.api import create_app
-
-    # uvicorn re-raises the stop signal after its graceful shutdown, restoring the handler it
-    # found; a no-op handler there makes a requested stop exit 0 rather than die by signal.
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, lambda _signum, _frame: None)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # uvicorn's own lines go through ours: JSON or text, like the rest
-        access_log=False,
-        proxy_headers=True,  # the client address of per-IP rate limits, from trusted proxies
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=int(settings.shutdown_grace),
-    )
-    return 0
-
-
-def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from imgstream.supervisor import WorkerPool, worker_process_main
-
-    if args.burst:
-        worker_process_main(settings, burst=True)
-        return 0
-    return WorkerPool(settings, args.concurrency or settings.concurrency).run()
-
-
-def _client(settings: Settings, args: argparse.Namespace) -> Client:
-    from imgstream.client import Client
-
-    def tell(status: int, pause: float) -> None:
-        print(f"  the service answered {status}; retrying in {pause:g} s", file=sys.stderr)
-
-    key = settings.api_key.get_secret_value() if settings.api_key else None
-    return Client(args.url or f"http://localhost:{settings.port}", api_key=key, on_retry=tell)
-
-
-def _submit(settings: Settings, args: argparse.Namespace) -> int:
-    from imgstream.client import ClientError
-
-    fields = {
-        name: str(value).lower() if isinstance(value, bool) else str(value)
-        for name, value in (
-            ("operation", args.op),
-            ("operations", args.operations),
-            ("width", args.width),
-            ("height", args.height),
-            ("fit", args.fit),
-            ("enlarge", args.enlarge),
-            ("sigma", args.sigma),
-            ("format", args.format),
-        )
-        if value is not None
-    }
-    client = _client(settings, args)
-    try:
-        accepted = client.submit(args.file, fields)
-        print(f"job {accepted['id']} queued", file=sys.stderr)
-        job = client.wait(
-            accepted["id"], on_change=lambda job: print(f"  {job['status']}", file=sys.stderr)
-        )
-        if job["status"] == "failed":
-            print(f"failed: {job['error']}", file=sys.stderr)
-            return 1
-        result = job["result"]
-        extension = "jpg" if result["format"] == "jpeg" else result["format"]
-        target = args.output or args.file.with_name(
-            f"{args.file.stem}-{accepted['id'][:8]}.{extension}"
-        )
-        size = client.download(job, target)
-        print(
-            f"saved {target} ({result['width']}x{result['height']}, {size} bytes)", file=sys.stderr
-        )
-        return 0
-    except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-
-
-def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from imgstream.client import ClientError
-
-    client = _client(settings, args)
-    try:
-        print(json.dumps(client.status(args.id), indent=2))
-        return 0
-    except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-
-
-def _dlq(settings: Settings, args: argparse.Namespace) -> int:
-    import anyio
-
-    from imgstream.deadletters import DeadLetters
-    from imgstream.queue import Keys, connect
-
-    async def run() -> int:
-        redis = connect(settings.effective_redis_url)
-        letters = DeadLetters(redis, Keys(settings.key_prefix))
-        try:
-            if args.action == "list":
-                for letter in await letters.list(args.count):
-                    print(
-                        f"{letter.entry_id}  job {letter.job_id}  deliveries {letter.deliveries}"
-                        f"  {letter.failed_at}  {letter.reason}"
-                    )
-                return 0
-            if args.action == "purge":
-                print(f"purged {await letters.purge()} dead letters")
-                return 0
-            if args.all:
-                print(f"requeued {await letters.retry_all()} jobs")
-                return 0
-            if not args.id:
-                print("error: give a dead-letter id or --all", file=sys.stderr)
-                return 2
-            entry = await letters.retry(args.id)
-            if entry is None:
-                print(f"error: no dead letter {args.id}", file=sys.stderr)
-                return 1
-            print(f"requeued as entry {entry}")
-            return 0
-        finally:
-            await redis.aclose()
-
-    return anyio.run(run)
-
-
-def _stats(settings: Settings, args: argparse.Namespace) -> int:
-    from imgstream.stats_view import show_stats
-
-    return show_stats(settings, as_json=args.json, interval=args.interval)
-
-
-def _gc(settings: Settings, _args: argparse.Namespace) -> int:
-    import anyio
-
-    from imgstream.janitor import sweep_once
-
-    sweep = anyio.run(sweep_once, settings)
-    if sweep is None:
-        print("another retention sweep is running; try again shortly", file=sys.stderr)
-        return 1
-    stored = sweep.storage
-    print(
-        f"removed {sweep.files_removed} files ({sweep.bytes_removed} bytes): "
-        f"{sweep.expired_jobs} expired jobs, {sweep.orphans} orphans, "
-        f"{sweep.temporaries} stale temporary files; stored now: {stored.originals} originals "
-        f"({stored.originals_bytes} bytes), {stored.results} results ({stored.results_bytes} bytes)"
-    )
-    return 0
+Without REDIS_URL and --url, the commands talk to the Redis and the API of the `imgstream up`
+running with this data directory (IMGSTREAM_DATA_DIR, default ./data), and say so on stderr.
+`imgstream COMMAND --help` tells more about each command. Settings: docs/configuration.md."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgstream", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    up = commands.add_parser(
-        "up", help="run everything: Redis (if REDIS_URL is unset), API, workers"
+    parser = argparse.ArgumentParser(
+        prog="imgstream",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    up.add_argument("--concurrency", type=int, help="worker processes (default: CPUs)")
-    up.set_defaults(handler=_up)
-
-    api = commands.add_parser("api", help="run the HTTP API and web page")
-    api.add_argument("--host")
-    api.add_argument("--port", type=int)
-    api.set_defaults(handler=_api)
-
-    worker = commands.add_parser("worker", help="run worker processes")
-    worker.add_argument("--concurrency", type=int, help="worker processes (default: CPUs)")
-    worker.add_argument(
-        "--burst", action="store_true", help="one process; exit when the queue is empty"
-    )
-    worker.set_defaults(handler=_worker)
-
-    submit = commands.add_parser("submit", help="upload an image, wait, save the result")
-    submit.add_argument("file", type=Path)
-    submit.add_argument("--op", choices=("resize", "grayscale", "blur"))
-    submit.add_argument("--operations", help='JSON list, e.g. \'[{"op":"grayscale"}]\'')
-    submit.add_argument("--width", type=int)
-    submit.add_argument("--height", type=int)
-    submit.add_argument("--fit", choices=("inside", "cover", "fill"))
-    submit.add_argument("--enlarge", action="store_true", default=None)
-    submit.add_argument("--sigma", type=float)
-    submit.add_argument("--format", choices=("jpeg", "png", "webp"))
-    submit.add_argument("-o", "--output", type=Path)
-    submit.add_argument("--url", help="API base URL (default: http://localhost:PORT)")
-    submit.set_defaults(handler=_submit)
-
-    status = commands.add_parser("status", help="show a job's status as JSON")
-    status.add_argument("id")
-    status.add_argument("--url", help="API base URL (default: http://localhost:PORT)")
-    status.set_defaults(handler=_status)
-
-    dlq = commands.add_parser("dlq", help="inspect, retry or purge dead-lettered jobs")
-    dlq_actions = dlq.add_subparsers(dest="action", required=True)
-    dlq_list = dlq_actions.add_parser("list", help="show dead letters, oldest first")
-    dlq_list.add_argument("--count", type=int, default=100)
-    dlq_retry = dlq_actions.add_parser("retry", help="queue dead-lettered jobs again")
-    dlq_retry.add_argument("id", nargs="?", help="dead-letter entry id (from `dlq list`)")
-    dlq_retry.add_argument("--all", action="store_true", help="every dead letter")
-    dlq_actions.add_parser("purge", help="forget every dead letter")
-    dlq.set_defaults(handler=_dlq)
-
-    stats = commands.add_parser("stats", help="queue, workers, speed, failures (live; from Redis)")
-    stats.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
-    stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    stats.set_defaults(handler=_stats)
-
-    gc = commands.add_parser("gc", help="delete expired jobs' files and stale temporaries now")
-    gc.set_defaults(handler=_gc)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(commands)
+    _add_job_commands(commands)
+    _add_operator_commands(commands)
     return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    details: str = "",
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}." + (f"\n\n{details}" if details else ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = _command(
+        commands,
+        "up",
+        "run everything: Redis (unless REDIS_URL is set), API, web page, workers",
+        "Prints `imgstream is up` once the API answers and the workers read; Ctrl-C stops all.\n"
+        "Without REDIS_URL it runs a private redis-server with its data in DATA_DIR/redis.\n"
+        "One `up` per data directory: a second one there refuses to start.",
+    )
+    up.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="worker processes (default: IMGSTREAM_CONCURRENCY, else the CPU count)",
+    )
+    up.set_defaults(handler=run.up)
+
+    api = _command(commands, "api", "run the HTTP API and the web page only")
+    api.add_argument("--host", help="address to listen on (default: IMGSTREAM_HOST, 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port to listen on (default: IMGSTREAM_PORT, 3000)")
+    api.set_defaults(handler=run.api)
+
+    worker = _command(commands, "worker", "run worker processes only (they read REDIS_URL)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="worker processes (default: IMGSTREAM_CONCURRENCY, else CPUs)",
+    )
+    worker.add_argument(
+        "--burst",
+        action="store_true",
+        help="run one worker process and exit once the queue is empty",
+    )
+    worker.set_defaults(handler=run.worker)
+
+    health = _command(
+        commands,
+        "health",
+        "exit 0 when a worker on this host is alive (a container check)",
+        "Alive: its heartbeat reached Redis within --within seconds.",
+    )
+    health.add_argument(
+        "--within",
+        type=float,
+        metavar="SECONDS",
+        help="how fresh the heartbeat must be (default: the visibility timeout)",
+    )
+    health.set_defaults(handler=run.health)
+
+
+def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    formats = [output.value for output in OutputFormat] + list(FORMAT_ALIASES)
+    submit = _command(
+        commands,
+        "submit",
+        "upload images, wait for their jobs, save the results",
+        "Shows a progress bar per file, then one line per file with the result's size and\n"
+        "link. Give one operation with --op and its options, or a chain with --operations.",
+    )
+    submit.add_argument("files", type=Path, nargs="+", metavar="FILE", help="images to process")
+    submit.add_argument("--op", choices=OPERATION_NAMES, help="the operation to apply")
+    submit.add_argument(
+        "--operations",
+        metavar="JSON",
+        help='steps in order, e.g. \'[{"op":"resize","width":800},{"op":"grayscale"}]\'',
+    )
+    submit.add_argument("--width", type=int, metavar="PX", help="resize: target width")
+    submit.add_argument("--height", type=int, metavar="PX", help="resize: target height")
+    submit.add_argument(
+        "--fit",
+        choices=[fit.value for fit in Fit],
+        help="resize: inside (default, keep the aspect ratio), cover (crop), fill (stretch)",
+    )
+    submit.add_argument(
+        "--enlarge", action="store_true", default=None, help="resize: allow upscaling"
+    )
+    submit.add_argument("--sigma", type=float, help="blur: strength (default 2.0)")
+    submit.add_argument(
+        "--format",
+        choices=formats,
+        help="output format (default: the input's if JPEG, PNG or WebP, else PNG)",
+    )
+    submit.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="where to save: a file for one image, a directory for several "
+        "(default: beside each image, as NAME-JOBID.EXT)",
+    )
+    submit.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up waiting for the jobs after this long (default 600)",
+    )
+    _api_url_option(submit)
+    submit.set_defaults(handler=run.submit)
+
+    status = _command(commands, "status", "show a job's status as JSON")
+    status.add_argument("id", metavar="JOB_ID", help="the job's id, as `submit` printed it")
+    _api_url_option(status)
+    status.set_defaults(handler=run.status)
+
+
+def _api_url_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--url",
+        help="the API's base URL (default: the running `imgstream up`'s,"
+        " else http://localhost:IMGSTREAM_PORT)",
+    )
+
+
+def _add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = _command(
+        commands,
+        "dlq",
+        "list, retry or forget jobs that failed for good",
+        "Dead letters are jobs that used up their attempts or kept killing workers.",
+    )
+    actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list",
+        help="show dead letters, oldest first",
+        description="Show dead letters, oldest first.",
+    )
+    listing.add_argument("--count", type=int, default=100, help="at most this many (100)")
+    retry = actions.add_parser(
+        "retry",
+        help="queue dead-lettered jobs again",
+        description="Queue dead-lettered jobs again.",
+    )
+    retry.add_argument(
+        "id",
+        nargs="?",
+        metavar="ENTRY_ID",
+        help="the dead letter's entry id, from `imgstream dlq list`",
+    )
+    retry.add_argument("--all", action="store_true", help="every dead letter")
+    actions.add_parser(
+        "purge",
+        help="forget every dead letter (the jobs stay failed)",
+        description="Forget every dead letter; the jobs stay failed.",
+    )
+    dlq.set_defaults(handler=run.dlq)
+
+    stats = _command(
+        commands,
+        "stats",
+        "show the queue, workers, speed and failures, live",
+        "Reads Redis directly, so it works where only Redis is reachable.",
+    )
+    stats.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
+    stats.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between refreshes (2)",
+    )
+    stats.set_defaults(handler=run.stats)
+
+    gc = _command(
+        commands,
+        "gc",
+        "delete expired jobs' files and stale temporary files now",
+        "The workers do this every IMGSTREAM_JANITOR_INTERVAL seconds anyway.",
+    )
+    gc.set_defaults(handler=run.gc)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for problem in exc.errors():
+            name = "IMGSTREAM_" + "_".join(str(piece) for piece in problem["loc"]).upper()
+            print(f"imgstream: the setting {name} is not valid: {problem['msg']}",
+                  file=sys.stderr)  # fmt: skip
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     status: int = args.handler(settings, args)
     return status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import httpx
 
@@ -52,11 +52,23 @@ class Client:
         self.retries = retries
         self.on_retry = on_retry
 
-    def submit(self, image: Path, fields: Mapping[str, str]) -> dict[str, Any]:
+    def submit(
+        self,
+        image: Path,
+        fields: Mapping[str, str],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``image`` as one job; ``on_progress(bytes sent)`` as the upload goes."""
+
         def post() -> httpx.Response:
             with image.open("rb") as stream:
+                body = (
+                    stream
+                    if on_progress is None
+                    else cast(IO[bytes], _Counting(stream, on_progress))
+                )
                 return self.http.post(
-                    "/api/jobs", files={"image": (image.name, stream)}, data=dict(fields)
+                    "/api/jobs", files={"image": (image.name, body)}, data=dict(fields)
                 )
 
         accepted: dict[str, Any] = self._patiently(post).json()
@@ -107,3 +119,25 @@ class Client:
 
     def close(self) -> None:
         self.http.close()
+
+
+class _Counting:
+    """A binary file that reports how much of it has been read so far (an upload's progress)."""
+
+    def __init__(self, stream: IO[bytes], report: Callable[[int], None]) -> None:
+        self.stream = stream
+        self.report = report
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.report(self.stream.tell())
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()

@@ -119,10 +119,22 @@ class Settings(BaseSettings):
         description="Comma-separated API keys; when set, every /api call needs one (Bearer).",
     )
     rate_limit_per_second: float = Field(
-        default=20.0, ge=0, le=1_000_000, description="Requests per second per key or IP; 0: off."
+        default=20.0,
+        ge=0,
+        le=1_000_000,
+        description="Jobs (and other POSTs under /api) per second per key or IP; 0: off.",
     )
     rate_limit_burst: int = Field(
-        default=100, ge=1, le=1_000_000, description="Requests a client may make at once."
+        default=100, ge=1, le=1_000_000, description="Jobs a client may create at once."
+    )
+    read_rate_limit_per_second: float = Field(
+        default=0.0,
+        ge=0,
+        le=1_000_000,
+        description="Reads (GET under /api) per second per key or IP; 0 (default): unlimited.",
+    )
+    read_rate_limit_burst: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Reads a client may make at once."
     )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Comma-separated origins allowed by CORS; empty: no CORS."
@@ -140,6 +152,11 @@ class Settings(BaseSettings):
     # Operating: logs, health, retention.
     log_format: LogFormat = Field(
         default=LogFormat.AUTO, description="auto: JSON lines, or text on a terminal."
+    )
+    startup_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds `up` waits for the API to answer and a worker to read.",
     )
     ready_worker_age: float = Field(
         default=60.0,

@@ -1,8 +1,9 @@
 """The dead-letter stream: jobs that failed for good after their attempts, kept for an operator.
 
 A dead letter records the job, the reason and how many deliveries were started. Retrying one
-gives the job a fresh stream entry and a fresh set of attempts; its original must still be
-stored. Purging forgets the dead letters (the jobs stay ``failed``).
+gives the job a fresh stream entry and a fresh set of attempts (and takes back the failure
+it was counted as); its original must still be stored. Purging forgets the dead letters
+(the jobs stay ``failed``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from imgstream.jobs import is_valid_job_id, utc_now
+from imgstream.jobs import JobStatus, is_valid_job_id, utc_now
+from imgstream.metrics import outcome_field
 from imgstream.queue import Keys, load_script
 
 
@@ -50,8 +52,16 @@ class DeadLetters:
         if not is_valid_job_id(letter.job_id):
             return None
         reply = await self._requeue(
-            keys=[self.keys.dead, self.keys.stream, self.keys.job(letter.job_id)],
-            args=[entry_id, letter.job_id, letter.operations, letter.format, utc_now()],
+            keys=[
+                self.keys.dead,
+                self.keys.stream,
+                self.keys.job(letter.job_id),
+                self.keys.metrics,
+            ],
+            args=[
+                *(entry_id, letter.job_id, letter.operations, letter.format, utc_now()),
+                outcome_field(JobStatus.FAILED.value, letter.operations),
+            ],
         )
         return cast(str | None, reply or None)
 

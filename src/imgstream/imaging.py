@@ -45,6 +45,7 @@ _SAVE_OPTIONS: dict[OutputFormat, tuple[str, dict[str, Any]]] = {
     OutputFormat.JPEG: (".jpg", {"Q": 85, "optimize_coding": False}),
     OutputFormat.PNG: (".png", {"compression": 6}),
     OutputFormat.WEBP: (".webp", {"Q": 80}),
+    OutputFormat.TIFF: (".tif", {"compression": "deflate"}),
 }
 _NO_METADATA: dict[str, Any] = (
     {"keep": "none"} if pyvips.at_least_libvips(8, 15) else {"strip": True}

@@ -42,7 +42,7 @@ from imgstream.config import Settings
 from imgstream.jobs import is_valid_job_id
 from imgstream.monitor import StorageUse
 from imgstream.queue import Keys, connect, load_script
-from imgstream.storage import LocalStorage
+from imgstream.storage import RESULT_EXTENSIONS, LocalStorage
 
 log = logging.getLogger("imgstream.janitor")
 
@@ -143,7 +143,7 @@ class Janitor:
 
     async def _delete_job_files(self, job_id: str, sweep: Sweep) -> None:
         paths = [self.storage.originals / job_id] + [
-            self.storage.results / f"{job_id}.{ext}" for ext in ("jpg", "png", "webp")
+            self.storage.results / f"{job_id}.{ext}" for ext in sorted(RESULT_EXTENSIONS)
         ]
         removed, size = await anyio.to_thread.run_sync(_unlink_all, paths)
         sweep.files_removed += removed

@@ -19,8 +19,8 @@ _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
     | {"message", "asctime", "taskName", "color_message"}  # the last: uvicorn's ANSI copy
 )
-QUIET_LOGGERS = ("pyvips",)
-"""Libraries that log every step at INFO: only their warnings are shown."""
+QUIET_LOGGERS = ("pyvips", "httpx", "httpcore")
+"""Libraries that log every step (or every request) at INFO: only their warnings are shown."""
 
 
 def event_fields(record: logging.LogRecord) -> dict[str, Any]:

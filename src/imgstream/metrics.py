@@ -7,12 +7,18 @@ counts of the duration histograms; ``{prefix}:rate:<t>`` hashes count outcomes p
 ``RATE_BUCKET_SECONDS`` (they expire after ``RATE_KEEP_SECONDS``) for throughput; the list
 ``{prefix}:failures`` keeps the latest failures with their reasons.
 
-Recording is one pipelined batch per event, sent by the worker *after* ``finish.lua``
-recorded the outcome and only when it did (the lease holder alone), so a job is never
-counted twice, whatever the retries and take-overs. It is deliberately not part of
-``finish.lua``: the delivery script stays about delivery, and metrics are best effort — a
-worker that dies between the two, or a Redis outage at that moment, loses one sample (the
-job's outcome itself is never at risk; a failure here is logged and ignored).
+The job counts are exact: a job has one final outcome. This module names their fields
+(``submitted_field``, ``outcome_field``) and the delivery scripts change them in the same
+step as the job itself: ``enqueue.lua`` (or ``start.lua``, for a job a producer only
+``XADD``-ed) counts it submitted, ``finish.lua`` counts its outcome when it records it, and
+``requeue.lua`` takes back the failure of a dead letter it queues again, so a job that
+failed, was retried and then succeeded counts once, as done: submitted = done + failed +
+outstanding.
+
+Durations, throughput and the failure list are best effort: one pipelined batch per event,
+sent by the worker *after* ``finish.lua`` recorded the outcome and only when it did. A worker
+that dies between the two, or a Redis outage at that moment, loses one sample (the job's
+outcome and its count are never at risk; a failure here is logged and ignored).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from imgstream.queue import Keys
+from imgstream.keys import Keys
 
 log = logging.getLogger("imgstream.metrics")
 
@@ -58,6 +64,16 @@ def operation_label(operations_json: str) -> str:
     if not kinds or not kinds <= set(OPERATIONS):
         return INVALID_OPERATION
     return "+".join(sorted(kinds))
+
+
+def submitted_field(operations_json: str) -> str:
+    """The counter of jobs accepted, for this job's ``operation`` label."""
+    return f"submitted:{operation_label(operations_json)}"
+
+
+def outcome_field(status: str, operations_json: str) -> str:
+    """The counter of jobs that ended ``status`` (``done``/``failed``), by operation label."""
+    return f"jobs:{status}:{operation_label(operations_json)}"
 
 
 def bucket_bound(value: float, buckets: Sequence[float]) -> str:
@@ -162,19 +178,12 @@ class Failure:
 
 
 class JobMetrics:
-    """Write side of the fleet counters. Every method is best effort: it never raises for
+    """Write side of the fleet's durations and throughput. Best effort: it never raises for
     Redis trouble, so observing a job can never fail it."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-
-    async def submitted(self, operations_json: str) -> None:
-        await self._send(
-            lambda pipe: pipe.hincrby(
-                self.keys.metrics, f"submitted:{operation_label(operations_json)}", 1
-            )
-        )
 
     async def finished(
         self,
@@ -189,13 +198,13 @@ class JobMetrics:
         error: str = "",
         consumer: str = "",
     ) -> None:
-        """Count one recorded outcome (``done`` or ``failed``) and its durations."""
+        """Count one recorded outcome's durations, its throughput bucket, and a failure's
+        reason (the outcome itself was counted by ``finish.lua``)."""
         operation = operation_label(operations_json)
         name = self.keys.metrics
         bucket = int(now) // RATE_BUCKET_SECONDS * RATE_BUCKET_SECONDS
 
         def batch(pipe: Any) -> None:
-            pipe.hincrby(name, f"jobs:{status}:{operation}", 1)
             if processing_seconds is not None:
                 prefix = f"processing:{operation}"
                 bound = bucket_bound(processing_seconds, PROCESSING_BUCKETS)

@@ -1,19 +1,30 @@
 """What a job asks for: the operation specs, validated, with no HTTP or Redis in sight.
 
 A job is a pipeline of steps applied in order (``resize``, ``grayscale``, ``blur``) and an
-optional output format. The same models validate the web form, the JSON ``operations``
-list and the stream entries written by producers in other languages.
+optional output format. The same models and the same operator limits validate the web form,
+the JSON ``operations`` list and every stream entry a worker reads, whoever wrote it. This
+module is the one place that names the operations, their fields and the form's fields.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 ABSOLUTE_MAX_SIDE = 100_000
 """Hard ceiling on any requested side, whatever the settings say (libvips allows 10M)."""
@@ -21,6 +32,10 @@ ABSOLUTE_MAX_SIDE = 100_000
 
 class SpecError(ValueError):
     """A job spec a client sent is invalid; the message is meant for a person."""
+
+
+class LimitError(SpecError):
+    """A valid spec beyond an operator's limit; the message names the setting."""
 
 
 class Fit(StrEnum):
@@ -33,6 +48,7 @@ class OutputFormat(StrEnum):
     JPEG = "jpeg"
     PNG = "png"
     WEBP = "webp"
+    TIFF = "tiff"
 
     @property
     def media_type(self) -> str:
@@ -40,7 +56,20 @@ class OutputFormat(StrEnum):
 
     @property
     def extension(self) -> str:
-        return "jpg" if self is OutputFormat.JPEG else self.value
+        return _EXTENSIONS.get(self, self.value)
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        """The format a client named, by its name or a common alias (``jpg``, ``tif``), in any
+        case; anything else is returned as it came, for validation to refuse."""
+        if isinstance(value, str):
+            name = value.strip().lower()
+            return FORMAT_ALIASES.get(name, name)
+        return value
+
+
+_EXTENSIONS = {OutputFormat.JPEG: "jpg", OutputFormat.TIFF: "tif"}
+FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}
 
 
 class _Step(BaseModel):
@@ -71,7 +100,21 @@ class Blur(_Step):
 
 
 Operation = Annotated[Resize | Grayscale | Blur, Field(discriminator="op")]
-OPERATION_NAMES = ("resize", "grayscale", "blur")
+STEPS: dict[str, type[_Step]] = {"resize": Resize, "grayscale": Grayscale, "blur": Blur}
+OPERATION_NAMES = tuple(STEPS)
+STEP_FIELDS: dict[str, tuple[str, ...]] = {
+    name: tuple(field for field in model.model_fields if field != "op")
+    for name, model in STEPS.items()
+}
+"""The parameters each operation takes, in the form and in a step of ``operations``."""
+FORM_FIELDS = (
+    "image",
+    "operation",
+    "operations",
+    *dict.fromkeys(field for fields in STEP_FIELDS.values() for field in fields),
+    "format",
+)
+"""Every field of the upload form (``POST /api/jobs``); any other is refused."""
 
 
 class JobSpec(BaseModel):
@@ -81,6 +124,11 @@ class JobSpec(BaseModel):
 
     operations: tuple[Operation, ...] = Field(min_length=1)
     format: OutputFormat | None = None
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_alias(cls, value: Any) -> Any:
+        return OutputFormat.parse(value)
 
     def operations_json(self) -> str:
         return json.dumps([step.model_dump(mode="json") for step in self.operations])
@@ -98,10 +146,12 @@ class Limits:
 
 
 _OPERATIONS_ADAPTER: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
+_STEP_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
+_ONE_OF_OPERATIONS = ", ".join(OPERATION_NAMES)
 
 
 def describe_validation_error(error: ValidationError, root: str = "") -> str:
-    """One readable line per problem, e.g. ``operations[0].width: must be >= 1``."""
+    """One plain line per problem, e.g. ``operations[0].width: must be at least 1``."""
     parts = []
     for item in error.errors():
         location = root
@@ -110,31 +160,94 @@ def describe_validation_error(error: ValidationError, root: str = "") -> str:
                 location += f"[{piece}]"
             elif piece not in OPERATION_NAMES:  # skip the discriminator tag pydantic adds
                 location += f".{piece}" if location else str(piece)
-        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            location += ".op" if location else "op"
+        message = _plain_message(item)
         parts.append(f"{location}: {message}" if location else message)
     return "; ".join(parts)
 
 
-def check_limits(spec: JobSpec, limits: Limits) -> None:
-    """Refuse specs beyond the operator's limits, naming the limit that was hit."""
+_PLAIN_MESSAGES = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "missing": "is required",
+    "string_type": "must be text",
+}
+
+
+def _plain_message(item: ErrorDetails) -> str:
+    """Pydantic's wording of one problem, said as a person would say it."""
+    kind, context = item["type"], item.get("ctx") or {}
+    got = f" (got {_shown(item.get('input'))})"
+    if kind == "union_tag_invalid":
+        return f"unknown operation {_shown(context.get('tag'))}; use one of {_ONE_OF_OPERATIONS}"
+    if kind == "union_tag_not_found":
+        return f"is required: one of {_ONE_OF_OPERATIONS}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return 'each step must be an object such as {"op": "grayscale"}' + got
+    if kind == "extra_forbidden":
+        step = next((piece for piece in item["loc"] if piece in STEPS), None)
+        return _not_a_field(str(step)) if step else "unknown field"
+    if kind == "enum":
+        expected = str(context.get("expected", "")).replace("'", "")
+        return f"must be one of {expected}" + got
+    if kind == "too_short":
+        return "give at least one step"
+    if kind == "value_error":
+        return str(item["msg"]).removeprefix("Value error, ")
+    template = _PLAIN_MESSAGES.get(kind)
+    if template is None:
+        return str(item["msg"])
+    message = template.format(**{name: f"{value:g}" if isinstance(value, float) else value
+                                 for name, value in context.items()})  # fmt: skip
+    return message + (got if kind.endswith(("parsing", "type", "from_float")) else "")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _not_a_field(operation: str) -> str:
+    fields = STEP_FIELDS[operation]
+    takes = f"takes {', '.join(fields)}" if fields else "takes no parameters"
+    return f"not a parameter of {operation} ({operation} {takes})"
+
+
+def check_limits(spec: JobSpec, limits: Limits, *, single_step: bool = False) -> None:
+    """Refuse specs beyond the operator's limits (``LimitError``), naming the setting.
+
+    ``single_step``: the spec came from the form's ``operation`` and its own fields, so a
+    problem is located by the field's name alone.
+    """
     if len(spec.operations) > limits.max_steps:
-        raise SpecError(
+        raise LimitError(
             f"the pipeline has {len(spec.operations)} steps; "
             f"the limit is {limits.max_steps} (IMGSTREAM_MAX_STEPS)"
         )
     for index, step in enumerate(spec.operations):
-        where = f"operations[{index}]"
+        where = "" if single_step else f"operations[{index}]."
         if isinstance(step, Blur) and step.sigma > limits.max_sigma:
-            raise SpecError(
-                f"{where}.sigma: {step.sigma:g} is above the limit "
+            raise LimitError(
+                f"{where}sigma: {step.sigma:g} is above the limit "
                 f"{limits.max_sigma:g} (IMGSTREAM_MAX_SIGMA)"
             )
         if isinstance(step, Resize):
             for name in ("width", "height"):
                 value = getattr(step, name)
                 if value is not None and value > limits.max_dimension:
-                    raise SpecError(
-                        f"{where}.{name}: {value} is above the limit "
+                    raise LimitError(
+                        f"{where}{name}: {value} is above the limit "
                         f"{limits.max_dimension} px (IMGSTREAM_MAX_DIMENSION)"
                     )
 
@@ -155,40 +268,73 @@ def parse_operations_json(text: str) -> tuple[Operation, ...]:
         raise SpecError(describe_validation_error(exc, "operations")) from None
 
 
-_SINGLE_OPERATION_FIELDS = {
-    "resize": ("width", "height", "fit", "enlarge"),
-    "grayscale": (),
-    "blur": ("sigma",),
-}
+def spec_from_entry(operations: str, output_format: str, limits: Limits) -> JobSpec:
+    """The spec of a stream entry, validated and limited exactly as the API's form is.
+
+    A worker calls this for every entry, whatever wrote it: ``SpecError`` for an invalid
+    spec, ``LimitError`` for one beyond the operator's limits.
+    """
+    try:
+        spec = JobSpec(operations=parse_operations_json(operations), format=output_format or None)
+    except ValidationError as exc:
+        raise SpecError(describe_validation_error(exc)) from None
+    check_limits(spec, limits)
+    return spec
 
 
 def spec_from_form(fields: Mapping[str, str], limits: Limits) -> JobSpec:
-    """Build a job spec from the upload form: ``operation`` + its parameters, or ``operations``.
+    """Build a job spec from the upload form's text fields: ``operation`` + its parameters,
+    or ``operations``; and ``format``.
 
-    Empty form values count as absent, so an HTML form can always send every input.
+    Empty values count as absent, so an HTML form can always send every input. A field the
+    form does not have, or one the chosen operation does not take, is refused by name.
     """
+    _refuse_unknown_fields(fields)
     present = {key: value.strip() for key, value in fields.items() if value.strip() != ""}
     single, chain = present.get("operation"), present.get("operations")
+    parameters = [name for name in present if name not in ("operation", "operations", "format")]
     if single is not None and chain is not None:
         raise SpecError("give either operation or operations, not both")
     if chain is not None:
+        if parameters:
+            raise SpecError(
+                f"{parameters[0]}: with operations, give each step's parameters inside its "
+                'step, e.g. [{"op": "resize", "width": 800}]'
+            )
         operations = parse_operations_json(chain)
     elif single is not None:
-        if single not in _SINGLE_OPERATION_FIELDS:
-            raise SpecError(
-                f"operation: unknown operation {single!r}; use one of resize, grayscale, blur"
-            )
-        params: dict[str, str] = {
-            name: present[name] for name in _SINGLE_OPERATION_FIELDS[single] if name in present
-        }
-        operations = parse_operations_json(json.dumps([{"op": single, **params}]))
+        operations = (_single_step(single, {name: present[name] for name in parameters}),)
     else:
         raise SpecError(
-            "operation is required (resize, grayscale or blur), or operations as a JSON list"
+            f"operation is required ({_ONE_OF_OPERATIONS}), or operations as a JSON list"
         )
     try:
         spec = JobSpec(operations=operations, format=present.get("format"))
     except ValidationError as exc:
         raise SpecError(describe_validation_error(exc)) from None
-    check_limits(spec, limits)
+    check_limits(spec, limits, single_step=single is not None)
     return spec
+
+
+def _refuse_unknown_fields(fields: Mapping[str, str]) -> None:
+    for name in fields:
+        if name == "image":
+            raise SpecError("image: must be the image file, not text")
+        if name not in FORM_FIELDS:
+            close = difflib.get_close_matches(name, FORM_FIELDS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise SpecError(f"{name}: unknown field; {hint}the form takes {', '.join(FORM_FIELDS)}")
+
+
+def _single_step(operation: str, parameters: Mapping[str, str]) -> Operation:
+    if operation not in STEPS:
+        raise SpecError(
+            f"operation: unknown operation {operation!r}; use one of {_ONE_OF_OPERATIONS}"
+        )
+    for name in parameters:
+        if name not in STEP_FIELDS[operation]:
+            raise SpecError(f"{name}: {_not_a_field(operation)}")
+    try:
+        return _STEP_ADAPTER.validate_python({"op": operation, **parameters})
+    except ValidationError as exc:
+        raise SpecError(describe_validation_error(exc)) from None

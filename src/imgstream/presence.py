@@ -9,13 +9,29 @@ is scored with Redis's clock, never the worker's, so several machines are judged
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import uuid
 
 import anyio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from imgstream.config import Settings
-from imgstream.queue import Keys, load_script
+from imgstream.queue import Keys, connect, load_script
+
+
+def consumer_name() -> str:
+    """A worker's name, unique per process and recognisable: ``host-pid-random``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def consumer_origin(name: str) -> tuple[str, int] | None:
+    """The host and pid a ``consumer_name`` was made on; None for a name of another shape."""
+    pieces = name.rsplit("-", 2)
+    if len(pieces) != 3 or not pieces[0] or not pieces[1].isdigit():
+        return None
+    return pieces[0], int(pieces[1])
 
 
 class Presence:
@@ -36,9 +52,32 @@ class Presence:
 
     async def seen_within(self, seconds: float) -> bool:
         """Has any worker's heartbeat arrived in the last ``seconds``?"""
+        return bool(await self.beating(seconds))
+
+    async def beating(self, seconds: float) -> list[str]:
+        """The workers whose heartbeat arrived in the last ``seconds`` (Redis's clock)."""
         server_seconds, micros = await self.redis.time()
         now_ms = server_seconds * 1000 + micros // 1000
-        return bool(await self.redis.zcount(self.keys.workers, now_ms - seconds * 1000, "+inf"))
+        names = await self.redis.zrangebyscore(self.keys.workers, now_ms - seconds * 1000, "+inf")
+        return [str(name) for name in names]
+
+
+async def worker_alive_here(settings: Settings, seconds: float) -> bool:
+    """``imgstream health``: did a worker process on this host beat in the last ``seconds``?
+
+    In a container, "this host" is the container: the check of a worker service.
+    """
+    from imgstream.runtime import find_redis
+
+    redis = connect(find_redis(settings)[0])
+    try:
+        names = await Presence(redis, Keys(settings.key_prefix)).beating(seconds)
+    except RedisError:
+        return False
+    finally:
+        await redis.aclose()
+    host = socket.gethostname()
+    return any((origin := consumer_origin(name)) and origin[0] == host for name in names)
 
 
 def heartbeat_interval(settings: Settings) -> float:
@@ -51,8 +90,12 @@ def live_within(settings: Settings) -> float:
     return settings.visibility_timeout
 
 
-async def run_heartbeat(settings: Settings, redis: Redis, keys: Keys, consumer: str) -> None:
-    """A worker's background task: beat every few seconds; on the way out, leave."""
+async def run_heartbeat(
+    settings: Settings, redis: Redis, keys: Keys, consumer: str, reading: anyio.Event
+) -> None:
+    """A worker's background task: once it is ``reading`` (it has joined the consumer group),
+    beat every few seconds; on the way out, leave. The first beat means "reading"."""
+    await reading.wait()
     presence = Presence(redis, keys)
     try:
         while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import signal
 import sys
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -17,3 +18,12 @@ def die_with_parent() -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         except OSError:
             pass
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent of process ``pid`` (Linux ``/proc``); None when that cannot be told."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1])  # the fields after "(comm)": state, ppid
+    except (OSError, IndexError, ValueError):
+        return None

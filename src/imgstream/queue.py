@@ -5,8 +5,10 @@ that holds the job's lease has stored the result and recorded the outcome, and t
 and the acknowledgement happen in one script. Acknowledged entries are deleted, so the
 stream holds outstanding work only and its length is the backlog.
 
-All keys of one deployment share the hash tag ``{<prefix>}``, so every script touches a
-single Redis Cluster slot. Key names and fields are documented in ``docs/wire-format.md``.
+All keys of one deployment share the hash tag ``{<prefix>}`` (``keys``), so every script
+touches a single Redis Cluster slot. Key names and fields are documented in
+``docs/wire-format.md``. The job counters change in the same scripts as the job's status, so
+a job counts once as submitted and once under its one final outcome.
 """
 
 from __future__ import annotations
@@ -31,58 +33,8 @@ from imgstream.jobs import (
     stream_id_timestamp,
     utc_now,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Keys:
-    """Redis key names of one deployment; ``prefix`` is also the Cluster hash tag."""
-
-    prefix: str
-
-    @property
-    def stream(self) -> str:
-        return f"{{{self.prefix}}}:jobs"
-
-    @property
-    def dead(self) -> str:
-        return f"{{{self.prefix}}}:dead"
-
-    def job(self, job_id: str) -> str:
-        return f"{{{self.prefix}}}:job:{job_id}"
-
-    # Operating (``metrics``, ``monitor``, ``janitor``): see docs/wire-format.md.
-
-    @property
-    def expiry(self) -> str:
-        return f"{{{self.prefix}}}:expiry"
-
-    @property
-    def metrics(self) -> str:
-        return f"{{{self.prefix}}}:metrics"
-
-    @property
-    def failures(self) -> str:
-        return f"{{{self.prefix}}}:failures"
-
-    def rate(self, bucket: int) -> str:
-        return f"{{{self.prefix}}}:rate:{bucket}"
-
-    @property
-    def workers(self) -> str:
-        return f"{{{self.prefix}}}:workers"
-
-    @property
-    def storage(self) -> str:
-        return f"{{{self.prefix}}}:storage"
-
-    @property
-    def janitor_lock(self) -> str:
-        return f"{{{self.prefix}}}:janitor:lock"
-
-    @property
-    def janitor_due(self) -> str:
-        return f"{{{self.prefix}}}:janitor:due"
-
+from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
+from imgstream.metrics import outcome_field, submitted_field
 
 ALREADY_ENDED: Final = -1
 EXHAUSTED: Final = -2
@@ -167,7 +119,7 @@ class JobQueue:
         """
         fields = queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner)
         reply = await self._enqueue(
-            keys=[self.keys.stream, self.keys.job(job_id)],
+            keys=[self.keys.stream, self.keys.job(job_id), self.keys.metrics],
             args=[
                 max_backlog,
                 job_id,
@@ -176,6 +128,7 @@ class JobQueue:
                 fields["created_at"],
                 fields["filename"],
                 fields["owner"],
+                submitted_field(entry.operations),
             ],
         )
         accepted, detail = int(reply[0]), reply[1]
@@ -216,7 +169,7 @@ class JobQueue:
         assert delivery.entry is not None
         entry = delivery.entry
         reply = await self._start(
-            keys=[self.keys.job(entry.job_id)],
+            keys=[self.keys.job(entry.job_id), self.keys.metrics],
             args=[
                 lease,
                 utc_now(),
@@ -226,6 +179,7 @@ class JobQueue:
                 delivery.entry_id,
                 consumer,
                 max_attempts,
+                submitted_field(entry.operations),
             ],
         )
         return int(reply)
@@ -282,7 +236,10 @@ class JobQueue:
         dead_letter_reason: str = "",
     ) -> bool:
         assert delivery.entry is not None
-        args: list[Any] = [lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now()]
+        counter = outcome_field(outcome["status"], delivery.entry.operations)
+        args: list[Any] = [
+            *(lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now(), counter)
+        ]
         for name, value in outcome.items():
             args.extend((name, value))
         keys = [
@@ -290,6 +247,7 @@ class JobQueue:
             self.keys.stream,
             self.keys.dead,
             self.keys.expiry,
+            self.keys.metrics,
         ]
         reply = await self._finish(keys=keys, args=args)
         return int(reply) == 1

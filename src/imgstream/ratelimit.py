@@ -1,10 +1,17 @@
 """Per-client request rate limits kept in Redis, so every API instance shares the same buckets.
 
-A token bucket per API key, or per client IP when access control is off (and for requests
-without a valid key, so guessing keys is limited too): ``IMGSTREAM_RATE_LIMIT_BURST`` requests
-at once, refilled at ``IMGSTREAM_RATE_LIMIT_PER_SECOND``. A request over the limit gets ``429``
-with ``Retry-After`` before its body is read. Buckets live at ``{<prefix>}:ratelimit:<client>``
-(the deployment's hash tag) and expire once full again.
+What costs is limited, what is cheap is not: every request under ``/api`` that creates work
+(a ``POST``: a job, a dead letter's retry) draws on its client's bucket,
+``IMGSTREAM_RATE_LIMIT_BURST`` at once, refilled at ``IMGSTREAM_RATE_LIMIT_PER_SECOND``.
+Reads (status, result, events, stats, limits) are never throttled at the defaults, so the
+page and a backend polling its jobs never meet a ``429``; an operator may give them a bucket
+of their own, much larger, with ``IMGSTREAM_READ_RATE_LIMIT_PER_SECOND`` (off by default).
+A client is its API key, or its IP when access control is off; a request presenting a wrong
+key draws on its IP's bucket for creation, whatever it asks, so guessing keys is limited too.
+
+A request over the limit gets ``429`` with ``Retry-After`` before its body is read. Buckets
+live at ``{<prefix>}:ratelimit:<client>`` and ``{<prefix>}:ratelimit:read:<client>`` (the
+deployment's hash tag) and expire once full again.
 
 While Redis is unreachable requests pass unlimited: the routes need Redis themselves and answer
 ``503``, so nothing is let through that the limit was protecting.
@@ -18,29 +25,51 @@ from importlib import resources
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgstream.auth import KeyRing, header, is_api_path
+from imgstream.config import Settings
 from imgstream.middleware import send_json_error
 
 log = logging.getLogger("imgstream.ratelimit")
 
 
-class RateLimiter:
-    """Token buckets in Redis: ``take`` says whether a client may go on, or how long to wait."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods that only read: they never draw on the bucket of work created."""
 
-    def __init__(self, redis: Redis, prefix: str, *, per_second: float, burst: int) -> None:
+
+class RateLimiter:
+    """Token buckets in Redis: ``take`` says whether a client may go on, or how long to wait.
+
+    ``kind`` names the buckets ("" for work created, "read" for reads) and ``setting`` the
+    rate a refusal quotes.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        per_second: float,
+        burst: int,
+        kind: str = "",
+        setting: str = "IMGSTREAM_RATE_LIMIT_PER_SECOND",
+    ) -> None:
         if per_second <= 0 or burst < 1:
             raise ValueError("a rate limiter needs a positive rate and a burst of at least 1")
         self.redis = redis
         self.prefix = prefix
         self.per_second = per_second
         self.burst = burst
+        self.kind = kind
+        self.setting = setting
         source = resources.files("imgstream").joinpath("lua", "ratelimit.lua").read_text()
         self._take = redis.register_script(source)
 
     def key(self, client: str) -> str:
-        return f"{{{self.prefix}}}:ratelimit:{client}"
+        kind = f"{self.kind}:" if self.kind else ""
+        return f"{{{self.prefix}}}:ratelimit:{kind}{client}"
 
     async def take(self, client: str, cost: int = 1) -> float:
         """Take ``cost`` tokens from ``client``'s bucket: 0.0 if taken, else seconds to wait."""
@@ -49,6 +78,28 @@ class RateLimiter:
         )
         taken, wait_ms = int(reply[0]), int(reply[1])
         return 0.0 if taken else max(wait_ms, 1) / 1000
+
+
+def install_limiters(state: State, settings: Settings, redis: Redis) -> None:
+    """Put the limiters ``settings`` ask for on the application's state (None: off)."""
+    state.rate_limiter = None
+    state.read_rate_limiter = None
+    if settings.rate_limited:
+        state.rate_limiter = RateLimiter(
+            redis,
+            settings.key_prefix,
+            per_second=settings.rate_limit_per_second,
+            burst=settings.rate_limit_burst,
+        )
+    if settings.read_rate_limit_per_second > 0:
+        state.read_rate_limiter = RateLimiter(
+            redis,
+            settings.key_prefix,
+            per_second=settings.read_rate_limit_per_second,
+            burst=settings.read_rate_limit_burst,
+            kind="read",
+            setting="IMGSTREAM_READ_RATE_LIMIT_PER_SECOND",
+        )
 
 
 def client_identity(scope: Scope, keyring: KeyRing) -> str:
@@ -61,11 +112,25 @@ def client_identity(scope: Scope, keyring: KeyRing) -> str:
     return f"ip:{client[0] if client else 'unknown'}"
 
 
+def limiter_for(scope: Scope, keyring: KeyRing) -> RateLimiter | None:
+    """The bucket kind a request draws on: reads their own (if any), everything else and
+    every wrong key the bucket of work created."""
+    state = scope["app"].state
+    guessing = (
+        keyring.enabled
+        and header(scope, b"authorization") is not None
+        and keyring.identify(header(scope, b"authorization")) is None
+    )
+    if scope["method"] in SAFE_METHODS and not guessing:
+        return getattr(state, "read_rate_limiter", None)
+    return getattr(state, "rate_limiter", None)
+
+
 class RateLimit:
     """ASGI middleware: ``429`` with ``Retry-After`` once a client's bucket under ``/api`` is empty.
 
-    The limiter is looked up on the application's state (``rate_limiter``, set at start-up,
-    where the Redis client is made); None there means rate limiting is off.
+    The limiters are looked up on the application's state (``install_limiters``, called at
+    start-up, where the Redis client is made); None there means that kind is not limited.
     """
 
     def __init__(self, app: ASGIApp, *, keyring: KeyRing) -> None:
@@ -75,7 +140,7 @@ class RateLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter: RateLimiter | None = None
         if scope["type"] == "http" and is_api_path(scope["path"]):
-            limiter = getattr(scope["app"].state, "rate_limiter", None)
+            limiter = limiter_for(scope, self.keyring)
         if limiter is None:
             await self.app(scope, receive, send)
             return
@@ -85,17 +150,17 @@ class RateLimit:
             log.warning("rate limit not checked, redis unavailable: %s", exc)
             wait = 0.0
         if wait > 0:
-            await _refuse(send, wait)
+            await _refuse(send, wait, limiter.setting)
             return
         await self.app(scope, receive, send)
 
 
-async def _refuse(send: Send, wait: float) -> None:
+async def _refuse(send: Send, wait: float, setting: str) -> None:
     seconds = max(1, math.ceil(wait))
     await send_json_error(
         send,
         429,
         "rate_limited",
-        f"too many requests; try again in {seconds} s (IMGSTREAM_RATE_LIMIT_PER_SECOND)",
+        f"too many requests; try again in {seconds} s ({setting})",
         {"retry-after": str(seconds)},
     )

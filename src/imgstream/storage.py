@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from imgstream.jobs import is_valid_job_id
+from imgstream.operations import OutputFormat
 
 
 class Storage(Protocol):
@@ -25,7 +26,8 @@ class Storage(Protocol):
     def delete(self, job_id: str) -> None: ...
 
 
-_EXTENSIONS = frozenset({"jpg", "png", "webp"})
+RESULT_EXTENSIONS = frozenset(output.extension for output in OutputFormat)
+"""The extension of every result file ``save_result`` may write."""
 
 
 class LocalStorage:
@@ -81,7 +83,7 @@ class LocalStorage:
 
     def delete(self, job_id: str) -> None:
         self._original(job_id).unlink(missing_ok=True)
-        for extension in _EXTENSIONS:
+        for extension in RESULT_EXTENSIONS:
             self._result(job_id, extension).unlink(missing_ok=True)
 
     def _original(self, job_id: str) -> Path:
@@ -90,7 +92,7 @@ class LocalStorage:
 
     def _result(self, job_id: str, extension: str) -> Path:
         _require_job_id(job_id)
-        if extension not in _EXTENSIONS:
+        if extension not in RESULT_EXTENSIONS:
             raise ValueError(f"unknown result extension {extension!r}")
         return self.results / f"{job_id}.{extension}"
 

@@ -18,7 +18,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,8 +33,8 @@ from imgstream.config import Settings
 from imgstream.janitor import run_janitor
 from imgstream.jobs import ResultInfo
 from imgstream.metrics import JobMetrics
-from imgstream.operations import JobSpec, Limits, SpecError, parse_operations_json
-from imgstream.presence import run_heartbeat
+from imgstream.operations import JobSpec, LimitError, Limits, SpecError, spec_from_entry
+from imgstream.presence import consumer_name, run_heartbeat
 from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect
 from imgstream.storage import LocalStorage, Storage
 from imgstream.telemetry import JobTelemetry
@@ -59,11 +58,6 @@ def limits_from(settings: Settings) -> Limits:
         max_pixels=settings.max_pixels,
         max_frames=settings.max_frames,
     )
-
-
-def consumer_name() -> str:
-    """Unique per process and recognisable: ``host-pid-random``."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class JobFailure(Exception):
@@ -125,6 +119,8 @@ class Worker:
         self.held: set[str] = set()
         """Entries delivered to this consumer and not yet finished."""
         self._stopping = False
+        self.reading = anyio.Event()
+        """Set once this worker has joined the consumer group and starts reading."""
         self._visibility_ms = int(settings.visibility_timeout * 1000)
         self.telemetry = JobTelemetry(JobMetrics(queue.redis, queue.keys), self.consumer)
 
@@ -138,6 +134,7 @@ class Worker:
         except _Stopped:
             return
         log.info("worker %s reading %s", self.consumer, self.queue.keys.stream)
+        self.reading.set()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._keep_held_entries_fresh)
             try:
@@ -287,9 +284,10 @@ class Worker:
     async def _process(self, delivery: Delivery) -> ResultInfo:
         assert delivery.entry is not None
         try:
-            operations = parse_operations_json(delivery.entry.operations)
-            spec = JobSpec(operations=operations, format=delivery.entry.format or None)
-        except (SpecError, ValueError) as exc:
+            spec = spec_from_entry(delivery.entry.operations, delivery.entry.format, self.limits)
+        except LimitError as exc:
+            raise JobFailure("limit_exceeded", str(exc)) from None
+        except SpecError as exc:
             raise JobFailure("invalid_spec", f"the job's parameters are invalid: {exc}") from None
         timeout = self.settings.job_timeout
         with anyio.move_on_after(timeout + BACKSTOP_SECONDS):
@@ -389,7 +387,9 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
                     return
 
             tasks.start_soon(stop_on_signal)
-            tasks.start_soon(run_heartbeat, settings, redis, queue.keys, worker.consumer)
+            tasks.start_soon(
+                run_heartbeat, settings, redis, queue.keys, worker.consumer, worker.reading
+            )
             tasks.start_soon(run_janitor, settings, redis, queue.keys, storage, worker.consumer)
             try:
                 await worker.run(burst=burst)

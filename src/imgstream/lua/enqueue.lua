@@ -1,7 +1,9 @@
--- Accept a job: its hash and its stream entry appear together or not at all.
--- KEYS[1] jobs stream, KEYS[2] job hash
+-- Accept a job: its hash and its stream entry appear together or not at all, and it is
+-- counted as submitted in the same step.
+-- KEYS[1] jobs stream, KEYS[2] job hash, KEYS[3] metrics hash
 -- ARGV[1] max backlog (0: unlimited), ARGV[2] job id, ARGV[3] operations JSON,
--- ARGV[4] output format or '', ARGV[5] created_at, ARGV[6] client filename, ARGV[7] owner
+-- ARGV[4] output format or '', ARGV[5] created_at, ARGV[6] client filename, ARGV[7] owner,
+-- ARGV[8] the submitted counter's field
 -- Returns {1, entry id} when accepted, {0, backlog} when the backlog is full,
 -- {-1, ''} when the job id is taken.
 local max_backlog = tonumber(ARGV[1])
@@ -24,4 +26,5 @@ redis.call('HSET', KEYS[2],
   'status', 'queued', 'operations', ARGV[3], 'format', ARGV[4],
   'created_at', ARGV[5], 'attempts', '0', 'filename', ARGV[6], 'owner', ARGV[7],
   'entry', entry_id)
+redis.call('HINCRBY', KEYS[3], ARGV[8], 1)
 return {1, entry_id}

@@ -6,10 +6,13 @@
 -- holder died (the caller has just claimed the entry, so no one else holds it).
 -- The job's expiry time (server clock + ttl) is added to the expiry set, from which the
 -- janitor deletes the job's files once its hash has expired.
--- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] dead-letter stream, KEYS[4] expiry set
+-- The outcome is counted (the counter's field is named by the caller) in the same step,
+-- so a job counts once, whatever the retries, take-overs and duplicate deliveries.
+-- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] dead-letter stream, KEYS[4] expiry set,
+-- KEYS[5] metrics hash
 -- ARGV[1] lease, ARGV[2] group, ARGV[3] entry id, ARGV[4] ttl seconds,
--- ARGV[5] dead-letter reason ('' for none), ARGV[6] now,
--- ARGV[7..] field/value pairs of the outcome, starting with 'status', <done|failed>
+-- ARGV[5] dead-letter reason ('' for none), ARGV[6] now, ARGV[7] the outcome counter's field,
+-- ARGV[8..] field/value pairs of the outcome, starting with 'status', <done|failed>
 -- The new status is announced on the channel named like the job hash (for live status).
 -- Returns 1 when recorded, 0 when the lease was lost or the job had already ended.
 local current = redis.call('HMGET', KEYS[1], 'lease', 'status')
@@ -21,7 +24,8 @@ if current[2] == 'done' or current[2] == 'failed' then
   redis.call('XDEL', KEYS[2], ARGV[3])
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
 redis.call('HDEL', KEYS[1], 'lease')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 local id = string.match(KEYS[1], ':job:(%x+)$')
@@ -35,5 +39,5 @@ if ARGV[5] ~= '' then
 end
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
-redis.call('PUBLISH', KEYS[1], ARGV[8])
+redis.call('PUBLISH', KEYS[1], ARGV[9])
 return 1

@@ -2,6 +2,7 @@
 
 import { formatBytes, sentence } from "./dom.js";
 import { apiFetch, currentKey } from "./keys.js";
+import { currentLimits } from "./limits.js";
 
 export const TERMINAL = new Set(["done", "failed", "expired"]);
 export const RETRYABLE = new Set([429, 502, 503, 504]);
@@ -17,12 +18,23 @@ export const expiredJob = (id) => ({ id, status: "expired", withKey: Boolean(cur
 const TITLES = {
   401: "API key needed",
   404: "Not found",
-  413: "Too large",
+  413: "File too large",
   415: "Not a supported image",
   422: "Settings not accepted",
   429: "Server busy",
   503: "Service unavailable",
 };
+/** Titles by the error's code, where one status covers several things. */
+const CODE_TITLES = {
+  invalid_request: "Upload not accepted",
+  rate_limited: "Too many uploads at once",
+};
+
+/** The title of a refusal: about the image when it is the image, about the settings when not. */
+function titleFor(status, code, message) {
+  if (code === "limit_exceeded") return /frames/.test(message) ? "Too many frames" : "Image too large";
+  return CODE_TITLES[code] ?? TITLES[status] ?? `Request failed (HTTP ${status})`;
+}
 
 /** Seconds the server asked us to wait (Retry-After), 0 when it did not say. */
 export function retryAfterSeconds(response) {
@@ -41,21 +53,30 @@ const plain = (message) => sentence(String(message).replace(/\s*\(IMGSTREAM_[A-Z
  */
 export async function describeHttpError(response, file = null) {
   let message = "";
+  let code = "";
   try {
-    message = String((await response.json())?.error?.message ?? "");
+    const error = (await response.json())?.error;
+    message = String(error?.message ?? "");
+    code = String(error?.code ?? "");
   } catch {
     // not JSON (a proxy's page, say): the status has to do
   }
   const status = response.status;
   const retry = retryAfterSeconds(response);
-  const title = TITLES[status] ?? `Request failed (HTTP ${status})`;
+  const title = titleFor(status, code, message);
   let detail = message ? plain(message) : "";
   if (status === 413) {
-    // The server's figure may count the whole form, not the image alone: say less, truly.
-    detail = file ? `This file (${formatBytes(file.size)}) is more than the server accepts.` : "The file is more than the server accepts.";
+    const limit = formatBytes(currentLimits().max_upload_bytes);
+    detail = file
+      ? `This file (${formatBytes(file.size)}) is more than the server accepts: at most ${limit} per image.`
+      : `The file is more than the server accepts: at most ${limit} per image.`;
   } else if (status === 415) {
     const formats = "JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF";
     if (!/JPEG/.test(detail)) detail = [detail, `The server reads ${formats} images.`].filter(Boolean).join(" ");
+  } else if (code === "limit_exceeded") {
+    detail = [detail, "Use a smaller image."].filter(Boolean).join(" ");
+  } else if (code === "rate_limited") {
+    detail = "This browser sent more images than the server takes at once.";
   } else if (status === 429) {
     detail = "The queue is full right now.";
   } else if (status === 503) {
@@ -65,17 +86,29 @@ export async function describeHttpError(response, file = null) {
   return { title, detail: detail.trim(), retryable: RETRYABLE.has(status) };
 }
 
-/** Upload one file as one job: {job} when accepted, else {error: {title, detail, retryable}}. */
+const PATIENCE = { attempts: 6, maxWaitSeconds: 30 };
+const pause = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+
+/**
+ * Upload one file as one job: {job} when accepted, else {error: {title, detail, retryable}}.
+ * A 429 (this client's upload rate, or a full queue) is waited out as Retry-After says, a
+ * few times, so a large batch paces itself instead of failing.
+ */
 export async function submitJob(file, operations, format) {
   const body = new FormData();
   body.append("image", file, file.name);
   body.append("operations", JSON.stringify(operations));
   if (format) body.append("format", format);
   let response;
-  try {
-    response = await apiFetch("/api/jobs", { method: "POST", body, headers: { Accept: "application/json" } });
-  } catch {
-    return { error: { title: "No connection", detail: "Could not reach the server. Check the connection and try again.", retryable: true } };
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      response = await apiFetch("/api/jobs", { method: "POST", body, headers: { Accept: "application/json" } });
+    } catch {
+      return { error: { title: "No connection", detail: "Could not reach the server. Check the connection and try again.", retryable: true } };
+    }
+    const wait = retryAfterSeconds(response);
+    if (response.status !== 429 || attempt >= PATIENCE.attempts || wait > PATIENCE.maxWaitSeconds) break;
+    await pause(wait || 1);
   }
   if (!response.ok) return { error: await describeHttpError(response, file) };
   const job = await response.json().catch(() => null);

@@ -5,6 +5,7 @@ import { fetchJob, submitJob, TERMINAL } from "./api.js";
 import { JobCard } from "./cards.js";
 import { $ } from "./dom.js";
 import { installKeyForm } from "./keyform.js";
+import { loadLimits } from "./limits.js";
 import { describeOperations, initPipeline, operationsPayload, pipelineProblem, selectedFormat } from "./pipeline.js";
 import { forget, forgetAll, loadRecent, remember, thumbnail } from "./recent.js";
 import { watchJob } from "./watch.js";
@@ -230,8 +231,9 @@ async function restoreRecent() {
   }
 }
 
-function init() {
+async function init() {
   installKeyForm();
+  await loadLimits(); // the controls offer what the server accepts
   initPipeline();
   setupDropZone();
   $("#job-form").addEventListener("submit", onSubmit);

@@ -2,15 +2,18 @@
 // output format; add, remove, reorder; remembered in localStorage between visits.
 
 import { $, $$, el, readStored, writeStored } from "./dom.js";
+import { currentLimits } from "./limits.js";
 
 const STORAGE_KEY = "imgstream.settings.v1";
-export const MAX_STEPS = 10;
+const SIGMA_STEP = 0.5;
+const maxSteps = () => currentLimits().max_steps;
+const maxSigma = () => currentLimits().max_sigma;
 const FITS = [
   ["inside", "Inside (keep aspect)"],
   ["cover", "Cover (crop to fill)"],
   ["fill", "Fill (stretch)"],
 ];
-const FORMATS = ["", "jpeg", "png", "webp"];
+const FORMATS = ["", "jpeg", "png", "webp"]; // TIFF too is accepted, but browsers cannot show it
 const STEP_TITLES = { resize: "Resize", grayscale: "Grayscale", blur: "Blur" };
 const STEP_DEFAULTS = {
   resize: () => ({ op: "resize", width: 800, height: null, fit: "inside", enlarge: false }),
@@ -23,7 +26,7 @@ let nextKey = 1;
 
 const toSide = (value) => {
   const number = Number(value);
-  return value !== "" && Number.isInteger(number) && number >= 1 ? number : null;
+  return value !== "" && Number.isInteger(number) && number >= 1 && number <= currentLimits().max_dimension ? number : null;
 };
 
 // Whatever localStorage holds is rebuilt field by field from the defaults, never trusted as is.
@@ -34,7 +37,7 @@ function sanitizeStep(raw) {
     const fit = FITS.some(([value]) => value === raw.fit) ? raw.fit : "inside";
     Object.assign(step, { width: toSide(raw.width), height: toSide(raw.height), fit, enlarge: raw.enlarge === true });
   }
-  if (step.op === "blur" && raw.sigma >= 0.5 && raw.sigma <= 20) step.sigma = Number(raw.sigma);
+  if (step.op === "blur" && raw.sigma >= SIGMA_STEP && raw.sigma <= maxSigma()) step.sigma = Number(raw.sigma);
   return step;
 }
 
@@ -69,7 +72,7 @@ export function describeOperations(operations, format) {
 function load() {
   const saved = readStored(STORAGE_KEY, null);
   const steps = Array.isArray(saved?.pipeline) ? saved.pipeline.map(sanitizeStep).filter(Boolean) : [];
-  pipeline = (steps.length ? steps.slice(0, MAX_STEPS) : [STEP_DEFAULTS.resize()]).map(withKey);
+  pipeline = (steps.length ? steps.slice(0, maxSteps()) : [STEP_DEFAULTS.resize()]).map(withKey);
   $("#format").value = FORMATS.includes(saved?.format) ? saved.format : "";
 }
 
@@ -80,7 +83,8 @@ function save() {
 function render(focusSelectors = []) {
   $("#pipeline").replaceChildren(...pipeline.map(renderStep));
   $("#pipeline-empty").hidden = pipeline.length > 0;
-  for (const button of $$(".add-step")) button.disabled = pipeline.length >= MAX_STEPS;
+  for (const button of $$(".add-step")) button.disabled = pipeline.length >= maxSteps();
+  $("#pipeline-limit").textContent = pipeline.length >= maxSteps() ? `At most ${maxSteps()} steps.` : "";
   const target = focusSelectors.map((selector) => $(selector)).find((node) => node && !node.disabled);
   target?.focus();
 }
@@ -107,12 +111,12 @@ function renderFields(step) {
   const id = (name) => `step-${step.key}-${name}`;
   if (step.op === "grayscale") return el("p", { class: "step-note", text: "Shades of grey; transparency is kept." });
   if (step.op === "blur") {
-    const range = el("input", { type: "range", id: id("sigma"), min: 0.5, max: 20, step: 0.5, value: step.sigma, "data-field": "sigma" });
+    const range = el("input", { type: "range", id: id("sigma"), min: SIGMA_STEP, max: maxSigma(), step: SIGMA_STEP, value: step.sigma, "data-field": "sigma" });
     const output = el("output", { class: "range-value", for: id("sigma"), text: step.sigma.toFixed(1) });
     return el("div", { class: "fields" }, field(id("sigma"), "Strength (sigma)", el("div", { class: "range-row" }, range, output), "field-wide"));
   }
   const side = (name) => el("input", {
-    type: "number", id: id(name), min: 1, max: 20000, step: 1, inputmode: "numeric",
+    type: "number", id: id(name), min: 1, max: currentLimits().max_dimension, step: 1, inputmode: "numeric",
     placeholder: "auto", value: step[name] ?? "", "data-field": name,
   });
   const fit = el("select", { id: id("fit"), "data-field": "fit" },
@@ -164,7 +168,7 @@ function onAction(event) {
 }
 
 function addStep(op) {
-  if (pipeline.length >= MAX_STEPS) return;
+  if (pipeline.length >= maxSteps()) return;
   const step = withKey(STEP_DEFAULTS[op]());
   pipeline.push(step);
   render([`[data-key="${step.key}"] input`, `[data-key="${step.key}"] [data-action="remove"]`]);

@@ -1,0 +1,60 @@
+"""Every Redis key name of one deployment, in one place (docs/wire-format.md lists them).
+
+All keys share the hash tag ``{<prefix>}``, so every script touches a single Redis Cluster
+slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Redis key names of one deployment; ``prefix`` is also the Cluster hash tag."""
+
+    prefix: str
+
+    @property
+    def stream(self) -> str:
+        return f"{{{self.prefix}}}:jobs"
+
+    @property
+    def dead(self) -> str:
+        return f"{{{self.prefix}}}:dead"
+
+    def job(self, job_id: str) -> str:
+        return f"{{{self.prefix}}}:job:{job_id}"
+
+    # Operating (``metrics``, ``monitor``, ``janitor``): see docs/wire-format.md.
+
+    @property
+    def expiry(self) -> str:
+        return f"{{{self.prefix}}}:expiry"
+
+    @property
+    def metrics(self) -> str:
+        return f"{{{self.prefix}}}:metrics"
+
+    @property
+    def failures(self) -> str:
+        return f"{{{self.prefix}}}:failures"
+
+    def rate(self, bucket: int) -> str:
+        return f"{{{self.prefix}}}:rate:{bucket}"
+
+    @property
+    def workers(self) -> str:
+        return f"{{{self.prefix}}}:workers"
+
+    @property
+    def storage(self) -> str:
+        return f"{{{self.prefix}}}:storage"
+
+    @property
+    def janitor_lock(self) -> str:
+        return f"{{{self.prefix}}}:janitor:lock"
+
+    @property
+    def janitor_due(self) -> str:
+        return f"{{{self.prefix}}}:janitor:due"

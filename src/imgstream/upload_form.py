@@ -1,0 +1,160 @@
+"""The upload form of ``POST /api/jobs``: read from the request, and described for OpenAPI.
+
+The form is read by hand rather than through FastAPI's ``Form()`` parameters, so that a
+field the form does not have is refused by name (``operations.spec_from_form``) instead of
+being dropped, and so that its OpenAPI description has real types, enums and one coherent
+example: Swagger UI's *Try it out* sends what it pre-fills, so every optional field either
+belongs to the example (resize to 800 px wide) or is pre-filled with nothing (its only
+example is the empty string, which Swagger UI does not send).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from imgstream.operations import (
+    ABSOLUTE_MAX_SIDE,
+    FORM_FIELDS,
+    OPERATION_NAMES,
+    Fit,
+    Limits,
+    OutputFormat,
+)
+
+MAX_FIELD_BYTES = 64 * 1024
+"""The largest text field (a long ``operations`` list is a few KiB)."""
+MAX_PARTS = 2 * len(FORM_FIELDS)
+"""Room for every field once, and for repeats to be refused by name rather than counted."""
+
+
+class FormError(Exception):
+    """The request is not a readable upload form; the message is meant for a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    image: UploadFile
+    fields: dict[str, str]
+    """Every text field, by name, as sent (unknown names included, for the spec to refuse)."""
+
+
+def read_upload(form: FormData) -> Upload:
+    """The image and the text fields of an upload, each field given at most once."""
+    image: UploadFile | None = None
+    fields: dict[str, str] = {}
+    for name, value in form.multi_items():
+        if name in fields or (name == "image" and image is not None):
+            raise FormError(f"{name}: given more than once; give each field once")
+        if name == "image" and isinstance(value, UploadFile):
+            image = value
+        elif isinstance(value, UploadFile):
+            raise FormError(f"{name}: a file was sent; only image is a file")
+        else:
+            fields[name] = value
+    if image is None and "image" not in fields:
+        raise FormError("image: required (the image file to process)")
+    if image is None:
+        raise FormError("image: must be the image file, not text")
+    return Upload(image=image, fields=fields)
+
+
+async def parse(request: Request) -> FormData:
+    """The multipart form, with the spooled files; the caller closes it."""
+    try:
+        return await request.form(max_files=2, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES)
+    except HTTPException as exc:  # Starlette's word for a malformed or oversized form
+        raise FormError(f"the form could not be read: {exc.detail}") from None
+
+
+def form_schema(limits: Limits) -> dict[str, Any]:
+    """The ``requestBody`` of ``POST /api/jobs`` for the OpenAPI schema."""
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": _properties(limits),
+                    "additionalProperties": False,
+                },
+                "encoding": {"image": {"contentType": "image/*"}},
+            }
+        },
+    }
+
+
+def _step(operation: str, text: str) -> str:
+    return f"`{operation}`: {text}"
+
+
+def _properties(limits: Limits) -> dict[str, Any]:
+    none: dict[str, Any] = {"examples": [""]}  # pre-filled with nothing, so not sent
+    side = {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": min(limits.max_dimension, ABSOLUTE_MAX_SIDE),
+    }
+    properties: dict[str, Any] = {
+        "image": {
+            "type": "string",
+            "format": "binary",
+            "contentMediaType": "application/octet-stream",
+            "description": "The image: JPEG, PNG, WebP, GIF, TIFF or HEIF/AVIF, judged by "
+            "its bytes.",
+        },
+        "operation": {
+            "type": "string",
+            "enum": list(OPERATION_NAMES),
+            "examples": ["resize"],
+            "description": "One operation, with its parameters below; or give `operations`.",
+        },
+        "operations": {
+            "type": "string",
+            **none,
+            "description": "Instead of `operation`: a JSON list of steps applied in order, "
+            'e.g. `[{"op":"resize","width":800},{"op":"grayscale"}]`; step parameters go '
+            "inside each step.",
+        },
+        "width": {**side, "examples": [800], "description": _step("resize", "width in px")},
+        "height": {
+            **side,
+            **none,
+            "description": _step("resize", "height in px; give width, height or both"),
+        },
+        "fit": {
+            "type": "string",
+            "enum": [fit.value for fit in Fit],
+            "default": Fit.INSIDE.value,
+            "description": _step(
+                "resize",
+                "`inside` keeps the aspect ratio within the box, `cover` fills it and crops "
+                "the centre, `fill` stretches",
+            ),
+        },
+        "enlarge": {
+            "type": "boolean",
+            "default": False,
+            "description": _step("resize", "allow upscaling"),
+        },
+        "sigma": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": limits.max_sigma,
+            **none,
+            "description": _step("blur", "Gaussian sigma; 2.0 when not given"),
+        },
+        "format": {
+            "type": "string",
+            "enum": [output.value for output in OutputFormat],
+            **none,
+            "description": "Output format (`jpg` and `tif` are accepted too); not given: the "
+            "input's when it is JPEG, PNG or WebP, else PNG.",
+        },
+    }
+    return properties
