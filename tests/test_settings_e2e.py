@@ -3,67 +3,28 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from imgstream.redis_server import RedisServer, free_port
+from imgstream.redis_server import RedisServer
 
-from images import encode, photo
 from inprocess import assert_error
-from service import Service, service_env, start, stop, wait_until_healthy
+from service import PNG, Service, api_alone
 
 pytestmark = pytest.mark.slow
-
-PNG = encode(photo(32, 24), "png")
-
-
-@dataclass
-class Api:
-    """An ``imgstream api`` process alone: jobs it accepts stay queued (no worker runs)."""
-
-    url: str
-    data_dir: Path
-    prefix: str
-    process: subprocess.Popen[bytes]
-
-    def upload(self, http: httpx.Client, **headers: str) -> httpx.Response:
-        return http.post(
-            f"{self.url}/api/jobs",
-            files={"image": ("a.png", PNG)},
-            data={"operation": "grayscale"},
-            headers=headers,
-        )
-
-
-@contextmanager
-def api_alone(redis_server: RedisServer, tmp_path: Path, **settings: str) -> Iterator[Api]:
-    port, prefix = free_port(), f"set-{uuid.uuid4().hex[:8]}"
-    data_dir = tmp_path / f"data-{prefix}"
-    data_dir.mkdir(parents=True)
-    env = service_env(redis_server.url, data_dir, prefix, IMGSTREAM_PORT=str(port), **settings)
-    process = start(["api"], env, tmp_path / f"{prefix}.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process)
-        yield Api(url, data_dir, prefix, process)
-    finally:
-        stop(process)
 
 
 def test_max_backlog_answers_429_backlog_full_with_retry_after(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     with (
-        api_alone(redis_server, tmp_path, IMGSTREAM_MAX_BACKLOG="2") as api,
+        api_alone(redis_server.url, tmp_path, IMGSTREAM_MAX_BACKLOG="2") as api,
         httpx.Client() as http,
     ):
         assert [api.upload(http).status_code for _ in range(2)] == [202, 202]
@@ -78,7 +39,7 @@ def test_public_url_is_in_links_and_location(
     redis_server: RedisServer, tmp_path: Path, public_url: str
 ) -> None:
     with (
-        api_alone(redis_server, tmp_path, IMGSTREAM_PUBLIC_URL=public_url) as api,
+        api_alone(redis_server.url, tmp_path, IMGSTREAM_PUBLIC_URL=public_url) as api,
         httpx.Client() as http,
     ):
         accepted = api.upload(http)
@@ -98,11 +59,11 @@ def test_forwarded_for_gives_each_client_behind_a_trusted_proxy_its_own_bucket(
     test connects from; a proxy list without it makes every client one, the proxy."""
     tight = {"IMGSTREAM_RATE_LIMIT_PER_SECOND": "0.001", "IMGSTREAM_RATE_LIMIT_BURST": "1"}
     a, b = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.9"}
-    with api_alone(redis_server, tmp_path, **tight) as api, httpx.Client() as http:
+    with api_alone(redis_server.url, tmp_path, **tight) as api, httpx.Client() as http:
         assert [api.upload(http, **a).status_code for _ in range(2)] == [202, 429]
         assert api.upload(http, **b).status_code == 202  # another client behind the proxy
     distrust = {**tight, "IMGSTREAM_FORWARDED_ALLOW_IPS": "192.0.2.1"}
-    with api_alone(redis_server, tmp_path, **distrust) as api, httpx.Client() as http:
+    with api_alone(redis_server.url, tmp_path, **distrust) as api, httpx.Client() as http:
         assert [api.upload(http, **a).status_code for _ in range(2)] == [202, 429]
         assert api.upload(http, **b).status_code == 429  # the header is not believed
 
@@ -110,7 +71,7 @@ def test_forwarded_for_gives_each_client_behind_a_trusted_proxy_its_own_bucket(
 def test_cors_star_lets_any_origin_call_the_api(redis_server: RedisServer, tmp_path: Path) -> None:
     origin = "https://anywhere.example"
     with (
-        api_alone(redis_server, tmp_path, IMGSTREAM_CORS_ORIGINS="*") as api,
+        api_alone(redis_server.url, tmp_path, IMGSTREAM_CORS_ORIGINS="*") as api,
         httpx.Client() as http,
     ):
         preflight = http.options(
@@ -124,7 +85,7 @@ def test_cors_star_lets_any_origin_call_the_api(redis_server: RedisServer, tmp_p
         assert accepted.status_code == 202
         assert accepted.headers["access-control-allow-origin"] in ("*", origin)
         assert "location" in accepted.headers["access-control-expose-headers"].lower()
-    with api_alone(redis_server, tmp_path) as api, httpx.Client() as http:  # default: no CORS
+    with api_alone(redis_server.url, tmp_path) as api, httpx.Client() as http:  # default: no CORS
         assert "access-control-allow-origin" not in api.upload(http, Origin=origin).headers
 
 
