@@ -30,6 +30,7 @@ from images import (
     animated_gif,
     cmyk_jpeg,
     decode,
+    display_p3,
     encode,
     flat,
     photo,
@@ -252,6 +253,19 @@ def test_cmyk_becomes_srgb(embed_profile: bool) -> None:
     assert (image.bands, image.format, image.interpretation) == (3, "uchar", "srgb")
     for got, want in zip(band_means(image), orange, strict=True):
         assert got == pytest.approx(want, abs=20)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+@pytest.mark.parametrize("step", [R(width=16), Blur(sigma=1)], ids=["resize", "blur"])
+def test_icc_profiled_rgb_becomes_srgb(fmt: str, step: Operation) -> None:
+    red = [220, 40, 30]
+    source = display_p3(flat(32, 32, red), fmt)
+    assert [round(v) for v in band_means(decode(source))] != red  # P3 numbers in the file
+    _, image = run(source, step, fmt=OutputFormat.PNG)
+    assert (image.bands, image.interpretation) == (3, "srgb")
+    assert not image.get_typeof("icc-profile-data")  # plain sRGB, nothing left to interpret
+    for got, want in zip(band_means(image), red, strict=True):
+        assert got == pytest.approx(want, abs=3)
 
 
 def test_sixteen_bit_becomes_eight_bit() -> None:
