@@ -3,6 +3,8 @@ shutdown grace allows, and how the next pool takes over what the last one left."
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import time
@@ -15,8 +17,18 @@ import redis
 
 from imgstream.redis_server import RedisServer
 
+from fleet import deaths
 from images import encode, photo
-from service import PNG, SLOW_OPERATIONS, Api, api_alone, operations_lasting, start, stop
+from service import (
+    PNG,
+    SLOW_OPERATIONS,
+    Api,
+    api_alone,
+    operations_lasting,
+    start,
+    stop,
+    worker_pids,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +133,37 @@ def test_a_job_past_the_shutdown_grace_is_killed_and_recovered(
         finally:
             stop(second)
         assert (fields["status"], fields["attempts"]) == ("done", "2"), fields
+
+
+def test_a_worker_that_keeps_dying_young_is_restarted_ever_more_slowly(
+    redis_server: RedisServer, raw: redis.Redis, tmp_path: Path
+) -> None:
+    """Each new worker process is SIGKILLed as soon as it appears (well within the 2 s that
+    count as young): the supervisor waits 0.25, 0.5, 1 and 2 s before the next ones; left
+    alone, the fifth serves."""
+    with api_alone(redis_server.url, tmp_path) as api:
+        log = tmp_path / "pool.log"
+        workers = pool(api, log)
+        try:
+            killed: list[int] = []
+            deadline = time.monotonic() + 120
+            while len(killed) < 4:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                for pid in set(worker_pids(workers)) - set(killed):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.005)
+            while len(deaths(log.read_text())) < 4:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.02)
+            pauses = [
+                float(re.findall(r"restarting in ([0-9.]+) s", line)[0])
+                for line in deaths(log.read_text())
+            ]
+            assert pauses == [0.2, 0.5, 1.0, 2.0], pauses  # 0.25 is logged as 0.2
+            with httpx.Client(timeout=30) as http:
+                job_id = submit(api, http, PNG, '[{"op":"grayscale"}]')
+            assert wait_for_status(raw, api, job_id, {"done", "failed"})["status"] == "done"
+            assert len(deaths(log.read_text())) == 4
+        finally:
+            stop(workers)
