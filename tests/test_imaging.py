@@ -268,6 +268,28 @@ def test_icc_profiled_rgb_becomes_srgb(fmt: str, step: Operation) -> None:
         assert got == pytest.approx(want, abs=3)
 
 
+XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    b'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator>secret creator</dc:creator>'
+    b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+)
+
+
+@pytest.mark.parametrize("source_format", ["jpeg", "png", "webp"])
+def test_metadata_is_stripped(source_format: str) -> None:
+    tagged = photo(40, 30).copy()
+    tagged.set_type(pyvips.GValue.blob_type, "xmp-data", XMP)
+    tagged.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Artist", "secret artist")
+    source = encode(tagged, source_format)
+    assert b"secret" in source
+    for output in OutputFormat:
+        result, image = run(source, Grayscale(), fmt=output)
+        assert b"secret" not in result.data, output
+        kept = [name for name in image.get_fields() if name.startswith(("exif", "xmp", "iptc"))]
+        assert kept == [], (output, kept)
+
+
 def test_sixteen_bit_becomes_eight_bit() -> None:
     source = photo(40, 30)
     result, image = run(png16(source), Blur(sigma=0.5))
