@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +15,7 @@ import redis
 from imgstream.redis_server import RedisServer
 
 from inprocess import assert_error
-from service import PNG, Service, api_alone
+from service import PNG, Api, Service, api_alone, start, stop
 
 pytestmark = pytest.mark.slow
 
@@ -124,3 +124,66 @@ def wait_for(condition: Callable[[], bool], message: str, timeout: float = 60) -
     while not condition():
         assert time.monotonic() < deadline, message
         time.sleep(0.05)
+
+
+def test_janitor_interval_zero_means_the_workers_never_sweep(
+    redis_server: RedisServer, raw_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Two fleets, each with a job past its TTL: one with ``IMGSTREAM_JANITOR_INTERVAL=0``,
+    started first, and a witness sweeping every second. Once the witness has swept twice, the
+    first fleet, up longer, has still swept nothing and its files are all there."""
+    with (
+        api_alone(redis_server.url, tmp_path) as never,
+        api_alone(redis_server.url, tmp_path) as witness,
+        httpx.Client(timeout=30) as http,
+    ):
+        never_pool = start(
+            ["worker", "--concurrency", "1"],
+            {**never.env, "IMGSTREAM_JANITOR_INTERVAL": "0"},
+            tmp_path / "never.log",
+        )
+        witness_pool = None
+        try:
+            expired = {api.prefix: ended_job(api, http, raw_client) for api in (never, witness)}
+            witness_pool = start(
+                ["worker", "--concurrency", "1"],
+                {**witness.env, "IMGSTREAM_JANITOR_INTERVAL": "1"},
+                tmp_path / "witness.log",
+            )
+            scans: set[str] = set()
+
+            def witness_swept_twice() -> bool:
+                scanned = raw_client.hget(f"{{{witness.prefix}}}:storage", "scanned_at")
+                if scanned:
+                    scans.add(str(scanned))
+                return len(scans) >= 2
+
+            wait_for(witness_swept_twice, "the witness fleet never swept twice")
+            assert not (witness.data_dir / "originals" / expired[witness.prefix]).exists()
+            assert raw_client.exists(f"{{{never.prefix}}}:storage") == 0
+            assert (never.data_dir / "originals" / expired[never.prefix]).exists()
+        finally:
+            stop(never_pool)
+            if witness_pool is not None:
+                stop(witness_pool)
+
+
+def ended_job(api: Api, http: httpx.Client, raw_client: redis.Redis) -> str:
+    """A job processed by a burst worker, its TTL then brought to an end (not waited for)."""
+    accepted = api.upload(http)
+    assert accepted.status_code == 202, accepted.text
+    job_id: str = accepted.json()["id"]
+    burst = start(["worker", "--burst"], {**api.env, "IMGSTREAM_JANITOR_INTERVAL": "0"}, api.log)
+    assert burst.wait(120) == 0, api.log.read_text()[-3000:]
+    key = f"{{{api.prefix}}}:job:{job_id}"
+    assert raw_client.hget(key, "status") == b"done"
+    assert raw_client.pexpireat(key, 1)
+    raw_client.zadd(f"{{{api.prefix}}}:expiry", {job_id: 0})
+    return job_id
+
+
+@pytest.fixture
+def raw_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
