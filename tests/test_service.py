@@ -287,6 +287,10 @@ def test_up_runs_everything_and_leaves_nothing_behind(tmp_path: Path, stop_signa
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, up)
+        deadline = time.monotonic() + 60  # "is up" follows a worker's first heartbeat
+        while "imgstream is up" not in log.read_text():
+            assert up.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
         assert len(processes_with(str(data_dir))) >= 4  # up, redis, api, worker pool (+ workers)
         response = httpx.post(
             f"{url}/api/jobs",
