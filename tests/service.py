@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +221,15 @@ def operations_lasting(seconds: float, max_steps: int = 10) -> tuple[str, float]
         if took >= seconds:
             break
     return operations, took
+
+
+def wait_for(condition: Callable[[], bool], message: str, timeout: float = 120) -> None:
+    """Return once ``condition()`` holds; fail with ``message`` after ``timeout`` (a hang
+    guard, not a measure: the condition is what the test waits on)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.02)
 
 
 def worker_pids(pool: subprocess.Popen[bytes]) -> list[int]:

@@ -32,6 +32,7 @@ from service import (
     pid_of_consumer,
     process_age,
     stop,
+    wait_for,
     worker_pids,
 )
 
@@ -305,13 +306,6 @@ def submit_until(
     client.close()
 
 
-def until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def test_redis_killed_mid_run_loses_no_accepted_job(own_redis: RedisServer, tmp_path: Path) -> None:
     """Paced by answers, not by time: Redis is killed after 20 uploads were accepted, started
     again once 3 met the dead Redis, and uploads go on until 20 more were accepted."""
@@ -324,12 +318,12 @@ def test_redis_killed_mid_run_loses_no_accepted_job(own_redis: RedisServer, tmp_
     submitter = threading.Thread(target=submit_until, args=(service, stop, accepted, refused))
     try:
         submitter.start()
-        until(lambda: len(accepted) >= 20, "uploads were not accepted")
+        wait_for(lambda: len(accepted) >= 20, "uploads were not accepted")
         own_redis.kill()
-        until(lambda: len(refused) >= 3, "no upload met the dead Redis")
+        wait_for(lambda: len(refused) >= 3, "no upload met the dead Redis")
         own_redis.start()
         before = len(accepted)
-        until(lambda: len(accepted) >= before + 20, "uploads were not accepted again")
+        wait_for(lambda: len(accepted) >= before + 20, "uploads were not accepted again")
         stop.set()
         submitter.join()
         jobs = [service.wait(job_id, timeout=60) for job_id in accepted]

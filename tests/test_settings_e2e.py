@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import redis
 from imgstream.redis_server import RedisServer
 
 from inprocess import assert_error
-from service import PNG, Api, Service, api_alone, start, stop
+from service import PNG, Api, Service, api_alone, start, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -117,13 +116,6 @@ def test_a_job_past_its_result_ttl_answers_404_and_its_files_go(
     finally:
         raw.close()
         service.close()
-
-
-def wait_for(condition: Callable[[], bool], message: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
 
 
 def test_janitor_interval_zero_means_the_workers_never_sweep(
