@@ -162,9 +162,12 @@ def rotate(step: Rotate, image: Any) -> Any:
 
 
 def sharpen(step: Sharpen, image: Any) -> Any:
-    """Unsharp mask on lightness (libvips ``sharpen``), back in the image's own colours."""
+    """Unsharp mask on lightness (libvips ``sharpen``), back in the image's own colours.
+
+    Differences under 1 L* are left (noise); steeper ones are doubled, as imgproxy does.
+    """
     colour, alpha = _split_alpha(image)
-    sharpened = colour.sharpen(sigma=step.sigma).colourspace("b-w" if colour.bands < 3 else "srgb")
+    sharpened = colour.sharpen(sigma=step.sigma, x1=1, m2=2).colourspace("b-w" if colour.bands < 3 else "srgb")
     return _join_alpha(sharpened.cast("uchar"), alpha)
 
 
