@@ -167,7 +167,9 @@ def sharpen(step: Sharpen, image: Any) -> Any:
     Differences under 1 L* are left (noise); steeper ones are doubled, as imgproxy does.
     """
     colour, alpha = _split_alpha(image)
-    sharpened = colour.sharpen(sigma=step.sigma, x1=1, m2=2).colourspace("b-w" if colour.bands < 3 else "srgb")
+    sharpened = colour.sharpen(sigma=step.sigma, x1=1, m2=2).colourspace(
+        "b-w" if colour.bands < 3 else "srgb"
+    )
     return _join_alpha(sharpened.cast("uchar"), alpha)
 
 
