@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from imgstream.config import Settings
 from imgstream.jobs import JobRecord, JobStatus, OriginalInfo, Placeholder
@@ -59,6 +59,18 @@ class JobAccepted(BaseModel):
 class PlaceholderView(BaseModel):
     """What to show while the result loads; computed from a small copy of the result."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "blurhash": "LyHLh,2xw$X9qVWHjue?gMfkfQfk",
+                    "thumbhash": "3wcGdZpyd3eAh4h4iHeHeICBCPh3",
+                    "dominant_color": "#1818e6",
+                }
+            ]
+        }
+    )
+
     blurhash: str
     thumbhash: str
     """Base64 of the ThumbHash bytes."""
@@ -77,6 +89,14 @@ class ResultView(BaseModel):
 
 class OriginalView(BaseModel):
     """The upload as its header describes it (as displayed: after EXIF orientation)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"width": 4000, "height": 3000, "format": "jpeg", "has_alpha": False, "pages": 1}
+            ]
+        }
+    )
 
     width: int
     height: int

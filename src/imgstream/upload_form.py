@@ -122,8 +122,10 @@ def _properties(limits: Limits) -> dict[str, Any]:
             "type": "string",
             **none,
             "description": "Instead of `operation`: a JSON list of steps applied in order, "
-            'e.g. `[{"op":"resize","width":800},{"op":"grayscale"}]`; step parameters go '
-            "inside each step.",
+            'e.g. `[{"op":"resize","width":800},{"op":"grayscale"}]` or '
+            '`[{"op":"crop","left":10,"top":10,"width":600,"height":400},'
+            '{"op":"rotate","angle":90},{"op":"adjust","saturation":1.3}]`; step parameters '
+            "go inside each step.",
         },
         "width": {
             **side,
