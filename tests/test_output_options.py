@@ -69,6 +69,8 @@ def test_an_unreachable_max_bytes_fails_clearly(source: bytes) -> None:
         run(source, format="jpeg", max_bytes=200)
     with pytest.raises(TooManyBytes, match="PNG is lossless"):
         run(source, max_bytes=200)  # PNG in, PNG out
+    with pytest.raises(TooManyBytes, match="PNG is lossless"):
+        run(source, max_bytes=200, quality=50)  # the quality a lossless output ignores
 
 
 @pytest.mark.parametrize(
@@ -90,6 +92,10 @@ def test_bad_output_options_are_refused_by_name(options: dict[str, Any], says: s
     with pytest.raises(SpecError) as refused:
         spec_from_form(fields, LIMITS)
     assert str(refused.value).startswith(says), refused.value
+
+
+def test_a_lossless_output_ignores_the_quality_its_input_format_chose(source: bytes) -> None:
+    assert run(source, quality=10) == run(source)  # PNG in, PNG out
 
 
 def camera_jpeg() -> tuple[bytes, np.ndarray[Any, Any]]:

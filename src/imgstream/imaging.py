@@ -227,7 +227,8 @@ def _encode(
     """The encoded image; with ``max_bytes``, at the highest quality that fits (bisection)."""
     suffix, options = _SAVE_OPTIONS[output_format]
     metadata = _NO_METADATA if spec.strip else _ALL_METADATA
-    quality = spec.quality or output_format.default_quality
+    default = output_format.default_quality
+    quality = None if default is None else spec.quality or default  # lossless: no quality
 
     def encode(q: int | None) -> bytes:
         if deadline is not None:
