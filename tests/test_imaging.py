@@ -24,6 +24,7 @@ from imgstream.imaging import (
 from imgstream.operations import Blur, Fit, Grayscale, JobSpec, Limits, Operation, OutputFormat
 from imgstream.operations import Resize as R
 
+import reference
 from images import (
     SVG,
     animated_gif,
@@ -289,6 +290,16 @@ def test_only_the_first_frame_is_processed() -> None:
     )
     result, _ = run(data, Grayscale())
     assert (result.width, result.height, result.format) == (30, 20, OutputFormat.PNG)
+    got = reference.pixels(result.data)
+    if got.ndim == 3:  # GIF frames carry alpha; these are opaque
+        assert (got[..., 1] == 255).all()
+        got = got[..., 0]
+    distances = [
+        reference.mean_difference(got, reference.apply([Grayscale()], frame))
+        for frame in reference.frames(data)
+    ]
+    assert distances[0] < 0.01, distances
+    assert min(distances[1:]) > 3, distances  # the frames differ: another one would show
 
 
 # --- refusals -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("VIPS_CONCURRENCY", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -61,7 +62,7 @@ def pillow_job(op: str, is_jpeg: bool) -> Job:
 
     from PIL import Image, ImageFilter
 
-    save: dict[str, object] = (
+    save: dict[str, Any] = (
         {"format": "JPEG", "quality": 85} if is_jpeg else {"format": "PNG", "compress_level": 6}
     )
 
