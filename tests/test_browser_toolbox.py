@@ -5,7 +5,6 @@ result's placeholder while the result itself downloads."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -13,36 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from imgstream import imaging
 from imgstream.operations import Limits, spec_from_form
 from imgstream.redis_server import RedisServer
+
+# test_browser's fixture, shared ("as" marks it as meant: pytest finds it by name).
+from test_browser import ARTIFACTS
+from test_browser import browser as browser
 
 from images import encode, flat, photo
 from service import Service
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 RESULT = re.compile(r"/api/jobs/[0-9a-f]{32}/result$")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (`make browser` installs it where root may use apt)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser tests: {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=ARGS
-        )
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

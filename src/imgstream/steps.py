@@ -10,13 +10,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 ABSOLUTE_MAX_SIDE = 100_000
 """Hard ceiling on any requested side, whatever the settings say (libvips allows 10M)."""
 
-Colour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")]
-"""``#rrggbb``."""
+Colour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$"), AfterValidator(str.lower)]
+"""``#rrggbb``, kept in lower case."""
 
 
 def colour_values(colour: str) -> list[float]:
@@ -77,11 +77,6 @@ class Resize(_Step):
 
     quiet_defaults: ClassVar[frozenset[str]] = frozenset({"gravity", "background"})
 
-    @field_validator("background")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
-
     @model_validator(mode="after")
     def _consistent(self) -> Resize:
         if self.width is None and self.height is None:
@@ -119,11 +114,6 @@ class Rotate(_Step):
     angle: float = Field(ge=-360, le=360, allow_inf_nan=False)
     background: Colour | None = None
     """The corners' colour; not given: transparent when the image has alpha, else white."""
-
-    @field_validator("background")
-    @classmethod
-    def _lower(cls, value: str | None) -> str | None:
-        return None if value is None else value.lower()
 
     @property
     def quarter_turns(self) -> int | None:
