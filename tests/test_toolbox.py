@@ -168,6 +168,15 @@ def test_trim_removes_the_border_it_was_given(original: np.ndarray[Any, Any]) ->
     assert np.array_equal(result, original)
 
 
+def test_trim_takes_a_noisy_border_within_its_threshold(original: np.ndarray[Any, Any]) -> None:
+    noise = np.random.default_rng(5).integers(-6, 7, size=(80, 110, 3))
+    framed = np.clip(np.array([200, 40, 200]) + noise, 0, 255)
+    framed[0, 0] = [200, 40, 200]  # the corner is the border's colour
+    framed[10:70, 10:100] = original
+    assert np.array_equal(pixels(run(png(framed), Trim(threshold=15))), original)
+    assert pixels(run(png(framed), Trim(threshold=3))).shape[:2] != original.shape[:2]
+
+
 def test_trim_leaves_an_image_that_is_all_border() -> None:
     data = encode(flat(30, 20, [40, 40, 40]), "png")
     assert pixels(run(data, Trim())).shape == (20, 30, 3)

@@ -205,16 +205,26 @@ def adjust(step: Adjust, image: Any) -> Any:
 
 
 def trim(step: Trim, image: Any) -> Any:
-    """Crops away the borders that match the top-left pixel within ``threshold``; an image
-    that is all border is left as it is."""
-    background = image.getpoint(0, 0)
-    flat = image.flatten(background=background[:-1]) if image.hasalpha() else image
-    left, top, width, height = flat.find_trim(
-        threshold=step.threshold, background=background[: flat.bands]
-    )
-    if width == 0 or height == 0:
+    """Crops away the borders whose every band is within ``threshold`` of the top-left pixel;
+    an image that is all border is left as it is.
+
+    Two passes over the pixels (the mask's column and row sums), without libvips
+    ``find_trim``'s median filter, which costs eight times as much on a photo.
+    """
+    marked = (image - image.getpoint(0, 0)).abs() > step.threshold
+    if marked.bands > 1:
+        marked = marked.bandor()
+    columns, rows = marked.project()
+    across, down = _span(columns.tolist()[0]), _span([row[0] for row in rows.tolist()])
+    if across is None or down is None:
         return image
-    return image.crop(left, top, width, height)
+    return image.crop(across[0], down[0], across[1] - across[0] + 1, down[1] - down[0] + 1)
+
+
+def _span(sums: list[float]) -> tuple[int, int] | None:
+    """The first and last index with a non-zero sum, or ``None`` if there is none."""
+    marked = [index for index, total in enumerate(sums) if total]
+    return (marked[0], marked[-1]) if marked else None
 
 
 def _colour(image: Any) -> Any:
