@@ -28,7 +28,7 @@ import anyio.to_thread
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from imgstream import imaging
+from imgstream import imaging, placeholder
 from imgstream.config import Settings
 from imgstream.janitor import run_janitor
 from imgstream.jobs import ResultInfo
@@ -74,9 +74,15 @@ class TransientFailure(Exception):
 
 
 def process_job(
-    storage: Storage, job_id: str, spec: JobSpec, limits: Limits, timeout: float
+    storage: Storage,
+    job_id: str,
+    spec: JobSpec,
+    limits: Limits,
+    timeout: float,
+    placeholders: bool = True,
 ) -> ResultInfo:
-    """Render the job's original and store the result; blocking, runs in a worker thread."""
+    """Render the job's original and store the result, with its placeholder when asked;
+    blocking, runs in a worker thread."""
     try:
         source = storage.original_source(job_id)
     except FileNotFoundError:
@@ -100,6 +106,7 @@ def process_job(
         height=rendered.height,
         format=rendered.format.value,
         bytes=len(rendered.data),
+        placeholder=placeholder.of_image(rendered.data) if placeholders else None,
     )
 
 
@@ -284,7 +291,7 @@ class Worker:
     async def _process(self, delivery: Delivery) -> ResultInfo:
         assert delivery.entry is not None
         try:
-            spec = spec_from_entry(delivery.entry.operations, delivery.entry.format, self.limits)
+            spec = spec_from_entry(delivery.entry.operations, delivery.entry.output(), self.limits)
         except LimitError as exc:
             raise JobFailure("limit_exceeded", str(exc)) from None
         except SpecError as exc:
@@ -298,6 +305,7 @@ class Worker:
                 spec,
                 self.limits,
                 timeout,
+                self.settings.placeholders,
                 abandon_on_cancel=True,
             )
         # libvips ignored the kill: the thread cannot be stopped, so the process goes, and the
