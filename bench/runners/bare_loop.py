@@ -14,8 +14,8 @@ from pathlib import Path
 
 from imgstream import imaging
 from imgstream.operations import JobSpec, Limits, parse_operations_json
+from imgstream.processing import process_job
 from imgstream.storage import LocalStorage
-from imgstream.worker import process_job
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ import redis
 
 from imgstream import imaging
 from imgstream.operations import JobSpec, Limits, parse_operations_json
+from imgstream.processing import process_job
 from imgstream.storage import LocalStorage
-from imgstream.worker import process_job
 
 DONE_KEY = "bench:done"
 running = True

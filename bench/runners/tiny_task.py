@@ -1,7 +1,7 @@
 """The job every queue in scenario 3 runs: imgstream's own worker step, minus the queue.
 
 Read the original, ``imaging.render`` it, store the result (temporary name, then rename),
-exactly as ``imgstream.worker.process_job`` does; then count it done in Redis, which is how
+exactly as ``imgstream.processing.process_job`` does; then count it done in Redis, which is how
 the bench sees a peer's progress (imgstream's own progress is its stream length).
 Needs only pyvips, pydantic and redis, so it runs in every peer's environment.
 """

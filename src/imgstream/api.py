@@ -46,12 +46,12 @@ from imgstream.middleware import BodySizeLimit, SecurityHeaders, cors_options
 from imgstream.operations import Limits, OutputFormat, SpecError, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ops_api import monitor_for
+from imgstream.processing import limits_from
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect
 from imgstream.ratelimit import RateLimit, install_limiters
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
 from imgstream.storage import LocalStorage
 from imgstream.upload_form import FormError, read_upload
-from imgstream.worker import limits_from
 
 log = logging.getLogger("imgstream.api")
 

@@ -33,8 +33,9 @@ from imgstream.config import Settings
 from imgstream.janitor import run_janitor
 from imgstream.jobs import ResultInfo
 from imgstream.metrics import JobMetrics
-from imgstream.operations import JobSpec, LimitError, Limits, SpecError, spec_from_entry
+from imgstream.operations import LimitError, SpecError, spec_from_entry
 from imgstream.presence import consumer_name, run_heartbeat
+from imgstream.processing import JobFailure, TransientFailure, limits_from, process_job
 from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect
 from imgstream.storage import LocalStorage, Storage
 from imgstream.telemetry import JobTelemetry
@@ -48,59 +49,6 @@ BACKSTOP_SECONDS = 10.0
 """How long past the job timeout a render may ignore libvips' kill before the process exits."""
 EXIT_STUCK = 70
 CONSUMER_HYGIENE_INTERVAL = 60.0
-
-
-def limits_from(settings: Settings) -> Limits:
-    return Limits(
-        max_steps=settings.max_steps,
-        max_sigma=settings.max_sigma,
-        max_dimension=settings.max_dimension,
-        max_pixels=settings.max_pixels,
-        max_frames=settings.max_frames,
-    )
-
-
-class JobFailure(Exception):
-    """A deterministic failure: the job ends ``failed`` with this code and message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class TransientFailure(Exception):
-    """A failure another attempt may not repeat: storage trouble, the time limit."""
-
-
-def process_job(
-    storage: Storage, job_id: str, spec: JobSpec, limits: Limits, timeout: float
-) -> ResultInfo:
-    """Render the job's original and store the result; blocking, runs in a worker thread."""
-    try:
-        source = storage.original_source(job_id)
-    except FileNotFoundError:
-        raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
-    try:
-        rendered = imaging.render(source, spec, limits, timeout=timeout)
-    except imaging.ImagingError as exc:
-        raise JobFailure(exc.code, str(exc)) from None
-    except imaging.RenderTimeout:
-        raise TransientFailure(
-            f"the job ran longer than {timeout:g} s (IMGSTREAM_JOB_TIMEOUT)"
-        ) from None
-    except OSError as exc:
-        raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
-    try:
-        storage.save_result(job_id, rendered.data, rendered.format.extension)
-    except OSError as exc:
-        raise TransientFailure(f"the result could not be stored: {exc.strerror}") from None
-    return ResultInfo(
-        width=rendered.width,
-        height=rendered.height,
-        format=rendered.format.value,
-        bytes=len(rendered.data),
-    )
 
 
 class _Stopped(Exception):
