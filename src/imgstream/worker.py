@@ -25,8 +25,7 @@ from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from imgstream import imaging
 from imgstream.config import Settings
@@ -35,8 +34,16 @@ from imgstream.jobs import ResultInfo
 from imgstream.metrics import JobMetrics
 from imgstream.operations import LimitError, SpecError, spec_from_entry
 from imgstream.presence import consumer_name, run_heartbeat
-from imgstream.processing import JobFailure, TransientFailure, limits_from, process_job
-from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect
+from imgstream.processes import EXIT_REFUSED
+from imgstream.processing import (
+    DiskFull,
+    JobFailure,
+    TransientFailure,
+    limits_from,
+    process_job,
+)
+from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect_from
+from imgstream.redis_health import eviction_problem, is_outage, refusal
 from imgstream.storage import LocalStorage, Storage
 from imgstream.telemetry import JobTelemetry
 
@@ -49,6 +56,10 @@ BACKSTOP_SECONDS = 10.0
 """How long past the job timeout a render may ignore libvips' kill before the process exits."""
 EXIT_STUCK = 70
 CONSUMER_HYGIENE_INTERVAL = 60.0
+
+
+class UnfitRedis(Exception):
+    """Redis is configured so that it would lose jobs: the worker refuses to start."""
 
 
 class _Stopped(Exception):
@@ -78,6 +89,10 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> None:
         try:
+            policy = await self._redis(self.queue.eviction_policy)
+            problem = eviction_problem(policy, allowed=self.settings.allow_eviction)
+            if problem is not None:
+                raise UnfitRedis(problem)
             await self._redis(self.queue.ensure_group)
         except _Stopped:
             return
@@ -173,7 +188,7 @@ class Worker:
                 return
             began = self.telemetry.started(delivery, attempt)
             try:
-                result = await self._process(delivery)
+                result = await self._process_when_room(delivery)
             except JobFailure as failure:
                 await self._fail(delivery, lease, failure.code, failure.message, began=began)
                 return
@@ -229,6 +244,27 @@ class Worker:
         if recorded:
             await self.telemetry.finished(delivery, "failed", began, code=code, error=message)
 
+    async def _process_when_room(self, delivery: Delivery) -> ResultInfo:
+        """Process; while the disk is full, wait and try again under the same attempt and
+        lease (the entry stays ours, kept fresh), so a full disk costs time, not the job."""
+        pause = 1.0
+        while True:
+            try:
+                return await self._process(delivery)
+            except DiskFull as exc:
+                if self._stopping:
+                    await self._hand_back([delivery.entry_id])
+                    raise _Stopped() from None
+                log.error(
+                    "job %s: %s; the disk is full, retrying in %.0f s (the job is kept)",
+                    delivery.job_id,
+                    exc,
+                    pause,
+                    extra={"event": "storage.full", "job": delivery.job_id},
+                )
+                await anyio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+
     async def _process(self, delivery: Delivery) -> ResultInfo:
         assert delivery.entry is not None
         try:
@@ -279,10 +315,17 @@ class Worker:
         while True:
             try:
                 return await call(*args, **kwargs)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except RedisError as exc:
+                if not is_outage(exc):
+                    raise
                 if until_stopped and self._stopping:
                     raise _Stopped() from None
-                log.warning("redis unavailable (%s); retrying in %.1f s", exc, pause)
+                log.warning(
+                    "redis unavailable (%s); retrying in %.1f s",
+                    refusal(exc) or exc,
+                    pause,
+                    extra={"event": "redis.unavailable"},
+                )
                 await anyio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -294,7 +337,9 @@ class Worker:
                 continue
             try:
                 still_held = await self.queue.keep_alive(self.consumer, list(self.held))
-            except (RedisConnectionError, RedisTimeoutError):
+            except RedisError as exc:
+                if not is_outage(exc):
+                    raise
                 continue  # the main loop waits for Redis; entries stay ours meanwhile
             lost = self.held - still_held
             if lost:
@@ -305,12 +350,12 @@ class Worker:
         if not entry_ids:
             return
         # If Redis is down they are recovered after the visibility timeout instead.
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+        with contextlib.suppress(RedisError):
             await self.queue.release(self.consumer, entry_ids, idle_ms=self._visibility_ms)
         self.held.difference_update(entry_ids)
 
     async def _leave_group(self) -> None:
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+        with contextlib.suppress(RedisError):
             await self.queue.remove_consumer_if_idle(self.consumer)
 
 
@@ -321,7 +366,7 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
         cache_max_mem_mb=settings.vips_cache_mb,
         allow_untrusted=settings.allow_untrusted_formats,
     )
-    redis = connect(settings.effective_redis_url)
+    redis = connect_from(settings, blocking_ms=settings.block_ms)
     queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
     storage = LocalStorage(settings.data_dir)
     worker = Worker(settings, queue, storage)
@@ -341,6 +386,9 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
             tasks.start_soon(run_janitor, settings, redis, queue.keys, storage, worker.consumer)
             try:
                 await worker.run(burst=burst)
+            except UnfitRedis as exc:
+                log.critical("worker refuses to start: %s", exc, extra={"event": "redis.unfit"})
+                os._exit(EXIT_REFUSED)
             finally:
                 tasks.cancel_scope.cancel()
                 await redis.aclose()
