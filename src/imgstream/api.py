@@ -39,9 +39,10 @@ from imgstream.assets import StaticAssets
 from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
 from imgstream.events import EventHub, TooManyStreams
+from imgstream.http_server import RequestLimits
 from imgstream.jobs import JobRecord, JobStatus, StreamEntry, is_valid_job_id, new_job_id
 from imgstream.metrics import operation_label
-from imgstream.middleware import BodySizeLimit, SecurityHeaders, cors_options
+from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
 from imgstream.operations import Limits, OutputFormat, SpecError, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ops_api import monitor_for
@@ -146,8 +147,9 @@ def create_app(settings: Settings) -> FastAPI:
     _install_routes(app, limits_from(settings))
     _install_event_routes(app)
     app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
-    # Listed innermost first: a request meets security headers, CORS, the rate limit, the key
-    # check and the upload limit in the reverse order, all before its body is read.
+    # Listed innermost first: a request meets the header and URL limits, HEAD handling,
+    # security headers, JSON errors, CORS, the rate limit, the key check and the upload limit
+    # in the reverse order, all before its body is read.
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
@@ -155,14 +157,24 @@ def create_app(settings: Settings) -> FastAPI:
         paths=frozenset({"/api/jobs"}),
     )
     _install_access_control(app, settings)
+    app.add_middleware(JsonErrors)
     app.add_middleware(SecurityHeaders, docs_paths=("/docs", DOCS_ASSETS))
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(
+        RequestLimits,
+        max_headers=settings.http_max_headers,
+        max_url_bytes=settings.http_max_url_bytes,
+    )
     install_operator_routes(app)
     return app
 
 
 def _install_access_control(app: FastAPI, settings: Settings) -> None:
     """API keys (``auth``), per-client rate limits (``ratelimit``) and the CORS allow-list."""
-    keyring = KeyRing(key.get_secret_value() for key in settings.api_keys)
+    keyring = KeyRing(
+        (key.get_secret_value() for key in settings.api_keys),
+        (key.get_secret_value() for key in settings.admin_keys),
+    )
     app.state.keyring = keyring
     app.add_middleware(ApiKeyGate, keyring=keyring)
     app.add_middleware(RateLimit, keyring=keyring)
@@ -446,9 +458,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error"
-        )
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+        }.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     async def on_redis_error(_: Request, exc: Exception) -> JSONResponse:

@@ -97,8 +97,8 @@ class Settings(BaseSettings):
     http_header_timeout: float = Field(
         default=10.0, gt=0, le=600, description="Seconds to send a request's headers; 408 past it."
     )
-    http_keepalive_timeout: float = Field(
-        default=5.0, gt=0, le=600, description="Seconds an idle keep-alive connection stays open."
+    http_keepalive_timeout: int = Field(
+        default=5, ge=1, le=600, description="Seconds an idle keep-alive connection stays open."
     )
     http_min_body_rate: int = Field(
         default=1024,

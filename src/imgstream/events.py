@@ -117,6 +117,8 @@ class EventHub:
         self._confirmed: dict[str, anyio.Event] = {}
         self._per_client: Counter[str] = Counter()
         self._listening = anyio.Event()
+        self._commands = anyio.Lock()
+        """One (un)subscribe at a time: the client makes its connection on the first one."""
         self._refreshing: set[str] = set()
         self._again: set[str] = set()
         self._tasks: TaskGroup | None = None
@@ -146,7 +148,8 @@ class EventHub:
         try:
             if len(followers) == 1:
                 self._confirmed[job_id] = anyio.Event()
-                await self._pubsub.subscribe(self.channel(job_id))
+                async with self._commands:
+                    await self._pubsub.subscribe(self.channel(job_id))
                 self._listening.set()
             with anyio.fail_after(SUBSCRIBE_TIMEOUT):
                 await self._confirmed[job_id].wait()
@@ -171,7 +174,8 @@ class EventHub:
         del self._followers[follower.job_id]
         self._confirmed.pop(follower.job_id, None)
         try:
-            await self._pubsub.unsubscribe(self.channel(follower.job_id))
+            async with self._commands:
+                await self._pubsub.unsubscribe(self.channel(follower.job_id))
         except RedisError as exc:  # the subscription goes with the connection, when it goes
             log.warning("could not unsubscribe from %s: %s", follower.job_id, exc)
 
