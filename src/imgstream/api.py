@@ -25,6 +25,7 @@ from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from imgstream import imaging, upload_form
 from imgstream.api_models import (
@@ -477,5 +478,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.error("unexpected error", exc_info=exc)
         return error_response(500, "internal_error", "an unexpected error; it has been logged")
 
+    async def on_client_gone(_: Request, exc: Exception) -> Response:
+        return Response(status_code=400)  # no one is left to read it: the client went away
+
     app.add_exception_handler(RedisError, on_redis_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

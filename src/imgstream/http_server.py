@@ -32,6 +32,9 @@ from imgstream.middleware import json_error_body, send_json_error
 
 log = logging.getLogger("imgstream.http")
 
+LINGER = 5.0
+"""Seconds a refused connection keeps reading (and discarding) before it is closed."""
+
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
@@ -189,8 +192,13 @@ class GuardedH11Protocol(H11Protocol):
             cycle.disconnected = True
             cycle.message_event.set()
         if not self.transport.is_closing():
+            # Half-close and discard what still comes (data_received ignores it) until the
+            # client closes, so that unread request bytes do not reset the connection
+            # before the client has read the answer; LINGER bounds the wait.
             self.transport.write(raw_error(status, code, message, headers))
-            self.transport.close()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
 
 
 def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
