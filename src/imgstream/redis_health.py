@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -35,8 +35,11 @@ POOL_EXHAUSTED: Final = "No connection available."
 
 def refusal(exc: BaseException) -> str | None:
     """What a Redis error reply means when it is an outage rather than a bug, else None."""
-    if isinstance(exc, BusyLoadingError):
-        return REFUSALS["LOADING"]
+    # redis-py turns some prefixes into classes (and drops the prefix from the message).
+    for kind, prefix in ((BusyLoadingError, "LOADING"), (OutOfMemoryError, "OOM"),
+                         (ReadOnlyError, "READONLY")):  # fmt: skip
+        if isinstance(exc, kind):
+            return REFUSALS[prefix]
     if isinstance(exc, ResponseError):
         prefix = str(exc).split(" ", 1)[0].upper()
         return REFUSALS.get(prefix)
