@@ -35,7 +35,7 @@ import redis
 from imgstream.redis_server import RedisServer
 
 from images import photo
-from measure import memory_kib
+from measure import children, memory_kib
 from service import Imgstream
 
 BENCH = Path(__file__).resolve().parent
@@ -158,13 +158,9 @@ async def poll_pending(url: str, tally: Tally, until: float) -> None:
 
 
 def worker_pids(supervisor: int) -> list[int]:
-    path = Path(f"/proc/{supervisor}/task/{supervisor}/children")
-    try:
-        children = [int(pid) for pid in path.read_text().split()]
-    except OSError:
-        return []
+    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
     found = []
-    for pid in children:
+    for pid in children(supervisor):
         try:
             if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
