@@ -34,6 +34,13 @@ def photo(width: int, height: int, seed: int = 7) -> Any:
     return (red.bandjoin([green, blue]) + noise).cast("uchar").copy(interpretation="srgb")
 
 
+def bars(width: int, height: int, period: int = 16) -> Any:
+    """Hard-edged vertical colour bars: where a blur's width shows (a gradient blurs to itself)."""
+    x = pyvips.Image.xyz(width, height)[0]
+    on = ((x / period).floor().cast("int") & 1) * 255
+    return on.bandjoin([255 - on, on * 0.5]).cast("uchar").copy(interpretation="srgb")
+
+
 def flat(width: int, height: int, colour: Sequence[float]) -> Any:
     """A single-colour 8-bit image; three values give sRGB, four sRGB with alpha."""
     image = pyvips.Image.black(width, height, bands=len(colour)) + list(colour)

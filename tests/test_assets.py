@@ -19,6 +19,7 @@ MODULES = [
     "keyform.js",
     "keys.js",
     "pipeline.js",
+    "placeholder.js",
     "recent.js",
     "watch.js",
     "zip.js",

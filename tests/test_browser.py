@@ -188,6 +188,27 @@ def natural_size(page: Page, name: str) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+LUMINANCE = """element => {
+    const luminance = colour => {
+        const [r, g, b] = colour.match(/\\d+/g).map(Number);
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const style = getComputedStyle(element);
+    return [luminance(style.backgroundColor), luminance(style.color)];
+}"""
+
+
+def theme(page: Page, name: str) -> str:
+    """``dark`` or ``light``: what the page and the card of ``name`` show, by the luminance of
+    their backgrounds and text; ``mixed …`` when they do not agree."""
+    shown = [page.locator("body").evaluate(LUMINANCE), card(page, name).evaluate(LUMINANCE)]
+    if all(back < 60 and text > 180 for back, text in shown):
+        return "dark"
+    if all(back > 200 and text < 80 for back, text in shown):
+        return "light"
+    return f"mixed {shown}"
+
+
 def shoot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -357,18 +378,21 @@ def test_phone_width_dark_and_polling_when_events_fail(
     assert [r for r in requests if EVENTS_PATH.search(r.url)], "the stream was tried first"
     assert [r for r in requests if JOB_PATH.search(r.url)], "then the page fell back to polling"
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert theme(page, "tall hills.jpg") == "dark"
     shoot(page, "phone-dark")
 
 
 def test_phone_width_light(open_page: Opener, files: dict[str, Path]) -> None:
     tab = open_page(PHONE, is_mobile=True)
     page = tab.page
+    page.get_by_label("Width (px)").fill("200")
     page.click("#add-grayscale")  # so that the slider shows a difference
     page.set_input_files("#file-input", [files["meadow.jpg"], files["huge.png"]])
     page.click("#submit")
     wait_for_cards(page, 2)
-    assert natural_size(page, "meadow.jpg")[0] > 0
+    assert natural_size(page, "meadow.jpg") == (200, 150)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert theme(page, "meadow.jpg") == "light"
     card(page, "meadow.jpg").scroll_into_view_if_needed()
     shoot(page, "phone")
     assert tab.errors == []

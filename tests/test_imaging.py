@@ -24,6 +24,7 @@ from imgstream.imaging import (
 from imgstream.operations import Blur, Fit, Grayscale, JobSpec, Limits, Operation, OutputFormat
 from imgstream.operations import Resize as R
 
+import reference
 from images import (
     SVG,
     animated_gif,
@@ -169,7 +170,8 @@ def test_steps_run_in_order(landscape: bytes) -> None:
 def test_each_output_format_decodes(landscape: bytes, fmt: OutputFormat) -> None:
     result, image = run(landscape, R(width=60), fmt=fmt)
     assert result.format is fmt
-    assert image.get("vips-loader") == f"{fmt.value}load_buffer"
+    loader = "heif" if fmt is OutputFormat.AVIF else fmt.value
+    assert image.get("vips-loader") == f"{loader}load_buffer"
     assert (image.width, image.height, image.format) == (60, 30, "uchar")
 
 
@@ -209,7 +211,9 @@ def test_default_output_format(source: str, expected: OutputFormat) -> None:
 )
 def test_probe_and_default_format_per_input(fmt: str, loader: str, output: OutputFormat) -> None:
     data = encode(photo(48, 32), fmt)
-    assert probe(data, LIMITS) == SourceInfo(format=loader, width=48, height=32, pages=1)
+    assert probe(data, LIMITS) == SourceInfo(
+        format=loader, width=48, height=32, pages=1, has_alpha=False
+    )
     result, image = run(data, Blur(sigma=1))
     assert result.format is output
     assert image.get("vips-loader") == f"{output.value}load_buffer"
@@ -218,7 +222,9 @@ def test_probe_and_default_format_per_input(fmt: str, loader: str, output: Outpu
 def test_file_source_works_like_bytes(tmp_path: Path) -> None:
     path = tmp_path / "holiday [1].jpg"  # brackets would be load options for new_from_file
     path.write_bytes(encode(photo(80, 60), "jpeg"))
-    assert probe(path, LIMITS) == SourceInfo(format="jpeg", width=80, height=60, pages=1)
+    assert probe(path, LIMITS) == SourceInfo(
+        format="jpeg", width=80, height=60, pages=1, has_alpha=False
+    )
     result, _ = run(path, R(width=40))
     assert (result.width, result.height, result.format) == (40, 30, OutputFormat.JPEG)
     with pytest.raises(FileNotFoundError):
@@ -232,7 +238,9 @@ def test_exif_orientation_is_applied_before_resizing() -> None:
     # Stored 60x40, left half black; orientation 6 shows it turned clockwise: 40x60, black on top.
     stored = flat(60, 40, [255, 255, 255]).insert(flat(30, 40, [0, 0, 0]), 0, 0)
     data = with_orientation(stored, 6)
-    assert probe(data, LIMITS) == SourceInfo(format="jpeg", width=40, height=60, pages=1)
+    assert probe(data, LIMITS) == SourceInfo(
+        format="jpeg", width=40, height=60, pages=1, has_alpha=False
+    )
     result, image = run(data, R(width=20))
     assert (result.width, result.height) == (20, 30)
     assert image.crop(0, 0, 20, 12).avg() < 30
@@ -277,9 +285,21 @@ def test_alpha_is_flattened_on_white_for_jpeg_only() -> None:
 
 def test_only_the_first_frame_is_processed() -> None:
     data = animated_gif(5, 30, 20)
-    assert probe(data, LIMITS) == SourceInfo(format="gif", width=30, height=20, pages=5)
+    assert probe(data, LIMITS) == SourceInfo(
+        format="gif", width=30, height=20, pages=5, has_alpha=True
+    )
     result, _ = run(data, Grayscale())
     assert (result.width, result.height, result.format) == (30, 20, OutputFormat.PNG)
+    got = reference.pixels(result.data)
+    if got.ndim == 3:  # GIF frames carry alpha; these are opaque
+        assert (got[..., 1] == 255).all()
+        got = got[..., 0]
+    distances = [
+        reference.mean_difference(got, reference.apply([Grayscale()], frame))
+        for frame in reference.frames(data)
+    ]
+    assert distances[0] < 0.01, distances
+    assert min(distances[1:]) > 3, distances  # the frames differ: another one would show
 
 
 # --- refusals -----------------------------------------------------------------------------

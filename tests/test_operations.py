@@ -40,7 +40,9 @@ def test_form_values_are_coerced_and_empty_values_ignored() -> None:
         (
             {"operation": "blur", "sigm": "40"},
             "sigm: unknown field; did you mean sigma? the form takes image, operation, "
-            "operations, width, height, fit, enlarge, sigma, format",
+            "operations, width, height, fit, enlarge, gravity, background, sigma, left, top, "
+            "angle, direction, size, brightness, contrast, saturation, threshold, format, "
+            "quality, max_bytes, strip",
         ),
         (
             {"operation": "grayscale", "width": "100"},
@@ -48,7 +50,8 @@ def test_form_values_are_coerced_and_empty_values_ignored() -> None:
         ),
         (
             {"operation": "resize", "width": "100", "sigma": "3"},
-            "sigma: not a parameter of resize (resize takes width, height, fit, enlarge)",
+            "sigma: not a parameter of resize "
+            "(resize takes width, height, fit, enlarge, gravity, background)",
         ),
         (
             {"operations": '[{"op":"grayscale"}]', "width": "100"},
@@ -83,22 +86,23 @@ def test_format_names_and_their_common_aliases(name: str, output: OutputFormat) 
 
 
 def test_output_formats_have_their_usual_extensions() -> None:
-    assert [f.extension for f in OutputFormat] == ["jpg", "png", "webp", "tif"]
+    assert [f.extension for f in OutputFormat] == ["jpg", "png", "webp", "avif", "gif", "tif"]
     assert OutputFormat.TIFF.media_type == "image/tiff"
 
 
 # (operations, where, problem): the message is "<where>: <problem>".
 CHAIN_ERRORS = [
-    ('[{"op":"resize","width":800},{"op":"rotate"}]', "operations[1].op",
-     "unknown operation 'rotate'; use one of resize, grayscale, blur"),
-    ('[{"width":800}]', "operations[0].op", "is required: one of resize, grayscale, blur"),
+    ('[{"op":"resize","width":800},{"op":"explode"}]', "operations[1].op",
+     "unknown operation 'explode'; use one of resize, grayscale, blur, crop, rotate, flip, "
+     "sharpen, pixelate, adjust, trim"),
+    ('[{"width":800}]', "operations[0].op", "is required: one of resize, grayscale, blur, crop"),
     ('[{"op":"blur","sigm":3}]', "operations[0].sigm",
      "not a parameter of blur (blur takes sigma)"),
     ('[{"op":"resize","width":"abc"}]', "operations[0].width",
      "must be a whole number (got 'abc')"),
     ('[{"op":"resize","width":0}]', "operations[0].width", "must be at least 1"),
     ('[{"op":"resize","width":9,"fit":"squash"}]', "operations[0].fit",
-     "must be one of inside, cover or fill (got 'squash')"),
+     "must be one of inside, cover, fill or contain (got 'squash')"),
     ('[{"op":"blur","sigma":0}]', "operations[0].sigma", "must be more than 0"),
     ('[{"op":"resize","width":9,"enlarge":"maybe"}]', "operations[0].enlarge",
      "must be true or false (got 'maybe')"),
@@ -136,7 +140,7 @@ def test_operations_json_round_trips() -> None:
     ("fields", "expected"),
     [
         ({}, "operation is required"),
-        ({"operation": "rotate"}, "unknown operation 'rotate'"),
+        ({"operation": "explode"}, "unknown operation 'explode'"),
         ({"operation": "resize"}, "resize needs width, height or both"),
         (
             {"operation": "resize", "width": "0"},
@@ -156,10 +160,13 @@ def test_operations_json_round_trips() -> None:
         ({"operations": "{}"}, "must be a JSON list"),
         ({"operations": "[]"}, "the list is empty"),
         ({"operations": '[{"op":"grayscale","extra":1}]'}, "operations[0].extra: not a parameter"),
-        ({"operations": '[{"op":"sharpen"}]'}, "operations[0]"),
+        ({"operations": '[{"op":"explode"}]'}, "operations[0]"),
         ({"operations": '["grayscale"]'}, "operations[0]"),
         ({"operation": "grayscale", "operations": '[{"op":"blur"}]'}, "not both"),
-        ({"operation": "grayscale", "format": "gif"}, "format: must be one of jpeg, png, webp"),
+        (
+            {"operation": "grayscale", "format": "bmp"},
+            "format: must be one of jpeg, png, webp, avif, gif or tiff",
+        ),
     ],
 )
 def test_invalid_specs_are_refused_with_a_readable_message(

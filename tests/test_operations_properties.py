@@ -85,9 +85,14 @@ def test_any_form_is_a_spec_or_a_spec_error(form: dict[str, str]) -> None:
 @given(text=operations_text)
 def test_any_operations_text_parses_or_raises_spec_error(text: str) -> None:
     try:
-        parse_operations_json(text)
+        parsed = parse_operations_json(text)
     except SpecError as exc:
-        assert not PYDANTIC_WORDING.search(str(exc)), str(exc)
+        assert str(exc) and not PYDANTIC_WORDING.search(str(exc)), str(exc)
+        return
+    raw = json.loads(text)
+    assert isinstance(raw, list) and len(parsed) == len(raw)
+    assert [step.op for step in parsed] == [item["op"] for item in raw]
+    assert parse_operations_json(JobSpec(operations=parsed).operations_json()) == parsed
 
 
 sides = st.integers(1, LIMITS.max_dimension)

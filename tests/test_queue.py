@@ -167,7 +167,10 @@ async def test_keep_alive_refreshes_only_entries_still_held(queue: JobQueue, red
     for job_id in ids:
         await queue.enqueue(job_id, entry_for(job_id))
     mine, stolen = await queue.read("me", count=2, block_ms=100)
-    await asyncio.sleep(0.1)
+    ten_hours = 36_000_000  # idle set, not waited for: "refreshed" is then plain to see
+    await redis.xclaim(
+        queue.keys.stream, queue.group, "me", 0, [mine.entry_id], idle=ten_hours, justid=True
+    )
     await redis.xclaim(queue.keys.stream, queue.group, "thief", 0, [stolen.entry_id], justid=True)
     held = await queue.keep_alive("me", [mine.entry_id, stolen.entry_id])
     assert held == {mine.entry_id}
@@ -175,7 +178,7 @@ async def test_keep_alive_refreshes_only_entries_still_held(queue: JobQueue, red
         entry["message_id"]: (entry["consumer"], entry["time_since_delivered"])
         for entry in await redis.xpending_range(queue.keys.stream, queue.group, "-", "+", 10)
     }
-    assert owners[mine.entry_id][0] == "me" and owners[mine.entry_id][1] < 50
+    assert owners[mine.entry_id][0] == "me" and owners[mine.entry_id][1] < ten_hours // 2
     assert owners[stolen.entry_id][0] == "thief"
 
 

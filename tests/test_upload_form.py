@@ -17,7 +17,7 @@ import pyvips
 
 from imgstream.api import create_app
 from imgstream.config import Settings
-from imgstream.operations import FORM_FIELDS
+from imgstream.operations import FORM_FIELDS, OPERATION_NAMES
 from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer
 
@@ -50,8 +50,8 @@ async def upload(client: httpx.AsyncClient, fields: dict[str, Any]) -> httpx.Res
          "Format: unknown field"),
         ({"operation": "blur", "sigma": "900"}, "invalid_parameters",
          "sigma: 900 is above the limit 100 (IMGSTREAM_MAX_SIGMA)"),
-        ({"operations": '[{"op":"resize","width":800},{"op":"rotate"}]'}, "invalid_parameters",
-         "operations[1].op: unknown operation 'rotate'; use one of resize, grayscale, blur"),
+        ({"operations": '[{"op":"resize","width":800},{"op":"explode"}]'}, "invalid_parameters",
+         "operations[1].op: unknown operation 'explode'; use one of resize, grayscale, blur, crop"),
         ({"operation": ["grayscale", "blur"]}, "invalid_request",
          "operation: given more than once"),
     ],
@@ -124,9 +124,10 @@ async def test_the_form_schema_has_real_types_enums_and_no_null_unions(
     properties = schema["properties"]
     assert tuple(properties) == FORM_FIELDS and schema["required"] == ["image"]
     assert not any("anyOf" in field for field in properties.values())
-    assert properties["operation"]["enum"] == ["resize", "grayscale", "blur"]
-    assert properties["format"]["enum"] == ["jpeg", "png", "webp", "tiff"]
-    assert properties["fit"]["enum"] == ["inside", "cover", "fill"]
+    assert properties["operation"]["enum"] == list(OPERATION_NAMES)
+    assert properties["format"]["enum"] == ["jpeg", "png", "webp", "avif", "gif", "tiff"]
+    assert properties["fit"]["enum"] == ["inside", "cover", "fill", "contain"]
+    assert properties["direction"]["enum"] == ["horizontal", "vertical"]
     assert (properties["width"]["type"], properties["width"]["maximum"]) == ("integer", 20_000)
     assert (properties["sigma"]["type"], properties["sigma"]["maximum"]) == ("number", 100.0)
     assert properties["enlarge"]["type"] == "boolean"

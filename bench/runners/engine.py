@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("VIPS_CONCURRENCY", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,16 +23,51 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 WIDTH = 800  # resize target: 800 wide, aspect kept
 SIGMA = 2.0
 BIG = 10_000_000
+# The toolbox operations (every peer has them; each library's own idiom):
+BOX = (100, 100, 800, 600)  # crop: left, top, width, height
+SHARPEN_SIGMA = 1.0
+BLOCK = 16  # pixelate block side
+SATURATION = 1.5  # adjust: saturation multiplier
+TRIM_THRESHOLD = 10
+CLASSIC = ("resize", "grayscale", "blur")
+"""The first three operations; any other is a toolbox one (crop, rotate, flip, sharpen,
+pixelate, adjust, trim)."""
 
 Job = Callable[[Path], bytes]
 
 
 def imaging_job(op: str, is_jpeg: bool) -> Job:
     from imgstream import imaging
-    from imgstream.operations import Blur, Grayscale, JobSpec, Limits, Resize
+    from imgstream.operations import (
+        Adjust,
+        Blur,
+        Crop,
+        Flip,
+        Grayscale,
+        JobSpec,
+        Limits,
+        Operation,
+        Pixelate,
+        Resize,
+        Rotate,
+        Sharpen,
+        Trim,
+    )
 
     imaging.configure(concurrency=1, cache_max_mem_mb=0)
-    step = {"resize": Resize(width=WIDTH), "grayscale": Grayscale(), "blur": Blur(sigma=SIGMA)}
+    left, top, width, height = BOX
+    step: dict[str, Operation] = {
+        "resize": Resize(width=WIDTH),
+        "grayscale": Grayscale(),
+        "blur": Blur(sigma=SIGMA),
+        "crop": Crop(left=left, top=top, width=width, height=height),
+        "rotate": Rotate(angle=90),
+        "flip": Flip(direction="horizontal"),
+        "sharpen": Sharpen(sigma=SHARPEN_SIGMA),
+        "pixelate": Pixelate(size=BLOCK),
+        "adjust": Adjust(saturation=SATURATION),
+        "trim": Trim(threshold=TRIM_THRESHOLD),
+    }
     spec = JobSpec(operations=(step[op],))
     limits = Limits(max_pixels=200_000_000)
     return lambda path: imaging.render(path, spec, limits).data
@@ -47,13 +83,32 @@ def pyvips_job(op: str, is_jpeg: bool) -> Job:
     def run(path: Path) -> bytes:
         if op == "resize":
             image = pyvips.Image.thumbnail(str(path), WIDTH, height=BIG)
-        else:
+        elif op in CLASSIC:
             image = pyvips.Image.new_from_file(str(path), access="sequential")
             image = image.colourspace("b-w") if op == "grayscale" else image.gaussblur(SIGMA)
+        else:
+            image = _pyvips_toolbox(op, pyvips.Image.new_from_file(str(path)))
         data: bytes = image.write_to_buffer(suffix, **options)
         return data
 
     return run
+
+
+def _pyvips_toolbox(op: str, image: Any) -> Any:
+    if op == "crop":
+        return image.crop(*BOX)
+    if op == "rotate":
+        return image.rot90()
+    if op == "flip":
+        return image.fliphor()
+    if op == "sharpen":
+        return image.sharpen(sigma=SHARPEN_SIGMA)
+    if op == "pixelate":
+        return image.shrink(BLOCK, BLOCK).zoom(BLOCK, BLOCK)
+    if op == "adjust":  # chroma scaled in LCh
+        return (image.colourspace("lch") * [1, SATURATION, 1]).colourspace("srgb")
+    left, top, width, height = image.find_trim(threshold=TRIM_THRESHOLD)
+    return image.crop(left, top, width, height) if width and height else image
 
 
 def pillow_job(op: str, is_jpeg: bool) -> Job:
@@ -61,13 +116,15 @@ def pillow_job(op: str, is_jpeg: bool) -> Job:
 
     from PIL import Image, ImageFilter
 
-    save: dict[str, object] = (
+    save: dict[str, Any] = (
         {"format": "JPEG", "quality": 85} if is_jpeg else {"format": "PNG", "compress_level": 6}
     )
 
     def run(path: Path) -> bytes:
         with Image.open(path) as image:
-            if op == "resize":
+            if op not in CLASSIC:
+                result = _pillow_toolbox(op, image)
+            elif op == "resize":
                 height = round(image.height * WIDTH / image.width)
                 image.draft("RGB", (WIDTH, height))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
                 result = image.resize((WIDTH, height), Image.Resampling.LANCZOS)
@@ -84,6 +141,30 @@ def pillow_job(op: str, is_jpeg: bool) -> Job:
     return run
 
 
+def _pillow_toolbox(op: str, image: Any) -> Any:
+    from PIL import Image, ImageChops, ImageEnhance, ImageFilter
+
+    if op == "crop":
+        left, top, width, height = BOX
+        return image.crop((left, top, left + width, top + height))
+    if op == "rotate":
+        return image.transpose(Image.Transpose.ROTATE_270)  # 90 degrees clockwise
+    if op == "flip":
+        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if op == "sharpen":
+        return image.filter(ImageFilter.UnsharpMask(radius=SHARPEN_SIGMA, percent=100, threshold=1))
+    if op == "pixelate":
+        small = image.resize((image.width // BLOCK, image.height // BLOCK), Image.Resampling.BOX)
+        return small.resize(image.size, Image.Resampling.NEAREST)
+    if op == "adjust":
+        return ImageEnhance.Color(image).enhance(SATURATION)
+    border = Image.new(image.mode, image.size, image.getpixel((0, 0)))
+    difference = ImageChops.difference(image, border)
+    difference = ImageChops.add(difference, difference, 2.0, -TRIM_THRESHOLD)  # less the threshold
+    box = difference.getbbox()
+    return image.crop(box) if box else image
+
+
 def opencv_job(op: str, is_jpeg: bool) -> Job:
     import cv2
 
@@ -95,7 +176,9 @@ def opencv_job(op: str, is_jpeg: bool) -> Job:
     reduced |= {4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
     def run(path: Path) -> bytes:
-        if op == "resize":
+        if op not in CLASSIC:
+            image = _opencv_toolbox(op, cv2.imread(str(path), cv2.IMREAD_COLOR))
+        elif op == "resize":
             flag = cv2.IMREAD_COLOR
             if is_jpeg:  # the largest JPEG scale-down that stays at least 800 wide
                 width = _jpeg_width(path)
@@ -113,6 +196,34 @@ def opencv_job(op: str, is_jpeg: bool) -> Job:
         return bytes(buffer)
 
     return run
+
+
+def _opencv_toolbox(op: str, image: Any) -> Any:
+    import cv2
+    import numpy as np
+
+    if op == "crop":
+        left, top, width, height = BOX
+        return image[top : top + height, left : left + width]
+    if op == "rotate":
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if op == "flip":
+        return cv2.flip(image, 1)
+    if op == "sharpen":  # unsharp mask: twice the image less its blur
+        return cv2.addWeighted(image, 2, cv2.GaussianBlur(image, (0, 0), SHARPEN_SIGMA), -1, 0)
+    if op == "pixelate":
+        rows, columns = image.shape[:2]
+        small = cv2.resize(image, (columns // BLOCK, rows // BLOCK), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (columns, rows), interpolation=cv2.INTER_NEAREST)
+    if op == "adjust":
+        grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        return cv2.addWeighted(image, SATURATION, grey, 1 - SATURATION, 0)
+    difference = cv2.absdiff(image, np.full_like(image, image[0, 0])).max(axis=2)
+    points = cv2.findNonZero((difference > TRIM_THRESHOLD).astype(np.uint8))
+    if points is None:
+        return image
+    left, top, width, height = cv2.boundingRect(points)
+    return image[top : top + height, left : left + width]
 
 
 def _jpeg_width(path: Path) -> int:

@@ -20,6 +20,8 @@ from report import Table
 
 LIBRARIES = ("imaging", "pyvips", "pillow", "opencv")
 OPERATIONS = ("resize", "grayscale", "blur")
+TOOLBOX = ("crop", "rotate", "flip", "sharpen", "pixelate", "adjust", "trim")
+"""Measured on the 2 MP JPEG only: each library's own idiom (see runners/engine.py)."""
 TARGET_RATIO = 1.25
 TARGET_PEAK_MIB = 250
 
@@ -89,7 +91,7 @@ def run(ctx: Context) -> list[Table]:
     )
     for op in OPERATIONS:
         memory.add(op, *(Summary.of(rss[("12 MP JPEG", op, lib)]).show() for lib in LIBRARIES))
-    tables = [table, memory]
+    tables = [table, memory, toolbox(ctx, python, sources["2 MP JPEG"], seconds)]
     if not ctx.quick:
         tables.append(hundred_megapixels(python))
     table.data = {
@@ -102,6 +104,39 @@ def run(ctx: Context) -> list[Table]:
         "(libvips writes PNG unfiltered, so its PNGs are larger and faster to write)."
     )
     return tables
+
+
+def toolbox(ctx: Context, python: Path, source: Path, seconds: float) -> Table:
+    """The toolbox operations, imaging against each peer's own idiom, on one 2 MP JPEG."""
+    cpu: dict[tuple[str, str], list[float]] = {}
+    for round_number in range(ctx.rounds):
+        order = LIBRARIES[round_number % 4 :] + LIBRARIES[: round_number % 4]
+        for op in TOOLBOX:
+            for library in order:
+                found = measure(python, library, op, source, seconds)
+                cpu.setdefault((op, library), []).append(found["cpu_ms"])
+    table = Table(
+        key="s0-toolbox",
+        title="Scenario 0: the toolbox, CPU ms per image (2 MP JPEG, median of rounds, range)",
+        columns=["op", *LIBRARIES, "imaging ÷ fastest", "target ≤ 1.25×"],
+    )
+    for op in TOOLBOX:
+        summaries = {lib: Summary.of(cpu[(op, lib)]) for lib in LIBRARIES}
+        ratio = summaries["imaging"].median / min(s.median for s in summaries.values())
+        table.add(
+            op,
+            *(summaries[lib].show() for lib in LIBRARIES),
+            f"{ratio:.2f}×",
+            "met" if ratio <= TARGET_RATIO else "missed",
+        )
+    table.data = {"|".join(key): Summary.of(values).as_json() for key, values in cpu.items()}
+    table.notes.append(
+        "Crop 800×600 at (100, 100); rotate 90°; flip horizontal; sharpen sigma 1 (Pillow "
+        "UnsharpMask, OpenCV twice the image less its blur); pixelate 16 px; saturation × 1.5 "
+        "(Pillow ImageEnhance.Color, OpenCV a blend with grey, bare pyvips LCh chroma); trim "
+        "threshold 10. Decode and encode included, JPEG quality 85."
+    )
+    return table
 
 
 def hundred_megapixels(python: Path) -> Table:

@@ -41,10 +41,17 @@ from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
 from imgstream.events import EventHub, TooManyStreams
 from imgstream.http_server import RequestLimits
-from imgstream.jobs import JobRecord, JobStatus, StreamEntry, is_valid_job_id, new_job_id
+from imgstream.jobs import (
+    JobRecord,
+    JobStatus,
+    OriginalInfo,
+    StreamEntry,
+    is_valid_job_id,
+    new_job_id,
+)
 from imgstream.metrics import operation_label
 from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
-from imgstream.operations import Limits, OutputFormat, SpecError, spec_from_form
+from imgstream.operations import Limits, OutputFormat, SpecError, check_geometry, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ops_api import monitor_for
 from imgstream.processing import is_disk_full, limits_from
@@ -352,13 +359,20 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
             )
         source = storage.original_source(job_id)
         try:
-            await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
+            info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
         except imaging.ImagingError as exc:
             raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
+        try:
+            single = bool(upload.fields.get("operation", "").strip())
+            check_geometry(spec, info.width, info.height, single_step=single)
+        except SpecError as exc:
+            raise ApiError(422, "invalid_parameters", str(exc)) from None
+        output = spec.output_fields()
         entry = StreamEntry(
             job_id=job_id,
             operations=spec.operations_json(),
-            format=spec.format.value if spec.format else "",
+            format=output.pop("format", ""),
+            options=tuple(output.items()),
         )
         await services.queue.enqueue(
             job_id,
@@ -366,6 +380,13 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
             filename=image.filename or "",
             owner=who.owner,
             max_backlog=services.settings.max_backlog,
+            original=OriginalInfo(
+                width=info.width,
+                height=info.height,
+                format=info.format,
+                has_alpha=info.has_alpha,
+                pages=info.pages,
+            ),
         )
     except BacklogFull as exc:
         await anyio.to_thread.run_sync(storage.delete, job_id)

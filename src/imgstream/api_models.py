@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from imgstream.config import Settings
-from imgstream.jobs import JobRecord, JobStatus
+from imgstream.jobs import JobRecord, JobStatus, OriginalInfo, Placeholder
 
 
 class ErrorDetail(BaseModel):
@@ -56,12 +56,53 @@ class JobAccepted(BaseModel):
         return cls(id=job_id, status=JobStatus.QUEUED, links=job_links(job_id, base_url))
 
 
+class PlaceholderView(BaseModel):
+    """What to show while the result loads; computed from a small copy of the result."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "blurhash": "LyHLh,2xw$X9qVWHjue?gMfkfQfk",
+                    "thumbhash": "3wcGdZpyd3eAh4h4iHeHeICBCPh3",
+                    "dominant_color": "#1818e6",
+                }
+            ]
+        }
+    )
+
+    blurhash: str
+    thumbhash: str
+    """Base64 of the ThumbHash bytes."""
+    dominant_color: str
+    """``#rrggbb``."""
+
+
 class ResultView(BaseModel):
     url: str
     width: int
     height: int
     format: str
     bytes: int
+    placeholder: PlaceholderView | None = None
+
+
+class OriginalView(BaseModel):
+    """The upload as its header describes it (as displayed: after EXIF orientation)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"width": 4000, "height": 3000, "format": "jpeg", "has_alpha": False, "pages": 1}
+            ]
+        }
+    )
+
+    width: int
+    height: int
+    format: str
+    has_alpha: bool
+    pages: int
 
 
 class JobView(BaseModel):
@@ -69,6 +110,9 @@ class JobView(BaseModel):
     status: JobStatus
     operations: list[dict[str, Any]]
     format: str | None
+    quality: int | None = None
+    max_bytes: int | None = None
+    strip: bool = True
     filename: str
     """The client's file name, for display only (it is never used as a path)."""
     created_at: str | None
@@ -78,6 +122,8 @@ class JobView(BaseModel):
     error: str | None
     """A message a person understands, when the job failed."""
     error_code: str | None
+    original: OriginalView | None = None
+    """Known from acceptance for jobs sent through the API (not for raw stream entries)."""
     result: ResultView | None
     links: Links
 
@@ -103,12 +149,17 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
             height=record.result.height,
             format=record.result.format,
             bytes=record.result.bytes,
+            placeholder=_placeholder(record.result.placeholder),
         )
+    options = dict(record.options)
     return JobView(
         id=record.id,
         status=record.status,
         operations=[step for step in operations if isinstance(step, dict)],
         format=record.format or None,
+        quality=_number(options.get("quality")),
+        max_bytes=_number(options.get("max_bytes")),
+        strip=_flag(options.get("strip")),
         filename=record.filename,
         created_at=record.created_at,
         started_at=record.started_at,
@@ -116,6 +167,44 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         attempts=record.attempts,
         error=record.error.message if record.error else None,
         error_code=record.error.code if record.error else None,
+        original=_original(record.original),
         result=result,
         links=links,
+    )
+
+
+def _flag(text: str | None) -> bool:
+    """``strip`` as the worker reads it (pydantic's words for true and false); else true."""
+    try:
+        return text is None or _BOOL.validate_python(text)
+    except ValidationError:
+        return True
+
+
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def _placeholder(placeholder: Placeholder | None) -> PlaceholderView | None:
+    if placeholder is None:
+        return None
+    return PlaceholderView(
+        blurhash=placeholder.blurhash,
+        thumbhash=placeholder.thumbhash,
+        dominant_color=placeholder.dominant_color,
+    )
+
+
+def _original(original: OriginalInfo | None) -> OriginalView | None:
+    if original is None:
+        return None
+    return OriginalView(
+        width=original.width,
+        height=original.height,
+        format=original.format,
+        has_alpha=original.has_alpha,
+        pages=original.pages,
     )

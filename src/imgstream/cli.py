@@ -11,7 +11,14 @@ from pydantic import ValidationError
 from imgstream import commands as run
 from imgstream.config import Settings
 from imgstream.logs import configure_logging
-from imgstream.operations import FORMAT_ALIASES, OPERATION_NAMES, Fit, OutputFormat
+from imgstream.operations import (
+    FORMAT_ALIASES,
+    OPERATION_NAMES,
+    Direction,
+    Fit,
+    Gravity,
+    OutputFormat,
+)
 
 DESCRIPTION = """\
 imgstream resizes, grayscales and blurs images. A web API takes uploads and queues them in
@@ -127,21 +134,66 @@ def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="JSON",
         help='steps in order, e.g. \'[{"op":"resize","width":800},{"op":"grayscale"}]\'',
     )
-    submit.add_argument("--width", type=int, metavar="PX", help="resize: target width")
-    submit.add_argument("--height", type=int, metavar="PX", help="resize: target height")
+    submit.add_argument(
+        "--width", type=int, metavar="PX", help="resize: target width; crop: box width"
+    )
+    submit.add_argument(
+        "--height", type=int, metavar="PX", help="resize: target height; crop: box height"
+    )
     submit.add_argument(
         "--fit",
         choices=[fit.value for fit in Fit],
-        help="resize: inside (default, keep the aspect ratio), cover (crop), fill (stretch)",
+        help="resize: inside (default, keep the aspect ratio), cover (crop), fill (stretch), "
+        "contain (fit and pad)",
     )
     submit.add_argument(
         "--enlarge", action="store_true", default=None, help="resize: allow upscaling"
     )
-    submit.add_argument("--sigma", type=float, help="blur: strength (default 2.0)")
+    submit.add_argument(
+        "--gravity",
+        choices=[gravity.value for gravity in Gravity],
+        help="resize with --fit cover: the part kept (default centre; smart: the busiest)",
+    )
+    submit.add_argument(
+        "--background", metavar="#RRGGBB", help="resize --fit contain / rotate: fill colour"
+    )
+    submit.add_argument(
+        "--sigma", type=float, help="blur: strength (default 2.0); sharpen: radius (1.0)"
+    )
+    submit.add_argument("--left", type=int, metavar="PX", help="crop: box left edge (0)")
+    submit.add_argument("--top", type=int, metavar="PX", help="crop: box top edge (0)")
+    submit.add_argument(
+        "--angle", type=float, metavar="DEG", help="rotate: degrees clockwise (90s lossless)"
+    )
+    submit.add_argument(
+        "--direction", choices=[d.value for d in Direction], help="flip: which way to mirror"
+    )
+    submit.add_argument("--size", type=int, metavar="PX", help="pixelate: block side (10)")
+    for name in ("brightness", "contrast", "saturation"):
+        submit.add_argument(
+            f"--{name}", type=float, metavar="X", help=f"adjust: {name} multiplier (1: as is)"
+        )
+    submit.add_argument(
+        "--threshold", type=float, help="trim: how far a border may differ (default 10)"
+    )
     submit.add_argument(
         "--format",
         choices=formats,
         help="output format (default: the input's if JPEG, PNG or WebP, else PNG)",
+    )
+    submit.add_argument("--quality", type=int, metavar="1-100", help="JPEG, WebP, AVIF quality")
+    submit.add_argument(
+        "--max-bytes",
+        type=int,
+        metavar="N",
+        help="largest result: lower the quality until it fits, or fail",
+    )
+    submit.add_argument(
+        "--keep-metadata",
+        dest="strip",
+        action="store_false",
+        default=None,
+        help="keep EXIF, XMP and comments (default: removed)",
     )
     submit.add_argument(
         "-o",

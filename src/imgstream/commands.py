@@ -101,6 +101,7 @@ def _client(settings: Settings, args: argparse.Namespace) -> Client:
 def submit(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from imgstream.operations import FORM_FIELDS
     from imgstream.submit import submit_files
 
     missing = [str(path) for path in args.files if not path.is_file()]
@@ -109,17 +110,8 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     fields = {
         name: str(value).lower() if isinstance(value, bool) else str(value)
-        for name, value in (
-            ("operation", args.op),
-            ("operations", args.operations),
-            ("width", args.width),
-            ("height", args.height),
-            ("fit", args.fit),
-            ("enlarge", args.enlarge),
-            ("sigma", args.sigma),
-            ("format", args.format),
-        )
-        if value is not None
+        for name in FORM_FIELDS
+        if (value := getattr(args, "op" if name == "operation" else name, None)) is not None
     }
     client = _client(settings, args)
     try:

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     max_frames: int = Field(default=100, ge=1)
     max_steps: int = Field(default=10, ge=1, le=100)
     max_sigma: float = Field(default=100.0, gt=0, le=1000)
+    placeholders: bool = Field(
+        default=True,
+        description="Compute each result's BlurHash, ThumbHash and dominant colour (from a "
+        "32 px copy).",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         description="The key `imgstream submit` / `status` send (when the API requires keys).",

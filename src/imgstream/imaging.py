@@ -16,16 +16,8 @@ from typing import Any
 
 import pyvips
 
-from imgstream.operations import (
-    Blur,
-    Fit,
-    Grayscale,
-    JobSpec,
-    Limits,
-    Operation,
-    OutputFormat,
-    Resize,
-)
+from imgstream.operations import JobSpec, Limits, OutputFormat, Resize
+from imgstream.transforms import UNBOUNDED, GeometryError, apply, pad, thumbnail_box
 
 _LOADER_FORMATS = {
     "jpegload": "jpeg",
@@ -40,19 +32,27 @@ _UNTRUSTED_LOADER_FORMATS = {"svgload": "svg", "pdfload": "pdf"}
 _accepted_loaders = dict(_LOADER_FORMATS)
 """Loaders this process accepts; ``configure`` adds the untrusted ones when told to."""
 _KEPT_FORMATS = {"jpeg": OutputFormat.JPEG, "png": OutputFormat.PNG, "webp": OutputFormat.WEBP}
-_FORMAT_MAX_SIDE = {OutputFormat.JPEG: 65_535, OutputFormat.WEBP: 16_383}
+_FORMAT_MAX_SIDE = {
+    OutputFormat.JPEG: 65_535,
+    OutputFormat.WEBP: 16_383,
+    OutputFormat.AVIF: 16_384,  # libheif's default security limit per side
+    OutputFormat.GIF: 65_535,
+}
 _SAVE_OPTIONS: dict[OutputFormat, tuple[str, dict[str, Any]]] = {
-    OutputFormat.JPEG: (".jpg", {"Q": 85, "optimize_coding": False}),
+    OutputFormat.JPEG: (".jpg", {"optimize_coding": False}),
     OutputFormat.PNG: (".png", {"compression": 6}),
-    OutputFormat.WEBP: (".webp", {"Q": 80}),
+    OutputFormat.WEBP: (".webp", {}),
+    # effort 2 of 9: AV1 at libvips' default (4) costs several times the CPU of the rest.
+    OutputFormat.AVIF: (".avif", {"compression": "av1", "effort": 2}),
+    OutputFormat.GIF: (".gif", {}),
     OutputFormat.TIFF: (".tif", {"compression": "deflate"}),
 }
-_NO_METADATA: dict[str, Any] = (
-    {"keep": "none"} if pyvips.at_least_libvips(8, 15) else {"strip": True}
-)
+_NEW_KEEP = pyvips.at_least_libvips(8, 15)
+_NO_METADATA: dict[str, Any] = {"keep": "none"} if _NEW_KEEP else {"strip": True}
+_ALL_METADATA: dict[str, Any] = {"keep": "all"} if _NEW_KEEP else {"strip": False}
+_QUALITY_STEPS = 7
+"""Encodes tried after the first to meet ``max_bytes``: a bisection of 1-100."""
 _LOAD_OPTIONS = "fail_on=error"  # refuse truncated or corrupt data rather than invent pixels
-_UNBOUNDED = 10_000_000  # libvips' largest coordinate: no constraint on that side
-_REC601_LUMA_X3 = [3 * 0.299, 3 * 0.587, 3 * 0.114]  # see _grayscale
 
 _UNSUPPORTED = (
     "the file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF)"
@@ -92,6 +92,18 @@ class DecodeError(ImagingError):
     code = "decode_error"
 
 
+class OutsideImage(ImagingError):
+    """A step does not fit the image as it is at that step (a crop box outside it)."""
+
+    code = "outside_image"
+
+
+class TooManyBytes(ImagingError):
+    """The result cannot be made to fit ``max_bytes``."""
+
+    code = "max_bytes_unreachable"
+
+
 class RenderTimeout(Exception):
     """Rendering was stopped at its deadline. Not an input error: another attempt may finish."""
 
@@ -104,6 +116,7 @@ class SourceInfo:
     width: int
     height: int
     pages: int
+    has_alpha: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,16 +161,24 @@ def probe(source: Path | bytes, limits: Limits) -> SourceInfo:
 def render(
     source: Path | bytes, spec: JobSpec, limits: Limits, *, timeout: float | None = None
 ) -> Rendered:
-    """Check the source like ``probe``, apply the steps in order, encode without metadata.
+    """Check the source like ``probe``, apply the steps in order, encode.
 
     EXIF orientation is applied first, so sizes refer to the image as displayed. Colours
     become 8-bit sRGB or grey. Only the first frame of an animated or multi-page source is
-    processed. Transparency is flattened on white for JPEG. Problems with the input, and a
-    result beyond the limits, raise ``ImagingError`` subclasses, however late libvips finds them.
+    processed. Transparency is flattened on white for JPEG. With ``spec.strip`` (the
+    default) no metadata is kept; without, EXIF, XMP and IPTC are kept, with the
+    orientation reset since it has been applied. Problems with the input, and a result
+    beyond the limits, raise ``ImagingError`` subclasses, however late libvips finds them.
     With a ``timeout`` (seconds), libvips is told to stop computing once it has passed, and
     ``RenderTimeout`` is raised.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+
+    def materialise(image: Any) -> Any:
+        if deadline is not None:
+            _stop_at(image, deadline)
+        return image.copy_memory()
+
     header = _open_header(source)
     info = _check_source(header, limits)
     output_format = spec.format or default_output_format(info.format)
@@ -165,27 +186,32 @@ def render(
     try:
         first = steps[0]
         if isinstance(first, Resize):  # decode straight to the smaller size
-            width, options = _thumbnail_box(first, info.width, info.height)
+            width, options = thumbnail_box(first, info.width, info.height)
             shrink = _jpeg_shrink(header, info, width, options)
             if shrink > 1:
                 image = _load_shrunk(source, shrink).thumbnail_image(width, **options)
             else:
                 image = _as_8bit(_load(source, header, width, options))
+            image = pad(first, image)
             steps = steps[1:]
         elif _needs_conversion(header):
-            options = {"height": _UNBOUNDED, "size": "down"}
-            image = _as_8bit(_load(source, header, _UNBOUNDED, options))
+            options = {"height": UNBOUNDED, "size": "down"}
+            image = _as_8bit(_load(source, header, UNBOUNDED, options))
         else:  # already upright 8-bit sRGB or grey: decode through the open header
             image = header
         for step in steps:
-            image = _apply(step, image)
+            image = apply(step, image, materialise)
         if output_format is OutputFormat.JPEG and image.hasalpha():
             image = image.flatten(background=[255])
         _check_output(image, output_format, limits)
-        suffix, save_options = _SAVE_OPTIONS[output_format]
-        if deadline is not None:
-            _stop_at(image, deadline)
-        data = image.write_to_buffer(suffix, **save_options, **_NO_METADATA)
+        if not spec.strip:
+            image = image.copy()
+            image.set_type(pyvips.GValue.gint_type, "orientation", 1)
+        if spec.max_bytes is not None:
+            image = materialise(image)  # encoded more than once
+        data = _encode(image, output_format, spec, deadline)
+    except GeometryError as error:
+        raise OutsideImage(str(error)) from None
     except pyvips.Error as error:
         if deadline is not None and time.monotonic() > deadline:
             raise RenderTimeout(f"rendering took longer than {timeout:g} s") from None
@@ -193,6 +219,49 @@ def render(
     return Rendered(
         data=data, width=int(image.width), height=int(image.height), format=output_format
     )
+
+
+def _encode(
+    image: Any, output_format: OutputFormat, spec: JobSpec, deadline: float | None
+) -> bytes:
+    """The encoded image; with ``max_bytes``, at the highest quality that fits (bisection)."""
+    suffix, options = _SAVE_OPTIONS[output_format]
+    metadata = _NO_METADATA if spec.strip else _ALL_METADATA
+    default = output_format.default_quality
+    quality = None if default is None else spec.quality or default  # lossless: no quality
+
+    def encode(q: int | None) -> bytes:
+        if deadline is not None:
+            _stop_at(image, deadline)
+        extra = {} if q is None else {"Q": q}
+        data: bytes = image.write_to_buffer(suffix, **options, **extra, **metadata)
+        return data
+
+    data = encode(quality)
+    if spec.max_bytes is None or len(data) <= spec.max_bytes:
+        return data
+    if quality is None:
+        raise TooManyBytes(
+            f"max_bytes: the {output_format.name} result is {len(data)} bytes, above "
+            f"{spec.max_bytes}, and {output_format.name} is lossless; choose jpeg, webp or "
+            "avif, or make the image smaller"
+        )
+    best, low, high = None, 1, quality - 1
+    for _ in range(_QUALITY_STEPS):
+        if low > high:
+            break
+        middle = (low + high) // 2
+        attempt = encode(middle)
+        if len(attempt) <= spec.max_bytes:
+            best, low = attempt, middle + 1
+        else:
+            smallest, high = len(attempt), middle - 1
+    if best is None:
+        raise TooManyBytes(
+            f"max_bytes: even at quality 1 the {output_format.name} result is {smallest} "
+            f"bytes, above {spec.max_bytes}; allow more bytes or make the image smaller"
+        )
+    return best
 
 
 def _stop_at(image: Any, deadline: float) -> None:
@@ -243,7 +312,13 @@ def _check_source(header: Any, limits: Limits) -> SourceInfo:
     orientation = int(header.get("orientation")) if header.get_typeof("orientation") else 1
     if orientation in (5, 6, 7, 8):  # turned by 90 degrees when displayed
         width, height = height, width
-    return SourceInfo(format=_accepted_loaders[loader], width=width, height=height, pages=pages)
+    return SourceInfo(
+        format=_accepted_loaders[loader],
+        width=width,
+        height=height,
+        pages=pages,
+        has_alpha=bool(header.hasalpha()),
+    )
 
 
 def _needs_conversion(header: Any) -> bool:
@@ -307,47 +382,6 @@ def _load(source: Path | bytes, header: Any, width: int, options: dict[str, Any]
     return pyvips.Image.thumbnail_source(
         _file_source(source), width, option_string=_LOAD_OPTIONS, **options
     )
-
-
-def _thumbnail_box(step: Resize, width: int, height: int) -> tuple[int, dict[str, Any]]:
-    """``thumbnail`` width and options that resize a ``width`` x ``height`` image per ``step``."""
-    both = step.width is not None and step.height is not None
-    box_width, box_height = step.width or _UNBOUNDED, step.height or _UNBOUNDED
-    options: dict[str, Any] = {"size": "both" if step.enlarge else "down"}
-    if both and step.fit is not Fit.INSIDE:
-        if not step.enlarge:  # never larger than the source on either axis
-            box_width, box_height = min(box_width, width), min(box_height, height)
-        if step.fit is Fit.COVER:
-            options["crop"] = "centre"
-        else:
-            options["size"] = "force"
-    return box_width, {**options, "height": box_height}
-
-
-def _apply(step: Operation, image: Any) -> Any:
-    if isinstance(step, Resize):
-        width, options = _thumbnail_box(step, image.width, image.height)
-        return image.thumbnail_image(width, **options)
-    if isinstance(step, Grayscale):
-        return _grayscale(image)
-    if isinstance(step, Blur):
-        return image.gaussblur(step.sigma)
-    raise TypeError(f"unknown step {step!r}")  # pragma: no cover - the models allow no other
-
-
-def _grayscale(image: Any) -> Any:
-    """Rec. 601 luma of the sRGB values, alpha kept: far cheaper than ``colourspace("b-w")``.
-
-    Computed as the mean of the bands scaled by three times the weights (+ 0.5 to round): three
-    libvips operations, cheaper per pixel than ``recomb`` and with less fixed cost.
-    """
-    if image.bands < 3:
-        return image
-    colour = image.extract_band(0, n=3) if image.bands > 3 else image
-    luma = colour.linear(_REC601_LUMA_X3, [0.5, 0.5, 0.5]).bandmean().cast("uchar")
-    if image.hasalpha():
-        luma = luma.bandjoin(image.extract_band(3))
-    return luma.copy(interpretation="b-w")
 
 
 def _as_8bit(image: Any) -> Any:

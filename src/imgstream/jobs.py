@@ -60,21 +60,29 @@ def stream_id_timestamp(entry_id: str) -> str:
     return format_timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
 
 
+ENTRY_OUTPUT_FIELDS = ("quality", "max_bytes", "strip")
+"""Output options a stream entry may carry besides ``format``; absent: the default."""
+
+
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
-    """One unit of work in the jobs stream: which job, which steps, which output format."""
+    """One unit of work in the jobs stream: which job, which steps, how to encode."""
 
     job_id: str
     operations: str
     """The steps as a JSON list, exactly as ``operations.parse_operations_json`` reads them."""
     format: str = ""
-    """``jpeg`` | ``png`` | ``webp``, or empty to follow the input's format."""
+    """An output format name (``jpeg``, ``png``, ``webp``, ``avif``, ``gif``, ``tiff``), or
+    empty to follow the input's format."""
+    options: tuple[tuple[str, str], ...] = ()
+    """The other output options present (``ENTRY_OUTPUT_FIELDS``), as text, in that order."""
+
+    def output(self) -> dict[str, str]:
+        """Every output option given, ``format`` included, by field name."""
+        return {**({"format": self.format} if self.format else {}), **dict(self.options)}
 
     def to_fields(self) -> dict[str, str]:
-        fields = {"job": self.job_id, "operations": self.operations}
-        if self.format:
-            fields["format"] = self.format
-        return fields
+        return {"job": self.job_id, "operations": self.operations, **self.output()}
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> StreamEntry:
@@ -84,7 +92,59 @@ class StreamEntry:
         operations = fields.get("operations")
         if not operations:
             raise WireError("stream entry has no 'operations' field")
-        return cls(job_id=job_id, operations=operations, format=fields.get("format", ""))
+        return cls(
+            job_id=job_id,
+            operations=operations,
+            format=fields.get("format", ""),
+            options=_options(fields),
+        )
+
+
+def _options(fields: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, fields[name]) for name in ENTRY_OUTPUT_FIELDS if fields.get(name))
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalInfo:
+    """What the upload is, from its header: known from the moment the job is accepted."""
+
+    width: int
+    height: int
+    format: str
+    has_alpha: bool
+    pages: int
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "original_width": str(self.width),
+            "original_height": str(self.height),
+            "original_format": self.format,
+            "original_has_alpha": "1" if self.has_alpha else "0",
+            "original_pages": str(self.pages),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> OriginalInfo | None:
+        if "original_width" not in fields:
+            return None
+        return cls(
+            width=int(fields["original_width"]),
+            height=int(fields["original_height"]),
+            format=fields.get("original_format", ""),
+            has_alpha=fields.get("original_has_alpha") == "1",
+            pages=int(fields.get("original_pages") or 1),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    """What a client can show before the result arrives, computed from a small copy of it."""
+
+    blurhash: str
+    thumbhash: str
+    """Base64 (standard alphabet, padded) of the ThumbHash bytes."""
+    dominant_color: str
+    """``#rrggbb``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +153,7 @@ class ResultInfo:
     height: int
     format: str
     bytes: int
+    placeholder: Placeholder | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +178,9 @@ class JobRecord:
     result: ResultInfo | None
     filename: str
     owner: str
+    original: OriginalInfo | None = None
+    options: tuple[tuple[str, str], ...] = ()
+    """The output options besides ``format`` that the job gave (``ENTRY_OUTPUT_FIELDS``)."""
 
     @classmethod
     def from_hash(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
@@ -133,6 +197,7 @@ class JobRecord:
                 height=int(fields["result_height"]),
                 format=fields["result_format"],
                 bytes=int(fields["result_bytes"]),
+                placeholder=_placeholder(fields),
             )
         error = None
         if fields.get("error"):
@@ -150,7 +215,19 @@ class JobRecord:
             result=result,
             filename=fields.get("filename", ""),
             owner=fields.get("owner", ""),
+            original=OriginalInfo.from_fields(fields),
+            options=_options(fields),
         )
+
+
+def _placeholder(fields: Mapping[str, str]) -> Placeholder | None:
+    if "placeholder_blurhash" not in fields:
+        return None
+    return Placeholder(
+        blurhash=fields["placeholder_blurhash"],
+        thumbhash=fields.get("placeholder_thumbhash", ""),
+        dominant_color=fields.get("placeholder_color", ""),
+    )
 
 
 def queued_job_fields(
@@ -169,9 +246,16 @@ def queued_job_fields(
 
 
 def result_fields(result: ResultInfo) -> dict[str, str]:
-    return {
+    fields = {
         "result_width": str(result.width),
         "result_height": str(result.height),
         "result_format": result.format,
         "result_bytes": str(result.bytes),
     }
+    if result.placeholder is not None:
+        fields.update(
+            placeholder_blurhash=result.placeholder.blurhash,
+            placeholder_thumbhash=result.placeholder.thumbhash,
+            placeholder_color=result.placeholder.dominant_color,
+        )
+    return fields

@@ -1,9 +1,9 @@
 """What a job asks for: the operation specs, validated, with no HTTP or Redis in sight.
 
-A job is a pipeline of steps applied in order (``resize``, ``grayscale``, ``blur``) and an
-optional output format. The same models and the same operator limits validate the web form,
-the JSON ``operations`` list and every stream entry a worker reads, whoever wrote it. This
-module is the one place that names the operations, their fields and the form's fields.
+A job is a pipeline of steps applied in order (see ``steps``) and output options (format,
+quality, a size budget, metadata). The same models and the same operator limits validate
+the web form, the JSON ``operations`` list and every stream entry a worker reads, whoever
+wrote it. This module is the one place that names the form's fields and the output options.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -26,8 +26,55 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-ABSOLUTE_MAX_SIDE = 100_000
-"""Hard ceiling on any requested side, whatever the settings say (libvips allows 10M)."""
+from imgstream.steps import (
+    ABSOLUTE_MAX_SIDE as ABSOLUTE_MAX_SIDE,
+)
+from imgstream.steps import (
+    OPERATION_NAMES,
+    STEP_FIELDS,
+    STEPS,
+    Adjust,
+    Blur,
+    Crop,
+    Direction,
+    Fit,
+    Flip,
+    Gravity,
+    Grayscale,
+    Operation,
+    Pixelate,
+    Resize,
+    Rotate,
+    Sharpen,
+    Trim,
+)
+
+__all__ = [
+    "ABSOLUTE_MAX_SIDE",
+    "LOSSY_FORMATS",
+    "OPERATION_NAMES",
+    "STEPS",
+    "STEP_FIELDS",
+    "Adjust",
+    "Blur",
+    "Crop",
+    "Direction",
+    "Fit",
+    "Flip",
+    "Gravity",
+    "Grayscale",
+    "JobSpec",
+    "LimitError",
+    "Limits",
+    "Operation",
+    "OutputFormat",
+    "Pixelate",
+    "Resize",
+    "Rotate",
+    "Sharpen",
+    "SpecError",
+    "Trim",
+]
 
 
 class SpecError(ValueError):
@@ -38,16 +85,12 @@ class LimitError(SpecError):
     """A valid spec beyond an operator's limit; the message names the setting."""
 
 
-class Fit(StrEnum):
-    INSIDE = "inside"
-    COVER = "cover"
-    FILL = "fill"
-
-
 class OutputFormat(StrEnum):
     JPEG = "jpeg"
     PNG = "png"
     WEBP = "webp"
+    AVIF = "avif"
+    GIF = "gif"
     TIFF = "tiff"
 
     @property
@@ -57,6 +100,11 @@ class OutputFormat(StrEnum):
     @property
     def extension(self) -> str:
         return _EXTENSIONS.get(self, self.value)
+
+    @property
+    def default_quality(self) -> int | None:
+        """The quality used when a job names none; ``None`` for lossless formats."""
+        return _DEFAULT_QUALITY.get(self)
 
     @classmethod
     def parse(cls, value: Any) -> Any:
@@ -69,69 +117,65 @@ class OutputFormat(StrEnum):
 
 
 _EXTENSIONS = {OutputFormat.JPEG: "jpg", OutputFormat.TIFF: "tif"}
+_DEFAULT_QUALITY = {OutputFormat.JPEG: 85, OutputFormat.WEBP: 80, OutputFormat.AVIF: 60}
 FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}
+LOSSY_FORMATS = tuple(_DEFAULT_QUALITY)
+OUTPUT_FIELDS = ("format", "quality", "max_bytes", "strip")
+"""The output options: form fields, stream entry fields and job hash fields alike."""
 
-
-class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Resize(_Step):
-    op: Literal["resize"] = "resize"
-    width: int | None = Field(default=None, ge=1, le=ABSOLUTE_MAX_SIDE)
-    height: int | None = Field(default=None, ge=1, le=ABSOLUTE_MAX_SIDE)
-    fit: Fit = Fit.INSIDE
-    enlarge: bool = False
-
-    @model_validator(mode="after")
-    def _needs_a_side(self) -> Resize:
-        if self.width is None and self.height is None:
-            raise ValueError("resize needs width, height or both")
-        return self
-
-
-class Grayscale(_Step):
-    op: Literal["grayscale"] = "grayscale"
-
-
-class Blur(_Step):
-    op: Literal["blur"] = "blur"
-    sigma: float = Field(default=2.0, gt=0, le=1000, allow_inf_nan=False)
-
-
-Operation = Annotated[Resize | Grayscale | Blur, Field(discriminator="op")]
-STEPS: dict[str, type[_Step]] = {"resize": Resize, "grayscale": Grayscale, "blur": Blur}
-OPERATION_NAMES = tuple(STEPS)
-STEP_FIELDS: dict[str, tuple[str, ...]] = {
-    name: tuple(field for field in model.model_fields if field != "op")
-    for name, model in STEPS.items()
-}
-"""The parameters each operation takes, in the form and in a step of ``operations``."""
 FORM_FIELDS = (
     "image",
     "operation",
     "operations",
     *dict.fromkeys(field for fields in STEP_FIELDS.values() for field in fields),
-    "format",
+    *OUTPUT_FIELDS,
 )
 """Every field of the upload form (``POST /api/jobs``); any other is refused."""
 
 
 class JobSpec(BaseModel):
-    """The whole request: steps in order and the output format (``None``: follow the input)."""
+    """The whole request: steps in order, and how to encode the result.
+
+    ``format`` ``None`` follows the input; ``quality`` ``None`` is the format's default;
+    ``max_bytes`` lowers the quality of a lossy format until the result fits; ``strip``
+    removes EXIF, XMP, GPS and comments and converts to sRGB (``False`` keeps them).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     operations: tuple[Operation, ...] = Field(min_length=1)
     format: OutputFormat | None = None
+    quality: int | None = Field(default=None, ge=1, le=100)
+    max_bytes: int | None = Field(default=None, ge=1, le=2**40)
+    strip: bool = True
 
     @field_validator("format", mode="before")
     @classmethod
     def _format_alias(cls, value: Any) -> Any:
         return OutputFormat.parse(value)
 
+    @model_validator(mode="after")
+    def _lossy_options(self) -> JobSpec:
+        for name in ("quality", "max_bytes"):
+            if getattr(self, name) is not None and self.format not in (None, *LOSSY_FORMATS):
+                raise ValueError(
+                    f"{name}: {self.format} is lossless; {name} applies to "
+                    f"{', '.join(LOSSY_FORMATS)}"
+                )
+        return self
+
     def operations_json(self) -> str:
-        return json.dumps([step.model_dump(mode="json") for step in self.operations])
+        return json.dumps([step.to_json() for step in self.operations])
+
+    def output_fields(self) -> dict[str, str]:
+        """The output options as wire fields; options at their default are left out."""
+        fields = {
+            "format": self.format.value if self.format else "",
+            "quality": "" if self.quality is None else str(self.quality),
+            "max_bytes": "" if self.max_bytes is None else str(self.max_bytes),
+            "strip": "" if self.strip else "false",
+        }
+        return {name: value for name, value in fields.items() if value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +226,7 @@ _PLAIN_MESSAGES = {
     "less_than": "must be less than {lt}",
     "missing": "is required",
     "string_type": "must be text",
+    "string_pattern_mismatch": "must be a colour such as #ff8800",
 }
 
 
@@ -237,19 +282,60 @@ def check_limits(spec: JobSpec, limits: Limits, *, single_step: bool = False) ->
         )
     for index, step in enumerate(spec.operations):
         where = "" if single_step else f"operations[{index}]."
-        if isinstance(step, Blur) and step.sigma > limits.max_sigma:
+        if isinstance(step, Blur | Sharpen) and step.sigma > limits.max_sigma:
             raise LimitError(
                 f"{where}sigma: {step.sigma:g} is above the limit "
                 f"{limits.max_sigma:g} (IMGSTREAM_MAX_SIGMA)"
             )
-        if isinstance(step, Resize):
-            for name in ("width", "height"):
-                value = getattr(step, name)
-                if value is not None and value > limits.max_dimension:
-                    raise LimitError(
-                        f"{where}{name}: {value} is above the limit "
-                        f"{limits.max_dimension} px (IMGSTREAM_MAX_DIMENSION)"
-                    )
+        for name in _SIDES.get(type(step), ()):
+            value = getattr(step, name)
+            if value is not None and value > limits.max_dimension:
+                raise LimitError(
+                    f"{where}{name}: {value} is above the limit "
+                    f"{limits.max_dimension} px (IMGSTREAM_MAX_DIMENSION)"
+                )
+
+
+_SIDES: dict[type, tuple[str, ...]] = {
+    Resize: ("width", "height"),
+    Crop: ("left", "top", "width", "height"),
+    Pixelate: ("size",),
+}
+"""The parameters of each step that are lengths in px, bounded by IMGSTREAM_MAX_DIMENSION."""
+
+
+def check_geometry(spec: JobSpec, width: int, height: int, *, single_step: bool = False) -> None:
+    """Refuse a crop that reaches outside the image, where its size at that step is known.
+
+    The size is followed from the source's through steps whose effect on it is exact
+    (crops, quarter turns, and steps that keep it); after any other the worker checks.
+    """
+    size: tuple[int, int] | None = (width, height)
+    for index, step in enumerate(spec.operations):
+        if size is None:
+            return
+        if isinstance(step, Crop):
+            where = "" if single_step else f"operations[{index}]: "
+            problem = crop_problem(step, *size)
+            if problem:
+                raise SpecError(where + problem)
+            size = (step.width, step.height)
+        elif isinstance(step, Rotate) and step.quarter_turns in (1, 3):
+            size = (size[1], size[0])
+        elif isinstance(step, Resize | Trim) or (
+            isinstance(step, Rotate) and step.quarter_turns is None
+        ):
+            size = None
+
+
+def crop_problem(step: Crop, width: int, height: int) -> str:
+    """What is wrong with cropping a ``width`` x ``height`` image to ``step``'s box, or ``""``."""
+    if step.left + step.width <= width and step.top + step.height <= height:
+        return ""
+    return (
+        f"the crop box {step.width}x{step.height} at ({step.left}, {step.top}) reaches outside "
+        f"the {width}x{height} image"
+    )
 
 
 def parse_operations_json(text: str) -> tuple[Operation, ...]:
@@ -268,23 +354,29 @@ def parse_operations_json(text: str) -> tuple[Operation, ...]:
         raise SpecError(describe_validation_error(exc, "operations")) from None
 
 
-def spec_from_entry(operations: str, output_format: str, limits: Limits) -> JobSpec:
+def spec_from_entry(operations: str, output: Mapping[str, str], limits: Limits) -> JobSpec:
     """The spec of a stream entry, validated and limited exactly as the API's form is.
 
-    A worker calls this for every entry, whatever wrote it: ``SpecError`` for an invalid
-    spec, ``LimitError`` for one beyond the operator's limits.
+    ``output`` holds the entry's output option fields (``OUTPUT_FIELDS``; absent or empty
+    ones take their defaults). A worker calls this for every entry, whatever wrote it:
+    ``SpecError`` for an invalid spec, ``LimitError`` for one beyond the operator's limits.
     """
-    try:
-        spec = JobSpec(operations=parse_operations_json(operations), format=output_format or None)
-    except ValidationError as exc:
-        raise SpecError(describe_validation_error(exc)) from None
+    spec = _spec(parse_operations_json(operations), output)
     check_limits(spec, limits)
     return spec
 
 
+def _spec(operations: tuple[Operation, ...], output: Mapping[str, str]) -> JobSpec:
+    options = {name: output[name] for name in OUTPUT_FIELDS if output.get(name)}
+    try:
+        return JobSpec(operations=operations, **options)
+    except ValidationError as exc:
+        raise SpecError(describe_validation_error(exc)) from None
+
+
 def spec_from_form(fields: Mapping[str, str], limits: Limits) -> JobSpec:
     """Build a job spec from the upload form's text fields: ``operation`` + its parameters,
-    or ``operations``; and ``format``.
+    or ``operations``; and the output options.
 
     Empty values count as absent, so an HTML form can always send every input. A field the
     form does not have, or one the chosen operation does not take, is refused by name.
@@ -292,7 +384,9 @@ def spec_from_form(fields: Mapping[str, str], limits: Limits) -> JobSpec:
     _refuse_unknown_fields(fields)
     present = {key: value.strip() for key, value in fields.items() if value.strip() != ""}
     single, chain = present.get("operation"), present.get("operations")
-    parameters = [name for name in present if name not in ("operation", "operations", "format")]
+    parameters = [
+        name for name in present if name not in ("operation", "operations", *OUTPUT_FIELDS)
+    ]
     if single is not None and chain is not None:
         raise SpecError("give either operation or operations, not both")
     if chain is not None:
@@ -308,10 +402,7 @@ def spec_from_form(fields: Mapping[str, str], limits: Limits) -> JobSpec:
         raise SpecError(
             f"operation is required ({_ONE_OF_OPERATIONS}), or operations as a JSON list"
         )
-    try:
-        spec = JobSpec(operations=operations, format=present.get("format"))
-    except ValidationError as exc:
-        raise SpecError(describe_validation_error(exc)) from None
+    spec = _spec(operations, present)
     check_limits(spec, limits, single_step=single is not None)
     return spec
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 
-from imgstream import imaging
+from imgstream import imaging, placeholder
 from imgstream.config import Settings
 from imgstream.jobs import ResultInfo
 from imgstream.operations import JobSpec, Limits
@@ -53,9 +53,15 @@ def is_disk_full(exc: OSError) -> bool:
 
 
 def process_job(
-    storage: Storage, job_id: str, spec: JobSpec, limits: Limits, timeout: float
+    storage: Storage,
+    job_id: str,
+    spec: JobSpec,
+    limits: Limits,
+    timeout: float,
+    placeholders: bool = True,
 ) -> ResultInfo:
-    """Render the job's original and store the result; blocking, runs in a worker thread."""
+    """Render the job's original and store the result, with its placeholder when asked;
+    blocking, runs in a worker thread."""
     try:
         source = storage.original_source(job_id)
     except FileNotFoundError:
@@ -81,4 +87,5 @@ def process_job(
         height=rendered.height,
         format=rendered.format.value,
         bytes=len(rendered.data),
+        placeholder=placeholder.of_image(rendered.data) if placeholders else None,
     )

@@ -26,6 +26,7 @@ from imgstream.config import Settings
 from imgstream.jobs import (
     JobRecord,
     JobStatus,
+    OriginalInfo,
     ResultInfo,
     StreamEntry,
     WireError,
@@ -146,12 +147,15 @@ class JobQueue:
         filename: str = "",
         owner: str = "",
         max_backlog: int = 0,
+        original: OriginalInfo | None = None,
     ) -> str:
         """Add the job's hash and stream entry atomically; returns the entry id.
 
         The original must already be stored: once this returns, a worker may start.
+        ``original`` describes it in the job's hash from the start.
         """
         fields = queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner)
+        described = original.to_fields() if original is not None else {}
         reply = await self._enqueue(
             keys=[self.keys.stream, self.keys.job(job_id), self.keys.metrics],
             args=[
@@ -163,6 +167,9 @@ class JobQueue:
                 fields["filename"],
                 fields["owner"],
                 submitted_field(entry.operations),
+                len(entry.options),
+                *(item for pair in entry.options for item in pair),
+                *(item for pair in described.items() for item in pair),
             ],
         )
         accepted, detail = int(reply[0]), reply[1]
@@ -214,6 +221,7 @@ class JobQueue:
                 consumer,
                 max_attempts,
                 submitted_field(entry.operations),
+                *(item for pair in entry.options for item in pair),
             ],
         )
         return int(reply)

@@ -20,8 +20,11 @@ from starlette.requests import Request
 from imgstream.operations import (
     ABSOLUTE_MAX_SIDE,
     FORM_FIELDS,
+    LOSSY_FORMATS,
     OPERATION_NAMES,
+    Direction,
     Fit,
+    Gravity,
     Limits,
     OutputFormat,
 )
@@ -100,6 +103,7 @@ def _properties(limits: Limits) -> dict[str, Any]:
         "minimum": 1,
         "maximum": min(limits.max_dimension, ABSOLUTE_MAX_SIDE),
     }
+    offset = {"type": "integer", "minimum": 0, "maximum": ABSOLUTE_MAX_SIDE}
     properties: dict[str, Any] = {
         "image": {
             "type": "string",
@@ -118,14 +122,22 @@ def _properties(limits: Limits) -> dict[str, Any]:
             "type": "string",
             **none,
             "description": "Instead of `operation`: a JSON list of steps applied in order, "
-            'e.g. `[{"op":"resize","width":800},{"op":"grayscale"}]`; step parameters go '
-            "inside each step.",
+            'e.g. `[{"op":"resize","width":800},{"op":"grayscale"}]` or '
+            '`[{"op":"crop","left":10,"top":10,"width":600,"height":400},'
+            '{"op":"rotate","angle":90},{"op":"adjust","saturation":1.3}]`; step parameters '
+            "go inside each step.",
         },
-        "width": {**side, "examples": [800], "description": _step("resize", "width in px")},
+        "width": {
+            **side,
+            "examples": [800],
+            "description": _step("resize", "width in px") + "; " + _step("crop", "box width"),
+        },
         "height": {
             **side,
             **none,
-            "description": _step("resize", "height in px; give width, height or both"),
+            "description": _step("resize", "height in px; give width, height or both")
+            + "; "
+            + _step("crop", "box height"),
         },
         "fit": {
             "type": "string",
@@ -134,7 +146,8 @@ def _properties(limits: Limits) -> dict[str, Any]:
             "description": _step(
                 "resize",
                 "`inside` keeps the aspect ratio within the box, `cover` fills it and crops "
-                "the centre, `fill` stretches",
+                "(see `gravity`), `fill` stretches, `contain` fits inside and pads to the box "
+                "with `background`",
             ),
         },
         "enlarge": {
@@ -142,12 +155,75 @@ def _properties(limits: Limits) -> dict[str, Any]:
             "default": False,
             "description": _step("resize", "allow upscaling"),
         },
+        "gravity": {
+            "type": "string",
+            "enum": [gravity.value for gravity in Gravity],
+            "default": Gravity.CENTRE.value,
+            "description": _step(
+                "resize", "with `fit=cover`, the part kept; `smart` finds the most interesting"
+            ),
+        },
+        "background": {
+            "type": "string",
+            "pattern": "^#[0-9a-fA-F]{6}$",
+            **none,
+            "description": _step("resize", "`fit=contain`'s padding, `#ffffff` when not given")
+            + "; "
+            + _step("rotate", "the corners' colour (transparent or white when not given)"),
+        },
         "sigma": {
             "type": "number",
             "exclusiveMinimum": 0,
             "maximum": limits.max_sigma,
             **none,
-            "description": _step("blur", "Gaussian sigma; 2.0 when not given"),
+            "description": _step("blur", "Gaussian sigma; 2.0 when not given")
+            + "; "
+            + _step("sharpen", "unsharp mask sigma; 1.0 when not given"),
+        },
+        "left": {**offset, **none, "description": _step("crop", "box left edge in px; 0")},
+        "top": {**offset, **none, "description": _step("crop", "box top edge in px; 0")},
+        "angle": {
+            "type": "number",
+            "minimum": -360,
+            "maximum": 360,
+            **none,
+            "description": _step(
+                "rotate", "degrees clockwise; multiples of 90 are lossless, others fill corners"
+            ),
+        },
+        "direction": {
+            "type": "string",
+            "enum": [direction.value for direction in Direction],
+            **none,
+            "description": _step("flip", "`horizontal` mirrors left-right, `vertical` top-bottom"),
+        },
+        "size": {
+            **side,
+            **none,
+            "description": _step("pixelate", "block side in px; 10 when not given"),
+        },
+        **{
+            name: {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 10,
+                **none,
+                "description": _step("adjust", f"{name} multiplier; 1 leaves it unchanged{also}"),
+            }
+            for name, also in (
+                ("brightness", ""),
+                ("contrast", ""),
+                ("saturation", ", 0 is grey"),
+            )
+        },
+        "threshold": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 255,
+            **none,
+            "description": _step(
+                "trim", "how far from the top-left pixel's colour a border may be; 10"
+            ),
         },
         "format": {
             "type": "string",
@@ -155,6 +231,28 @@ def _properties(limits: Limits) -> dict[str, Any]:
             **none,
             "description": "Output format (`jpg` and `tif` are accepted too); not given: the "
             "input's when it is JPEG, PNG or WebP, else PNG.",
+        },
+        "quality": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100,
+            **none,
+            "description": "JPEG, WebP and AVIF quality; not given: "
+            + ", ".join(f"{f.value} {f.default_quality}" for f in LOSSY_FORMATS)
+            + ". Lossless formats take none.",
+        },
+        "max_bytes": {
+            "type": "integer",
+            "minimum": 1,
+            **none,
+            "description": "Largest result in bytes: a lossy format's quality is lowered until "
+            "it fits; the job fails (`max_bytes_unreachable`) if it cannot.",
+        },
+        "strip": {
+            "type": "boolean",
+            "default": True,
+            "description": "Remove EXIF (GPS, camera), XMP, IPTC and comments; `false` keeps "
+            "them. Orientation is always applied and colours are always sRGB.",
         },
     }
     return properties

@@ -268,7 +268,7 @@ class Worker:
     async def _process(self, delivery: Delivery) -> ResultInfo:
         assert delivery.entry is not None
         try:
-            spec = spec_from_entry(delivery.entry.operations, delivery.entry.format, self.limits)
+            spec = spec_from_entry(delivery.entry.operations, delivery.entry.output(), self.limits)
         except LimitError as exc:
             raise JobFailure("limit_exceeded", str(exc)) from None
         except SpecError as exc:
@@ -282,6 +282,7 @@ class Worker:
                 spec,
                 self.limits,
                 timeout,
+                self.settings.placeholders,
                 abandon_on_cancel=True,
             )
         # libvips ignored the kill: the thread cannot be stopped, so the process goes, and the

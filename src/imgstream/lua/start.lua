@@ -4,7 +4,8 @@
 -- KEYS[1] job hash, KEYS[2] metrics hash
 -- ARGV[1] lease, ARGV[2] now, ARGV[3] operations JSON, ARGV[4] format,
 -- ARGV[5] created_at (from the entry id), ARGV[6] entry id, ARGV[7] consumer name,
--- ARGV[8] max attempts, ARGV[9] the submitted counter's field
+-- ARGV[8] max attempts, ARGV[9] the submitted counter's field, ARGV[10..] field/value
+-- pairs of the entry's other output options
 -- Returns the attempt number; -1 when the job has already ended (a duplicate delivery);
 -- -2 when it has been started max-attempts times without ending (a poison entry: each
 -- attempt killed its worker or ran out of time), which the caller must bury.
@@ -13,6 +14,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1],
     'status', 'queued', 'operations', ARGV[3], 'format', ARGV[4],
     'created_at', ARGV[5], 'attempts', '0', 'entry', ARGV[6])
+  for i = 10, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
   redis.call('HINCRBY', KEYS[2], ARGV[9], 1)
 end
 local status = redis.call('HGET', KEYS[1], 'status')

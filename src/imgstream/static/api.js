@@ -94,11 +94,11 @@ const pause = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds 
  * A 429 (this client's upload rate, or a full queue) is waited out as Retry-After says, a
  * few times, so a large batch paces itself instead of failing.
  */
-export async function submitJob(file, operations, format) {
+export async function submitJob(file, operations, output = {}) {
   const body = new FormData();
   body.append("image", file, file.name);
   body.append("operations", JSON.stringify(operations));
-  if (format) body.append("format", format);
+  for (const [name, value] of Object.entries(output)) if (value) body.append(name, value);
   let response;
   for (let attempt = 1; ; attempt += 1) {
     try {

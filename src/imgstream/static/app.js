@@ -6,7 +6,7 @@ import { JobCard } from "./cards.js";
 import { $ } from "./dom.js";
 import { installKeyForm } from "./keyform.js";
 import { loadLimits } from "./limits.js";
-import { describeOperations, initPipeline, operationsPayload, pipelineProblem, selectedFormat } from "./pipeline.js";
+import { describeOperations, initPipeline, operationsPayload, outputOptions, pipelineProblem } from "./pipeline.js";
 import { forget, forgetAll, loadRecent, remember, thumbnail } from "./recent.js";
 import { watchJob } from "./watch.js";
 import { zipStore } from "./zip.js";
@@ -60,9 +60,9 @@ function follow(card) {
 
 // ---------- sending a batch
 
-async function send(card, file, operations, format, submittedAt = Date.now()) {
+async function send(card, file, operations, output, submittedAt = Date.now()) {
   card.setStatus("uploading");
-  const { job, error } = await submitJob(file, operations, format);
+  const { job, error } = await submitJob(file, operations, output);
   if (error) {
     card.showRefused(error);
     refreshList();
@@ -72,7 +72,7 @@ async function send(card, file, operations, format, submittedAt = Date.now()) {
   card.update(job);
   remember({
     id: job.id, name: file.name, size: file.size, submittedAt,
-    thumb: await thumbnail(file), summary: describeOperations(operations, format),
+    thumb: await thumbnail(file), summary: describeOperations(operations, output.format),
   });
   follow(card);
 }
@@ -87,14 +87,14 @@ async function onSubmit(event) {
     return;
   }
   const operations = operationsPayload();
-  const format = selectedFormat();
-  const summary = describeOperations(operations, format);
+  const output = outputOptions();
+  const summary = describeOperations(operations, output.format);
   const batch = files.map((file) => {
     const card = new JobCard({ name: file.name, size: file.size, original: URL.createObjectURL(file), summary });
     card.onRetry = () => {
       card.finished = false;
       card.startClock();
-      send(card, file, operations, format);
+      send(card, file, operations, output);
     };
     card.setStatus("uploading");
     return card;
@@ -109,7 +109,7 @@ async function onSubmit(event) {
     // One upload at a time: fair to the server, and each job is followed as soon as it is in.
     // Each job is remembered a millisecond apart, so a reload lists the batch in this order.
     const startedAt = Date.now() + batch.length;
-    for (const [index, card] of batch.entries()) await send(card, files[index], operations, format, startedAt - index);
+    for (const [index, card] of batch.entries()) await send(card, files[index], operations, output, startedAt - index);
   } finally {
     submit.disabled = false;
   }

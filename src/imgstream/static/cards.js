@@ -3,6 +3,7 @@
 
 import { fetchResult, jobUrl } from "./api.js";
 import { el, formatAgo, formatBytes, formatElapsed, sentence } from "./dom.js";
+import { placeholderCanvas } from "./placeholder.js";
 
 const STATUS_TEXT = {
   uploading: "Uploading",
@@ -178,7 +179,9 @@ export class JobCard {
     ].filter(Boolean);
     this.setStatus("done");
     this.finish(job);
-    this.body.replaceChildren(el("p", { class: "job-waiting", text: "Fetching the result…" }));
+    const preview = placeholderCanvas(result, `Preview of the result for ${this.name}, while it loads`);
+    this.body.replaceChildren(...(preview ? [preview] : []),
+      el("p", { class: "job-waiting", text: "Fetching the result…" }));
     this.result = { url, name: downloadName(this.name, result.format), blob: null };
     this.result.blob = fetchResult(url).then((fetched) => {
       if (this.disposed) return null;

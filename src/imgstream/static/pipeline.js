@@ -1,5 +1,5 @@
 // The operation pipeline builder: steps mirroring the API's `operations` list, plus the
-// output format; add, remove, reorder; remembered in localStorage between visits.
+// output options; add, remove, reorder; remembered in localStorage between visits.
 
 import { $, $$, el, readStored, writeStored } from "./dom.js";
 import { currentLimits } from "./limits.js";
@@ -8,45 +8,95 @@ const STORAGE_KEY = "imgstream.settings.v1";
 const SIGMA_STEP = 0.5;
 const maxSteps = () => currentLimits().max_steps;
 const maxSigma = () => currentLimits().max_sigma;
+const maxSide = () => currentLimits().max_dimension;
 const FITS = [
   ["inside", "Inside (keep aspect)"],
   ["cover", "Cover (crop to fill)"],
   ["fill", "Fill (stretch)"],
+  ["contain", "Contain (fit and pad)"],
 ];
-const FORMATS = ["", "jpeg", "png", "webp"]; // TIFF too is accepted, but browsers cannot show it
-const STEP_TITLES = { resize: "Resize", grayscale: "Grayscale", blur: "Blur" };
-const STEP_DEFAULTS = {
-  resize: () => ({ op: "resize", width: 800, height: null, fit: "inside", enlarge: false }),
-  grayscale: () => ({ op: "grayscale" }),
-  blur: () => ({ op: "blur", sigma: 2 }),
+const GRAVITIES = [
+  ["centre", "Centre"], ["north", "Top"], ["south", "Bottom"], ["west", "Left"], ["east", "Right"],
+  ["smart", "Smart (most detail)"],
+];
+const DIRECTIONS = [["horizontal", "Horizontal (mirror)"], ["vertical", "Vertical (upside down)"]];
+const FORMATS = ["", "jpeg", "png", "webp", "avif", "gif"]; // TIFF too is accepted, but browsers cannot show it
+const LOSSY = new Set(["jpeg", "webp", "avif"]);
+const STEPS = {
+  resize: { title: "Resize", defaults: () => ({ op: "resize", width: 800, height: null, fit: "inside", enlarge: false, gravity: "centre", background: "#ffffff" }) },
+  crop: { title: "Crop", defaults: () => ({ op: "crop", left: 0, top: 0, width: 400, height: 300 }) },
+  rotate: { title: "Rotate", defaults: () => ({ op: "rotate", angle: 90, background: "" }) },
+  flip: { title: "Flip", defaults: () => ({ op: "flip", direction: "horizontal" }) },
+  grayscale: { title: "Grayscale", defaults: () => ({ op: "grayscale" }) },
+  blur: { title: "Blur", defaults: () => ({ op: "blur", sigma: 2 }) },
+  sharpen: { title: "Sharpen", defaults: () => ({ op: "sharpen", sigma: 1 }) },
+  pixelate: { title: "Pixelate", defaults: () => ({ op: "pixelate", size: 10 }) },
+  adjust: { title: "Adjust colour", defaults: () => ({ op: "adjust", brightness: 1, contrast: 1, saturation: 1 }) },
+  trim: { title: "Trim borders", defaults: () => ({ op: "trim", threshold: 10 }) },
 };
+const CHOICES = { fit: FITS, gravity: GRAVITIES, direction: DIRECTIONS };
+const NUMBERS = {
+  width: { min: () => 1, max: maxSide, integer: true },
+  height: { min: () => 1, max: maxSide, integer: true },
+  left: { min: () => 0, max: maxSide, integer: true },
+  top: { min: () => 0, max: maxSide, integer: true },
+  size: { min: () => 1, max: maxSide, integer: true },
+  angle: { min: () => -360, max: () => 360 },
+  sigma: { min: () => SIGMA_STEP, max: maxSigma },
+  brightness: { min: () => 0, max: () => 3 },
+  contrast: { min: () => 0, max: () => 3 },
+  saturation: { min: () => 0, max: () => 3 },
+  threshold: { min: () => 0, max: () => 255 },
+};
+const COLOUR = /^#[0-9a-f]{6}$/i;
 
 let pipeline = [];
 let nextKey = 1;
 
-const toSide = (value) => {
+/** A number within the field's bounds, or null. */
+function toNumber(name, value) {
+  const bounds = NUMBERS[name];
   const number = Number(value);
-  return value !== "" && Number.isInteger(number) && number >= 1 && number <= currentLimits().max_dimension ? number : null;
-};
+  if (value === "" || value === null || !Number.isFinite(number)) return null;
+  if (bounds.integer && !Number.isInteger(number)) return null;
+  return number >= bounds.min() && number <= bounds.max() ? number : null;
+}
 
 // Whatever localStorage holds is rebuilt field by field from the defaults, never trusted as is.
 function sanitizeStep(raw) {
-  if (!Object.hasOwn(STEP_DEFAULTS, raw?.op)) return null;
-  const step = STEP_DEFAULTS[raw.op]();
-  if (step.op === "resize") {
-    const fit = FITS.some(([value]) => value === raw.fit) ? raw.fit : "inside";
-    Object.assign(step, { width: toSide(raw.width), height: toSide(raw.height), fit, enlarge: raw.enlarge === true });
+  if (!Object.hasOwn(STEPS, raw?.op)) return null;
+  const step = STEPS[raw.op].defaults();
+  for (const name of Object.keys(step)) {
+    if (name === "op" || !Object.hasOwn(raw, name)) continue;
+    const value = raw[name];
+    if (Object.hasOwn(NUMBERS, name)) {
+      const number = toNumber(name, value);
+      if (number !== null || step[name] === null) step[name] = number;
+    } else if (Object.hasOwn(CHOICES, name)) {
+      if (CHOICES[name].some(([choice]) => choice === value)) step[name] = value;
+    } else if (name === "background") {
+      if (COLOUR.test(value ?? "")) step[name] = value.toLowerCase();
+    } else if (typeof value === typeof step[name]) step[name] = value;
   }
-  if (step.op === "blur" && raw.sigma >= SIGMA_STEP && raw.sigma <= maxSigma()) step.sigma = Number(raw.sigma);
   return step;
 }
 
 const withKey = (step) => ({ ...step, key: nextKey++ });
 
 function stepPayload({ key, ...step }) {
-  if (step.op !== "resize") return step;
-  const { width, height, ...rest } = step;
-  return { ...rest, ...(width ? { width } : {}), ...(height ? { height } : {}) };
+  if (step.op === "resize") {
+    const { width, height, gravity, background, ...rest } = step;
+    return {
+      ...rest, ...(width ? { width } : {}), ...(height ? { height } : {}),
+      ...(step.fit === "cover" && gravity !== "centre" ? { gravity } : {}),
+      ...(step.fit === "contain" ? { background } : {}),
+    };
+  }
+  if (step.op === "rotate") {
+    const { background, ...rest } = step;
+    return background ? step : rest;
+  }
+  return step;
 }
 
 /** The steps as the API's `operations` JSON list expects them. */
@@ -55,15 +105,38 @@ export const operationsPayload = () => pipeline.map(stepPayload);
 /** The chosen output format, "" for the input's own. */
 export const selectedFormat = () => $("#format").value;
 
+/** The output options as form fields: format, quality, max_bytes, strip ("" when default). */
+export function outputOptions() {
+  const format = selectedFormat();
+  const lossy = format === "" || LOSSY.has(format);
+  const quality = lossy ? $("#quality").value.trim() : "";
+  const kilobytes = lossy ? Number($("#max-kb").value) : 0;
+  return {
+    format,
+    quality,
+    max_bytes: kilobytes > 0 ? String(Math.round(kilobytes * 1000)) : "",
+    strip: $("#strip").checked ? "" : "false",
+  };
+}
+
+const number = (value, digits = 1) => Number(value ?? 0).toFixed(digits);
+
 /** "Resize to 800 px wide → Grayscale → WebP": a pipeline in a few words. */
 export function describeOperations(operations, format) {
   const words = (operations ?? []).map((step) => {
-    if (step?.op === "resize") {
-      const box = step.width && step.height ? `${step.width} × ${step.height}` : step.width ? `${step.width} px wide` : `${step.height} px high`;
-      return `Resize ${box}${step.fit && step.fit !== "inside" ? ` (${step.fit})` : ""}`;
+    switch (step?.op) {
+      case "resize": {
+        const box = step.width && step.height ? `${step.width} × ${step.height}` : step.width ? `${step.width} px wide` : `${step.height} px high`;
+        return `Resize ${box}${step.fit && step.fit !== "inside" ? ` (${step.fit})` : ""}`;
+      }
+      case "blur": return `Blur ${number(step.sigma ?? 2)}`;
+      case "sharpen": return `Sharpen ${number(step.sigma ?? 1)}`;
+      case "crop": return `Crop ${step.width} × ${step.height}`;
+      case "rotate": return `Rotate ${step.angle}°`;
+      case "flip": return `Flip ${step.direction}`;
+      case "pixelate": return `Pixelate ${step.size ?? 10} px`;
+      default: return STEPS[step?.op]?.title ?? "?";
     }
-    if (step?.op === "blur") return `Blur ${Number(step.sigma ?? 2).toFixed(1)}`;
-    return STEP_TITLES[step?.op] ?? "?";
   });
   if (format) words.push(String(format).toUpperCase());
   return words.join(" → ");
@@ -72,12 +145,28 @@ export function describeOperations(operations, format) {
 function load() {
   const saved = readStored(STORAGE_KEY, null);
   const steps = Array.isArray(saved?.pipeline) ? saved.pipeline.map(sanitizeStep).filter(Boolean) : [];
-  pipeline = (steps.length ? steps.slice(0, maxSteps()) : [STEP_DEFAULTS.resize()]).map(withKey);
+  pipeline = (steps.length ? steps.slice(0, maxSteps()) : [STEPS.resize.defaults()]).map(withKey);
   $("#format").value = FORMATS.includes(saved?.format) ? saved.format : "";
+  const quality = Number(saved?.quality);
+  $("#quality").value = Number.isInteger(quality) && quality >= 1 && quality <= 100 ? String(quality) : "";
+  const kilobytes = Number(saved?.maxKb);
+  $("#max-kb").value = Number.isFinite(kilobytes) && kilobytes > 0 ? String(kilobytes) : "";
+  $("#strip").checked = saved?.strip !== false;
+  syncOutput();
 }
 
 function save() {
-  writeStored(STORAGE_KEY, { pipeline: operationsPayload(), format: selectedFormat() });
+  writeStored(STORAGE_KEY, {
+    pipeline: operationsPayload(), format: selectedFormat(), quality: $("#quality").value,
+    maxKb: $("#max-kb").value, strip: $("#strip").checked,
+  });
+}
+
+// Quality and a size budget mean nothing to a lossless format.
+function syncOutput() {
+  const format = selectedFormat();
+  const lossless = format !== "" && !LOSSY.has(format);
+  for (const input of [$("#quality"), $("#max-kb")]) input.disabled = lossless;
 }
 
 function render(focusSelectors = []) {
@@ -99,7 +188,7 @@ function renderStep(step, index) {
     button("remove", "✕", `Remove ${name}`));
   const head = el("div", { class: "step-head" },
     el("span", { class: "step-number", "aria-hidden": "true", text: index + 1 }),
-    el("h3", { class: "step-title", text: STEP_TITLES[step.op] }), actions);
+    el("h3", { class: "step-title", text: STEPS[step.op].title }), actions);
   return el("li", { class: "step", "data-key": step.key, "data-op": step.op }, head, renderFields(step));
 }
 
@@ -109,25 +198,51 @@ function field(id, labelText, control, extraClass = "") {
 
 function renderFields(step) {
   const id = (name) => `step-${step.key}-${name}`;
-  if (step.op === "grayscale") return el("p", { class: "step-note", text: "Shades of grey; transparency is kept." });
-  if (step.op === "blur") {
-    const range = el("input", { type: "range", id: id("sigma"), min: SIGMA_STEP, max: maxSigma(), step: SIGMA_STEP, value: step.sigma, "data-field": "sigma" });
-    const output = el("output", { class: "range-value", for: id("sigma"), text: step.sigma.toFixed(1) });
-    return el("div", { class: "fields" }, field(id("sigma"), "Strength (sigma)", el("div", { class: "range-row" }, range, output), "field-wide"));
+  const numberInput = (name, { placeholder = "", step: increment = 1 } = {}) => {
+    const bounds = NUMBERS[name];
+    return el("input", {
+      type: "number", id: id(name), min: bounds.min(), max: bounds.max(), step: increment,
+      inputmode: bounds.integer ? "numeric" : "decimal", placeholder, value: step[name] ?? "", "data-field": name,
+    });
+  };
+  const range = (name, label, increment, digits = 1) => {
+    const bounds = NUMBERS[name];
+    const input = el("input", { type: "range", id: id(name), min: bounds.min(), max: bounds.max(), step: increment, value: step[name], "data-field": name });
+    const output = el("output", { class: "range-value", for: id(name), "data-digits": digits, text: number(step[name], digits) });
+    return field(id(name), label, el("div", { class: "range-row" }, input, output), "field-wide");
+  };
+  const select = (name, label) => field(id(name), label, el("select", { id: id(name), "data-field": name },
+    ...CHOICES[name].map(([value, text]) => el("option", { value, selected: value === step[name], text }))), "field-wide");
+  const colour = (name, label) => field(id(name), label,
+    el("input", { type: "color", id: id(name), value: step[name] || "#ffffff", "data-field": name }));
+  const fields = (...children) => el("div", { class: "fields" }, ...children);
+  switch (step.op) {
+    case "grayscale": return el("p", { class: "step-note", text: "Shades of grey; transparency is kept." });
+    case "blur": return fields(range("sigma", "Strength (sigma)", SIGMA_STEP));
+    case "sharpen": return fields(range("sigma", "Sharpness (sigma)", SIGMA_STEP));
+    case "pixelate": return fields(field(id("size"), "Block size (px)", numberInput("size")));
+    case "trim": return fields(range("threshold", "Tolerance", 1, 0));
+    case "flip": return fields(select("direction", "Direction"));
+    case "adjust": return fields(
+      range("brightness", "Brightness", 0.05, 2), range("contrast", "Contrast", 0.05, 2),
+      range("saturation", "Saturation (0: grey)", 0.05, 2));
+    case "rotate": return fields(
+      field(id("angle"), "Angle (° clockwise)", numberInput("angle", { step: "any" })),
+      colour("background", "Corner colour"));
+    case "crop": return el("div", { class: "fields fields-resize" },
+      field(id("left"), "Left", numberInput("left")), field(id("top"), "Top", numberInput("top")),
+      field(id("width"), "Box width", numberInput("width")), field(id("height"), "Box height", numberInput("height")));
+    default: break;
   }
-  const side = (name) => el("input", {
-    type: "number", id: id(name), min: 1, max: currentLimits().max_dimension, step: 1, inputmode: "numeric",
-    placeholder: "auto", value: step[name] ?? "", "data-field": name,
-  });
-  const fit = el("select", { id: id("fit"), "data-field": "fit" },
-    ...FITS.map(([value, text]) => el("option", { value, selected: value === step.fit, text })));
   const enlarge = el("label", { class: "check" },
     el("input", { type: "checkbox", id: id("enlarge"), "data-field": "enlarge", checked: step.enlarge }),
     " Allow enlarging");
   return el("div", { class: "fields fields-resize" },
-    field(id("width"), "Width (px)", side("width")),
-    field(id("height"), "Height (px)", side("height")),
-    field(id("fit"), "Fit", fit, "field-wide"),
+    field(id("width"), "Width (px)", numberInput("width", { placeholder: "auto" })),
+    field(id("height"), "Height (px)", numberInput("height", { placeholder: "auto" })),
+    select("fit", "Fit"),
+    ...(step.fit === "cover" ? [select("gravity", "Keep")] : []),
+    ...(step.fit === "contain" ? [colour("background", "Padding colour")] : []),
     el("div", { class: "field field-check field-wide" }, enlarge));
 }
 
@@ -138,12 +253,14 @@ function onInput(event) {
   const step = pipeline[stepIndexFor(input)];
   const name = input.dataset.field;
   if (!step || !name) return;
-  if (name === "enlarge") step.enlarge = input.checked;
-  else if (name === "fit") step.fit = input.value;
-  else if (name === "sigma") {
-    step.sigma = Number(input.value);
-    $(".range-value", input.closest(".step")).textContent = step.sigma.toFixed(1);
-  } else step[name] = toSide(input.value);
+  if (input.type === "checkbox") step[name] = input.checked;
+  else if (Object.hasOwn(CHOICES, name) || name === "background") step[name] = input.value;
+  else step[name] = toNumber(name, input.value);
+  if (input.type === "range") {
+    const output = $(`output[for="${input.id}"]`);
+    output.textContent = number(step[name], Number(output.dataset.digits));
+  }
+  if (name === "fit" && event.type === "change") render([`#${input.id}`]); // gravity or padding appear
   save();
 }
 
@@ -169,25 +286,33 @@ function onAction(event) {
 
 function addStep(op) {
   if (pipeline.length >= maxSteps()) return;
-  const step = withKey(STEP_DEFAULTS[op]());
+  const step = withKey(STEPS[op].defaults());
   pipeline.push(step);
-  render([`[data-key="${step.key}"] input`, `[data-key="${step.key}"] [data-action="remove"]`]);
+  render([`[data-key="${step.key}"] input`, `[data-key="${step.key}"] select`, `[data-key="${step.key}"] [data-action="remove"]`]);
   save();
 }
 
 /** What stops the pipeline from being sent, in words (and focus on the culprit); "" if nothing. */
 export function pipelineProblem() {
   if (!pipeline.length) return "Add at least one step to the pipeline.";
-  const invalid = $("#pipeline input:invalid");
+  const invalid = $("#pipeline input:invalid") ?? $("#output-options input:invalid");
   if (invalid) {
     invalid.focus();
     const label = $(`label[for="${invalid.id}"]`)?.textContent ?? "A value";
-    return `Step ${stepIndexFor(invalid) + 1}, ${label}: ${invalid.validationMessage}`;
+    const where = invalid.closest(".step") ? `Step ${stepIndexFor(invalid) + 1}, ` : "";
+    return `${where}${label}: ${invalid.validationMessage}`;
   }
-  const index = pipeline.findIndex((step) => step.op === "resize" && !step.width && !step.height);
-  if (index < 0) return "";
-  $(`[data-key="${pipeline[index].key}"] input`).focus();
-  return `Step ${index + 1} (resize) needs a width, a height or both.`;
+  const needs = (index, text) => {
+    $(`[data-key="${pipeline[index].key}"] input`).focus();
+    return `Step ${index + 1} (${pipeline[index].op}) needs ${text}.`;
+  };
+  const resize = pipeline.findIndex((step) => step.op === "resize" && !step.width && !step.height);
+  if (resize >= 0) return needs(resize, "a width, a height or both");
+  const crop = pipeline.findIndex((step) => step.op === "crop" && (!step.width || !step.height));
+  if (crop >= 0) return needs(crop, "a box width and height");
+  const rotate = pipeline.findIndex((step) => step.op === "rotate" && step.angle === null);
+  if (rotate >= 0) return needs(rotate, "an angle");
+  return "";
 }
 
 export function initPipeline() {
@@ -197,5 +322,6 @@ export function initPipeline() {
   $("#pipeline").addEventListener("change", onInput);
   $("#pipeline").addEventListener("click", onAction);
   for (const button of $$(".add-step")) button.addEventListener("click", () => addStep(button.dataset.op));
-  $("#format").addEventListener("change", save);
+  $("#format").addEventListener("change", () => { syncOutput(); save(); });
+  for (const input of [$("#quality"), $("#max-kb"), $("#strip")]) input.addEventListener("change", save);
 }
