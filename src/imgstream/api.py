@@ -2,7 +2,8 @@
 
 Promises: a ``202`` is sent only after the original is stored and its stream entry exists;
 anything a client sent wrong gets a 4xx with ``{"error": {"code", "message"}}``, never a 500;
-while Redis is unreachable the API answers ``503`` with ``Retry-After``.
+while Redis is unreachable, frozen, refusing commands or out of pool connections the API
+answers ``503`` with ``Retry-After`` and the cause, and while the disk is full ``507``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ Promises, which together make delivery at least once with a single fenced outcom
 - a deterministic failure (undecodable image, impossible parameters) ends the job at once;
   a transient one (storage error, time limit) is retried with exponential backoff, and a
   job that used up its attempts — or killed its worker each time — is dead-lettered;
-- while Redis is unreachable the worker waits and retries, keeping the work in hand.
+- while Redis is unreachable, frozen or refusing commands (out of memory, ``MISCONF``, …)
+  the worker waits and retries, keeping the work in hand; so it does while the disk is too
+  full to store a result, without spending an attempt;
+- it refuses to start against a Redis whose ``maxmemory-policy`` may evict keys.
 """
 
 from __future__ import annotations
