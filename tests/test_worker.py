@@ -30,7 +30,7 @@ class FlakyStorage(LocalStorage):
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
         if self.failures > 0:
             self.failures -= 1
-            raise OSError(28, "No space left on device")
+            raise OSError(5, "Input/output error")  # a full disk (28) is waited out instead
         return super().save_result(job_id, data, extension)
 
 
@@ -66,7 +66,8 @@ async def test_exhausted_retries_fail_the_job_and_dead_letter_it(
     assert record.attempts == 2 and record.error is not None
     assert record.error.code == "retries_exhausted"
     assert (
-        "No space left" in record.error.message and "IMGSTREAM_MAX_ATTEMPTS" in record.error.message
+        "Input/output error" in record.error.message
+        and "IMGSTREAM_MAX_ATTEMPTS" in record.error.message
     )
     assert await redis.xlen(queue.keys.dead) == 1
 

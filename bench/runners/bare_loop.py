@@ -15,8 +15,8 @@ from pathlib import Path
 
 from imgstream import imaging
 from imgstream.operations import JobSpec, Limits, parse_operations_json
+from imgstream.processing import process_job
 from imgstream.storage import LocalStorage
-from imgstream.worker import process_job
 
 from runners.tiny_task import configure_like_a_worker
 

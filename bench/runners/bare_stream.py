@@ -17,8 +17,8 @@ from typing import Any
 import redis
 
 from imgstream.operations import JobSpec, Limits, parse_operations_json
+from imgstream.processing import process_job
 from imgstream.storage import LocalStorage
-from imgstream.worker import process_job
 
 from runners.tiny_task import configure_like_a_worker
 

@@ -1,7 +1,7 @@
 """The job every queue in scenario 3 runs: imgstream's own worker step, minus the queue.
 
 Read the original, ``imaging.render`` it, store the result (temporary name, then rename),
-exactly as ``imgstream.worker.process_job`` does, with libvips configured as imgstream's
+exactly as ``imgstream.processing.process_job`` does, with libvips configured as imgstream's
 workers configure it. Nothing else: the bench sees every system's progress the same way, by
 the results stored. Needs only pyvips and pydantic, so it runs in every peer's environment.
 """
