@@ -246,7 +246,7 @@ def _encode(
             f"{spec.max_bytes}, and {output_format.name} is lossless; choose jpeg, webp or "
             "avif, or make the image smaller"
         )
-    best, low, high = None, 1, quality - 1
+    best, smallest, low, high = None, len(data), 1, quality - 1
     for _ in range(_QUALITY_STEPS):
         if low > high:
             break
