@@ -107,6 +107,8 @@ resizes = st.one_of(
 blurs = st.builds(
     Blur, sigma=st.floats(0, LIMITS.max_sigma, exclude_min=True, allow_nan=False).filter(bool)
 )
+
+
 def within_limits(step: Any) -> bool:
     """Valid and inside the operator's limits (a padded or enlarged box has a pixel limit)."""
     try:

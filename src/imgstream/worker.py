@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from imgstream import imaging, placeholder
 from imgstream.config import Settings
 from imgstream.janitor import run_janitor
-from imgstream.jobs import ResultInfo
+from imgstream.jobs import Placeholder, ResultInfo
 from imgstream.metrics import JobMetrics
 from imgstream.operations import JobSpec, LimitError, Limits, SpecError, spec_from_entry
 from imgstream.presence import consumer_name, run_heartbeat
@@ -88,7 +88,7 @@ def process_job(
     except FileNotFoundError:
         raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
     try:
-        rendered = imaging.render(source, spec, limits, timeout=timeout)
+        rendered = imaging.render(source, spec, limits, timeout=timeout, small_copy=placeholders)
     except imaging.ImagingError as exc:
         raise JobFailure(exc.code, str(exc)) from None
     except imaging.RenderTimeout:
@@ -106,8 +106,14 @@ def process_job(
         height=rendered.height,
         format=rendered.format.value,
         bytes=len(rendered.data),
-        placeholder=placeholder.of_image(rendered.data) if placeholders else None,
+        placeholder=_placeholder(rendered) if placeholders else None,
     )
+
+
+def _placeholder(rendered: imaging.Rendered) -> Placeholder | None:
+    if rendered.small is not None:
+        return placeholder.of_pixels(*rendered.small)
+    return placeholder.of_image(rendered.data)
 
 
 class _Stopped(Exception):
