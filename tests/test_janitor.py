@@ -76,7 +76,7 @@ def storage(settings: Settings) -> LocalStorage:
 
 @pytest.fixture
 def janitor(redis: Redis, queue: JobQueue, storage: LocalStorage) -> Janitor:
-    return Janitor(redis, queue.keys, storage, result_ttl=60)
+    return Janitor(redis, queue.keys, storage)
 
 
 async def test_expired_jobs_lose_their_files_and_live_jobs_keep_theirs(

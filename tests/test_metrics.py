@@ -144,13 +144,13 @@ async def test_outcomes_and_durations_are_counted_once(
 
 
 class FailingStorage(LocalStorage):
-    """Local storage whose result writes fail while ``broken``, like a full disk."""
+    """Local storage whose result writes fail while ``broken``, like a failing disk."""
 
     broken = True
 
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
         if self.broken:
-            raise OSError(28, "No space left on device")
+            raise OSError(5, "Input/output error")  # a full disk (28) is waited out instead
         return super().save_result(job_id, data, extension)
 
 

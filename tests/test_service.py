@@ -27,7 +27,7 @@ from imgstream.redis_server import RedisServer, free_port
 
 import reference
 from images import bars, encode, photo
-from service import Service, stop, wait_until_healthy
+from service import Service, stop
 
 pytestmark = pytest.mark.slow
 
@@ -286,7 +286,11 @@ def test_up_runs_everything_and_leaves_nothing_behind(tmp_path: Path, stop_signa
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, up)
+        deadline = time.monotonic() + 60  # `up` says so only once the API answers and workers read
+        while "imgstream is up" not in log.read_text():
+            assert up.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/healthz").status_code == 200
         assert len(processes_with(str(data_dir))) >= 4  # up, redis, api, worker pool (+ workers)
         response = httpx.post(
             f"{url}/api/jobs",
@@ -305,7 +309,6 @@ def test_up_runs_everything_and_leaves_nothing_behind(tmp_path: Path, stop_signa
         status = stop(up, stop_signal)
     output = log.read_text()
     assert status == (-signal.SIGKILL if stop_signal == signal.SIGKILL else 0), output
-    assert "imgstream is up" in output
     deadline = time.monotonic() + 15  # even a SIGKILLed `up` takes its children with it
     while processes_with(str(data_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)

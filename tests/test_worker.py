@@ -30,7 +30,7 @@ class FlakyStorage(LocalStorage):
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
         if self.failures > 0:
             self.failures -= 1
-            raise OSError(28, "No space left on device")
+            raise OSError(5, "Input/output error")  # a full disk (28) is waited out instead
         return super().save_result(job_id, data, extension)
 
 
@@ -66,7 +66,8 @@ async def test_exhausted_retries_fail_the_job_and_dead_letter_it(
     assert record.attempts == 2 and record.error is not None
     assert record.error.code == "retries_exhausted"
     assert (
-        "No space left" in record.error.message and "IMGSTREAM_MAX_ATTEMPTS" in record.error.message
+        "Input/output error" in record.error.message
+        and "IMGSTREAM_MAX_ATTEMPTS" in record.error.message
     )
     assert await redis.xlen(queue.keys.dead) == 1
 
@@ -99,32 +100,6 @@ async def test_a_job_over_its_time_limit_is_stopped_and_the_worker_goes_on(
     assert slow_record.attempts == 2
     quick_record = await queue.get_job(quick)
     assert quick_record is not None and quick_record.status is JobStatus.DONE
-
-
-async def test_stopping_hands_unstarted_entries_back(
-    queue: JobQueue, redis: Redis, settings: Settings
-) -> None:
-    storage = LocalStorage(settings.data_dir)
-    jobs = [
-        await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(20, 20), "png"))
-        for _ in range(3)
-    ]
-    worker = Worker(settings, queue, storage)
-    deliveries = await queue.read(worker.consumer, count=10, block_ms=100)
-    original_handle = worker.handle
-
-    async def handle_then_stop(delivery: object) -> None:
-        await original_handle(delivery)  # type: ignore[arg-type]
-        worker.stop()
-
-    worker.handle = handle_then_stop  # type: ignore[method-assign]
-    await worker._handle_batch(deliveries)
-    statuses = [(await queue.get_job(job_id)).status for job_id in jobs]  # type: ignore[union-attr]
-    assert statuses == [JobStatus.DONE, JobStatus.QUEUED, JobStatus.QUEUED]
-    taken = await queue.claim_stale(
-        "other", min_idle_ms=int(settings.visibility_timeout * 1000), count=10
-    )
-    assert sorted(d.job_id or "" for d in taken) == sorted(jobs[1:])
 
 
 @pytest.mark.parametrize(

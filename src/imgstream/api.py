@@ -2,7 +2,8 @@
 
 Promises: a ``202`` is sent only after the original is stored and its stream entry exists;
 anything a client sent wrong gets a 4xx with ``{"error": {"code", "message"}}``, never a 500;
-while Redis is unreachable the API answers ``503`` with ``Retry-After``.
+while Redis is unreachable, frozen, refusing commands or out of pool connections the API
+answers ``503`` with ``Retry-After`` and the cause, and while the disk is full ``507``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from imgstream import imaging, upload_form
 from imgstream.api_models import (
@@ -39,7 +40,8 @@ from imgstream.api_models import (
 from imgstream.assets import StaticAssets
 from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
-from imgstream.events import JobEvents
+from imgstream.events import EventHub, TooManyStreams
+from imgstream.http_server import RequestLimits
 from imgstream.jobs import (
     JobRecord,
     JobStatus,
@@ -49,16 +51,17 @@ from imgstream.jobs import (
     new_job_id,
 )
 from imgstream.metrics import operation_label
-from imgstream.middleware import BodySizeLimit, SecurityHeaders, cors_options
+from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
 from imgstream.operations import Limits, OutputFormat, SpecError, check_geometry, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ops_api import monitor_for
-from imgstream.queue import BacklogFull, JobQueue, Keys, connect
-from imgstream.ratelimit import RateLimit, install_limiters
+from imgstream.processing import is_disk_full, limits_from
+from imgstream.queue import BacklogFull, JobQueue, Keys, connect_from
+from imgstream.ratelimit import RateLimit, client_identity, install_limiters
+from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
 from imgstream.storage import LocalStorage
 from imgstream.upload_form import FormError, read_upload
-from imgstream.worker import limits_from
 
 log = logging.getLogger("imgstream.api")
 
@@ -88,6 +91,7 @@ class Services:
     queue: JobQueue
     storage: LocalStorage
     limits: Limits
+    hub: EventHub
 
 
 def error_response(
@@ -113,18 +117,31 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings.effective_redis_url)
+        redis = connect_from(settings)
         queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
-        app.state.services = Services(
-            settings, queue, LocalStorage(settings.data_dir), limits_from(settings)
+        hub = EventHub(
+            redis,
+            queue.keys,
+            queue.get_job,
+            max_streams=settings.max_streams,
+            max_per_client=settings.max_streams_per_client,
         )
+        storage = LocalStorage(settings.data_dir)
+        app.state.services = Services(settings, queue, storage, limits_from(settings), hub)
         imaging.configure(
             concurrency=1, cache_max_mem_mb=0, allow_untrusted=settings.allow_untrusted_formats
         )
         install_limiters(app.state, settings, redis)
+        removed = await anyio.to_thread.run_sync(storage.remove_dead_temporaries)
+        if removed:
+            log.warning("removed %d temporary files left by a crashed process", removed)
         try:
-            yield
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(hub.run)
+                yield
+                tasks.cancel_scope.cancel()
         finally:
+            await hub.aclose()
             await redis.aclose()
 
     app = FastAPIOffline(  # Swagger UI served from the package: no CDN, works offline
@@ -139,8 +156,9 @@ def create_app(settings: Settings) -> FastAPI:
     _install_routes(app, limits_from(settings))
     _install_event_routes(app)
     app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
-    # Listed innermost first: a request meets security headers, CORS, the rate limit, the key
-    # check and the upload limit in the reverse order, all before its body is read.
+    # Listed innermost first: a request meets the header and URL limits, HEAD handling,
+    # security headers, JSON errors, CORS, the rate limit, the key check and the upload limit
+    # in the reverse order, all before its body is read.
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
@@ -148,14 +166,24 @@ def create_app(settings: Settings) -> FastAPI:
         paths=frozenset({"/api/jobs"}),
     )
     _install_access_control(app, settings)
+    app.add_middleware(JsonErrors)
     app.add_middleware(SecurityHeaders, docs_paths=("/docs", DOCS_ASSETS))
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(
+        RequestLimits,
+        max_headers=settings.http_max_headers,
+        max_url_bytes=settings.http_max_url_bytes,
+    )
     install_operator_routes(app)
     return app
 
 
 def _install_access_control(app: FastAPI, settings: Settings) -> None:
     """API keys (``auth``), per-client rate limits (``ratelimit``) and the CORS allow-list."""
-    keyring = KeyRing(key.get_secret_value() for key in settings.api_keys)
+    keyring = KeyRing(
+        (key.get_secret_value() for key in settings.api_keys),
+        (key.get_secret_value() for key in settings.admin_keys),
+    )
     app.state.keyring = keyring
     app.add_middleware(ApiKeyGate, keyring=keyring)
     app.add_middleware(RateLimit, keyring=keyring)
@@ -246,20 +274,45 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
     )
     async def readyz(request: Request) -> dict[str, str]:
         services = _services(request)
-        await services.queue.ping()
-        age = services.settings.ready_worker_age
-        if age and not await monitor_for(services).worker_seen_within(age):
-            raise ApiError(
-                503,
-                "no_workers",
-                f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)",
-                {"Retry-After": "5"},
-            )
-        return {"status": "ready"}
+        limit = services.settings.ready_timeout
+        with anyio.move_on_after(limit):
+            problem = await _readiness_problem(services)
+            if problem is None:
+                return {"status": "ready"}
+            raise ApiError(503, *problem, {"Retry-After": "5"})
+        raise ApiError(
+            503,
+            "unavailable",
+            f"Redis did not answer within {limit:g} s (IMGSTREAM_READY_TIMEOUT)",
+            {"Retry-After": "2"},
+        )
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _readiness_problem(services: Services) -> tuple[str, str] | None:
+    """(code, message) of what keeps this instance from taking jobs now, or None."""
+    settings = services.settings
+    info = await services.queue.redis.info(*INFO_SECTIONS)
+    problem = info_problem(info, allow_eviction=settings.allow_eviction)
+    if problem is not None:
+        return "redis_unfit", problem
+    free = await anyio.to_thread.run_sync(services.storage.free_bytes)
+    if free < settings.min_free_bytes:
+        return "disk_full", _disk_full_message(free, settings.min_free_bytes)
+    age = settings.ready_worker_age
+    if age and not await monitor_for(services).worker_seen_within(age):
+        return "no_workers", f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)"
+    return None
+
+
+def _disk_full_message(free: int, reserve: int) -> str:
+    return (
+        f"the data directory has {free} bytes free, under the {reserve} it keeps in reserve "
+        "(IMGSTREAM_MIN_FREE_BYTES); try again later"
+    )
 
 
 async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
@@ -275,7 +328,26 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
     image = upload.image
     job_id = new_job_id()
     storage = services.storage
-    size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
+    free = await anyio.to_thread.run_sync(storage.free_bytes)
+    if free < services.settings.min_free_bytes:
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            _disk_full_message(free, services.settings.min_free_bytes),
+            {"Retry-After": "30"},
+        )
+    try:
+        size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        log.error("upload refused, the data directory is full: %s", exc)
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            "the data directory is full; the upload was not stored, try again later",
+            {"Retry-After": "30"},
+        ) from None
     try:
         if size == 0:
             raise ApiError(415, "unsupported_format", "the uploaded file is empty")
@@ -357,19 +429,26 @@ def _install_event_routes(app: FastAPI) -> None:
         services = _services(request)
         if not is_valid_job_id(job_id):
             raise ApiError(404, "not_found", "no such job")
-        changes = await JobEvents(services.queue.redis, services.queue.keys).subscribe(job_id)
+        client = client_identity(request.scope, request.app.state.keyring)
+        try:
+            follower = await services.hub.follow(job_id, client)
+        except TooManyStreams as exc:
+            log.warning("event stream refused: %s", exc, extra={"event": "limit.streams"})
+            status, code = (429, "too_many_streams") if exc.scope == "client" else (503, "busy")
+            raise ApiError(
+                status, code, f"{exc}; try again shortly", {"Retry-After": "5"}
+            ) from None
         try:
             first = _snapshot(services, await _find_job(services, job_id, who))
         except BaseException:
-            await changes.aclose()
+            await follower.aclose()
             raise
 
-        async def read() -> Snapshot | None:
-            record = await services.queue.get_job(job_id)
-            return None if record is None else _snapshot(services, record)
+        def snapshot(record: JobRecord) -> Snapshot:
+            return _snapshot(services, record)
 
-        events = status_events(first, changes, read, services.settings.sse_keepalive)
-        return EventStreamResponse(events, on_close=changes.aclose)
+        events = status_events(first, follower, snapshot, services.settings.sse_keepalive)
+        return EventStreamResponse(events, on_close=follower.aclose)
 
 
 def _snapshot(services: Services, record: JobRecord) -> Snapshot:
@@ -402,19 +481,28 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error"
-        )
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+        }.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
-    async def on_redis_down(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("redis unavailable: %s", exc)
-        return error_response(
-            503,
-            "unavailable",
-            "the job store is unreachable; try again shortly",
-            {"Retry-After": "2"},
-        )
+    async def on_redis_error(_: Request, exc: Exception) -> JSONResponse:
+        if not is_outage(exc):
+            return await on_unexpected(_, exc)
+        code, message = describe(exc)
+        log.warning("redis unavailable: %s", exc, extra={"event": "redis.unavailable"})
+        return error_response(503, code, message, {"Retry-After": "2"})
 
-    app.add_exception_handler(RedisConnectionError, on_redis_down)
-    app.add_exception_handler(RedisTimeoutError, on_redis_down)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=exc)
+        return error_response(500, "internal_error", "an unexpected error; it has been logged")
+
+    async def on_client_gone(_: Request, exc: Exception) -> Response:
+        return Response(status_code=400)  # no one is left to read it: the client went away
+
+    app.add_exception_handler(RedisError, on_redis_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
+    app.add_exception_handler(Exception, on_unexpected)

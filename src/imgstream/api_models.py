@@ -21,7 +21,7 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (401, 404, 409, 413, 415, 422, 429, 503)
+    status: {"model": ErrorBody} for status in (401, 403, 404, 409, 413, 415, 422, 429, 503, 507)
 }
 """Every status an ``/api`` route may answer with an error, for the OpenAPI schema."""
 

@@ -1,11 +1,14 @@
 """Access control: API keys, and which jobs a caller may see.
 
-Off unless ``IMGSTREAM_API_KEYS`` is set. Then every request under ``/api`` must carry
-``Authorization: Bearer <key>``: the gate answers ``401`` before the body is read, so an
-unauthenticated upload costs neither disk nor a decode, and a route added later is covered
-without doing anything. The one exception is ``PUBLIC_API_PATHS``: the operator's limits,
-which the web page reads before it has a key. A job is visible only to the key that created
-it (``404`` to others).
+Off unless ``IMGSTREAM_API_KEYS`` or ``IMGSTREAM_ADMIN_KEYS`` is set. Then every request
+under ``/api`` (and ``/metrics``) must carry ``Authorization: Bearer <key>``: the gate
+answers ``401`` before the body is read, so an unauthenticated upload costs neither disk nor
+a decode, and a route added later is covered without doing anything. The one exception is
+``PUBLIC_API_PATHS``: the operator's limits, which the web page reads before it has a key.
+A job is visible only to the key that created it (``404`` to others). Operator keys
+(``IMGSTREAM_ADMIN_KEYS``) are keys too, and more: they alone see every job, other callers'
+failures and dead letters in the stats, retry dead letters and read ``/metrics`` (``403``
+for an ordinary key).
 
 Keys are never stored: a job's ``owner`` field holds the SHA-256 fingerprint of its key, and a
 presented key is compared by fingerprint with ``hmac.compare_digest``, against every configured
@@ -20,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,6 +32,8 @@ from imgstream.middleware import send_json_error
 
 API_PATH = "/api"
 PUBLIC_API_PATHS = frozenset({"/api/limits"})
+OPERATOR_PATHS = frozenset({"/metrics"})
+"""Paths outside ``/api`` that the gate covers too: they need an operator key."""
 CHALLENGE = 'Bearer realm="imgstream"'
 _STATE_KEY = "imgstream_caller"
 
@@ -48,10 +53,16 @@ class Caller:
 
     owner: str
     restricted: bool
+    operator: bool = False
+
+    @property
+    def sees_everything(self) -> bool:
+        """Access control is off, or this is an operator."""
+        return not self.restricted or self.operator
 
     def may_see(self, owner: str) -> bool:
         """Whether a job recorded with ``owner`` is this caller's to see."""
-        if not self.restricted:
+        if self.sees_everything:
             return True
         return hmac.compare_digest(owner.encode(), self.owner.encode())
 
@@ -60,10 +71,11 @@ ANYONE = Caller(owner="", restricted=False)
 
 
 class KeyRing:
-    """The configured API keys, held as fingerprints; empty means access control is off."""
+    """The configured API and operator keys, held as fingerprints; none: access control off."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._fingerprints = tuple(fingerprint(key) for key in keys)
+    def __init__(self, keys: Iterable[str], operators: Iterable[str] = ()) -> None:
+        self._operators = frozenset(fingerprint(key) for key in operators)
+        self._fingerprints = tuple({fingerprint(key) for key in keys} | self._operators)
 
     @property
     def enabled(self) -> bool:
@@ -81,7 +93,9 @@ class KeyRing:
         for known in self._fingerprints:  # no early exit: every key is compared every time
             if hmac.compare_digest(presented, known):
                 matched = known
-        return Caller(owner=matched, restricted=True) if matched else None
+        if not matched:
+            return None
+        return Caller(owner=matched, restricted=True, operator=matched in self._operators)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -113,10 +127,11 @@ class ApiKeyGate:
         self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
         if (
             scope["type"] != "http"
-            or not is_api_path(scope["path"])
-            or scope["path"] in PUBLIC_API_PATHS
+            or not (is_api_path(path) or path in OPERATOR_PATHS)
+            or path in PUBLIC_API_PATHS
         ):
             await self.app(scope, receive, send)
             return
@@ -159,3 +174,10 @@ async def caller(
     if keyring.enabled:
         raise HTTPException(401, "this API needs a key", headers={"WWW-Authenticate": CHALLENGE})
     return ANYONE
+
+
+async def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    """FastAPI dependency of operator routes: ``403`` for an ordinary key."""
+    if not who.sees_everything:
+        raise HTTPException(403, "this needs an operator key (IMGSTREAM_ADMIN_KEYS)")
+    return who

@@ -31,6 +31,7 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from imgstream.api import create_app
+    from imgstream.http_server import protocol_for
 
     settings = _part_redis(settings)
     # uvicorn re-raises the stop signal after its graceful shutdown, restoring the handler it
@@ -47,6 +48,9 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
         proxy_headers=True,  # the client address of per-IP rate limits, from trusted proxies
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
+        http=protocol_for(settings),  # h11 with header, body-pace and connection limits
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        timeout_keep_alive=settings.http_keepalive_timeout,
     )
     return 0
 

@@ -65,6 +65,77 @@ class Settings(BaseSettings):
     sse_keepalive: float = Field(
         default=15.0, gt=0, le=300, description="Seconds between keep-alive comments on /events."
     )
+    max_streams: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Event streams open at once per API process."
+    )
+    max_streams_per_client: int = Field(
+        default=300, ge=1, le=1_000_000, description="Event streams one key (or IP) may hold open."
+    )
+
+    # HTTP server limits (docs/security.md): each refusal is JSON and logged.
+    http_max_connections: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per API process; 503 past it.",
+    )
+    http_max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=16 * MIB,
+        description="Request line and headers; 431 past it.",
+    )
+    http_max_headers: int = Field(
+        default=100, ge=8, le=10_000, description="Header fields per request; 431 past it."
+    )
+    http_max_url_bytes: int = Field(
+        default=8 * 1024,
+        ge=256,
+        le=MIB,
+        description="Request target (path and query); 414 past it.",
+    )
+    http_header_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds to send a request's headers; 408 past it."
+    )
+    http_keepalive_timeout: int = Field(
+        default=5, ge=1, le=600, description="Seconds an idle keep-alive connection stays open."
+    )
+    http_min_body_rate: int = Field(
+        default=1024,
+        ge=0,
+        le=1024 * MIB,
+        description="Bytes/s a request body must average over "
+        "each IMGSTREAM_HTTP_BODY_WINDOW; 408 below it (0: no minimum).",
+    )
+    http_body_window: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds over which the body rate is judged."
+    )
+
+    # Redis client of each process.
+    redis_max_connections: int = Field(
+        default=50, ge=2, le=10_000, description="Connections in a process's Redis pool."
+    )
+    redis_pool_wait: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Seconds a request waits for a free Redis connection before answering 503.",
+    )
+    redis_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Seconds a Redis command may take before it counts "
+        "as an outage (a frozen Redis answers 503, not a hang).",
+    )
+    allow_eviction: bool = Field(
+        default=False,
+        description="Run against a Redis whose maxmemory-policy may evict keys "
+        "(loses accepted jobs). Off: the API is not ready and workers refuse to start.",
+    )
+    ready_timeout: float = Field(
+        default=0.8, gt=0, le=30, description="Seconds /readyz may spend on its checks."
+    )
 
     # Workers.
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
@@ -98,6 +169,12 @@ class Settings(BaseSettings):
 
     # Upload and image limits.
     max_upload_bytes: int = Field(default=25 * MIB, ge=1024)
+    min_free_bytes: int = Field(
+        default=64 * MIB,
+        ge=0,
+        description="Free space the data directory keeps; below it "
+        "uploads get 507 and /readyz says so.",
+    )
     max_pixels: int = Field(default=50_000_000, ge=1)
     max_dimension: int = Field(default=20_000, ge=1, le=10_000_000)
     max_frames: int = Field(default=100, ge=1)
@@ -141,6 +218,11 @@ class Settings(BaseSettings):
     read_rate_limit_burst: int = Field(
         default=1000, ge=1, le=1_000_000, description="Reads a client may make at once."
     )
+    admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated operator keys: stats with job details, dead letters, "
+        "metrics; they also work as API keys.",
+    )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Comma-separated origins allowed by CORS; empty: no CORS."
     )
@@ -168,6 +250,17 @@ class Settings(BaseSettings):
         ge=0,
         description="/readyz fails when no worker was seen for this many seconds (0: no check).",
     )
+    temporary_age: float = Field(
+        default=300.0,
+        ge=10,
+        description="Seconds after which an untouched temporary file of a dead writer is removed.",
+    )
+    orphan_age: float = Field(
+        default=900.0,
+        ge=60,
+        description="Seconds after which a stored file no job names "
+        "(a crash between storing and queueing) is removed.",
+    )
     janitor_interval: float = Field(
         default=60.0,
         ge=0,
@@ -179,7 +272,7 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: Any) -> Any:
         keys = _comma_separated(value)
@@ -205,6 +298,10 @@ class Settings(BaseSettings):
             if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"{origin!r} is not an origin such as https://example.com")
         return cleaned
+
+    @property
+    def access_controlled(self) -> bool:
+        return bool(self.api_keys or self.admin_keys)
 
     @property
     def rate_limited(self) -> bool:

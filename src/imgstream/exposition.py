@@ -120,8 +120,22 @@ class FleetCollector(Collector):
             objects.add_metric(["result"], storage.results)
             used.add_metric(["original"], storage.originals_bytes)
             used.add_metric(["result"], storage.results_bytes)
+            objects.add_metric(["temporary"], storage.temporary)
+            used.add_metric(["temporary"], storage.temporary_bytes)
             yield objects
             yield used
+
+        if snapshot.memory is not None:
+            yield GaugeMetricFamily(
+                "imgstream_redis_memory_used_bytes",
+                "Memory Redis uses (INFO used_memory).",
+                value=snapshot.memory.used_bytes,
+            )
+            yield GaugeMetricFamily(
+                "imgstream_redis_memory_max_bytes",
+                "Redis maxmemory (0: no limit); at it, noeviction refuses writes.",
+                value=snapshot.memory.max_bytes,
+            )
 
 
 class HttpMetrics:

@@ -9,8 +9,9 @@ Promises:
   job retried from the dead letters gets its hash back without one;
 - files no job accounts for — a producer that crashed between storing an original and
   queueing it, jobs that ended before this module existed — are deleted once they are older
-  than the result TTL (at least an hour) and no job hash names them; temporary files
-  (``.*.tmp``) left by a killed process are deleted after ``TEMPORARY_AGE``;
+  than ``IMGSTREAM_ORPHAN_AGE`` and no job hash names them; temporary files (``.*.tmp``)
+  are deleted once their writer (a process of this host) is gone, or after
+  ``IMGSTREAM_TEMPORARY_AGE`` whoever wrote them, and counted meanwhile;
 - a sweep measures what is stored (files and bytes of originals and results) and leaves the
   figures in ``{prefix}:storage`` for the stats.
 
@@ -35,20 +36,26 @@ from typing import cast
 import anyio
 import anyio.to_thread
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from imgstream.config import Settings
 from imgstream.jobs import is_valid_job_id
 from imgstream.monitor import StorageUse
 from imgstream.queue import Keys, connect, load_script
-from imgstream.storage import RESULT_EXTENSIONS, LocalStorage
+from imgstream.redis_health import is_outage
+from imgstream.storage import (
+    QUIET_WRITER_SECONDS,
+    RESULT_EXTENSIONS,
+    LocalStorage,
+    is_temporary,
+    writer_gone,
+)
 
 log = logging.getLogger("imgstream.janitor")
 
-TEMPORARY_AGE = 3600.0
+TEMPORARY_AGE: float = Settings.model_fields["temporary_age"].default
 """Seconds after which a ``.*.tmp`` file is surely abandoned (writes take seconds)."""
-MIN_ORPHAN_AGE = 3600.0
+ORPHAN_AGE: float = Settings.model_fields["orphan_age"].default
 LOCK_LEASE_MS = 10 * 60 * 1000
 BATCH = 500
 
@@ -85,12 +92,19 @@ class _Scan:
 
 class Janitor:
     def __init__(
-        self, redis: Redis, keys: Keys, storage: LocalStorage, *, result_ttl: float
+        self,
+        redis: Redis,
+        keys: Keys,
+        storage: LocalStorage,
+        *,
+        temporary_age: float = TEMPORARY_AGE,
+        orphan_age: float = ORPHAN_AGE,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.storage = storage
-        self.orphan_age = max(float(result_ttl), MIN_ORPHAN_AGE)
+        self.temporary_age = temporary_age
+        self.orphan_age = orphan_age
         self._release = load_script(redis, "release")
 
     async def sweep_if_due(self, interval: float, owner: str) -> Sweep | None:
@@ -184,6 +198,7 @@ class Janitor:
                 "results": stored.results,
                 "results_bytes": stored.results_bytes,
                 "temporary": stored.temporary,
+                "temporary_bytes": stored.temporary_bytes,
                 "scanned_at": stored.scanned_at,
             },
         )
@@ -197,6 +212,7 @@ class Janitor:
                 "results": 0,
                 "results_bytes": 0,
                 "temporary": 0,
+                "temporary_bytes": 0,
             }
         )
         now = time.time()
@@ -214,12 +230,16 @@ class Janitor:
                         continue
                     age = now - stat.st_mtime
                     if entry.name.startswith("."):
-                        if entry.name.endswith(".tmp") and age > TEMPORARY_AGE:
+                        if is_temporary(entry.name) and (
+                            age > self.temporary_age
+                            or (age > QUIET_WRITER_SECONDS and writer_gone(entry.name))
+                        ):
                             removed, size = _unlink_all([Path(entry.path)])
                             scan.temporaries_removed += removed
                             scan.bytes_removed += size
                         else:
                             scan.usage["temporary"] += 1
+                            scan.usage["temporary_bytes"] += stat.st_size
                         continue
                     job_id = entry.name if kind == "originals" else entry.name.split(".")[0]
                     if not is_valid_job_id(job_id):
@@ -247,6 +267,16 @@ def _unlink_all(paths: list[Path]) -> tuple[int, int]:
     return removed, size
 
 
+def janitor_for(settings: Settings, redis: Redis, keys: Keys, storage: LocalStorage) -> Janitor:
+    return Janitor(
+        redis,
+        keys,
+        storage,
+        temporary_age=settings.temporary_age,
+        orphan_age=settings.orphan_age,
+    )
+
+
 async def run_janitor(
     settings: Settings, redis: Redis, keys: Keys, storage: LocalStorage, owner: str
 ) -> None:
@@ -258,13 +288,15 @@ async def run_janitor(
     interval = settings.janitor_interval
     if interval <= 0:
         return
-    janitor = Janitor(redis, keys, storage, result_ttl=settings.result_ttl)
+    janitor = janitor_for(settings, redis, keys, storage)
     check_every = min(30.0, max(1.0, interval / 4))
     while True:
         await anyio.sleep(check_every * random.uniform(0.5, 1.0))
         try:
             sweep = await janitor.sweep_if_due(interval, owner)
-        except (RedisConnectionError, RedisTimeoutError):
+        except RedisError as exc:
+            if not is_outage(exc):
+                log.exception("retention sweep failed")
             continue
         except Exception:
             log.exception("retention sweep failed")
@@ -282,7 +314,7 @@ async def sweep_once(settings: Settings) -> Sweep | None:
     redis = connect(settings.effective_redis_url)
     try:
         storage = LocalStorage(settings.data_dir)
-        janitor = Janitor(redis, Keys(settings.key_prefix), storage, result_ttl=settings.result_ttl)
+        janitor = janitor_for(settings, redis, Keys(settings.key_prefix), storage)
         return await janitor.sweep()
     finally:
         await redis.aclose()

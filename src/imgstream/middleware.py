@@ -1,4 +1,5 @@
-"""Small pure-ASGI middleware: the upload size limit, the security headers, CORS options.
+"""Small pure-ASGI middleware: the upload size limit, the security headers, CORS options,
+JSON for every error, and ``HEAD``.
 
 Starlette ships a body-limit middleware, but it answers ``413`` in plain text on some paths;
 every imgstream error is JSON (``{"error": {"code", "message"}}``), so this one is ours.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -176,3 +178,102 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    416: "range_not_satisfiable",
+    500: "internal_error",
+}
+_KEPT_HEADERS = frozenset({b"allow", b"retry-after", b"www-authenticate", b"vary", b"connection"})
+MAX_ERROR_TEXT = 300
+
+
+class JsonErrors:
+    """Every error answer in the API's JSON shape, whoever made it.
+
+    Starlette and its middleware answer some refusals in plain text (a CORS preflight from a
+    disallowed origin, a malformed ``Range``); this rewrites any ``4xx``/``5xx`` that is not
+    JSON into ``{"error": {"code", "message"}}``, keeping the original text as the message.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+        text = b""
+
+        async def json_send(message: Message) -> None:
+            nonlocal held, text
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = message.get("headers", [])
+                kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+                if status >= 400 and not kind.startswith(b"application/json"):
+                    held = message
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                text += message.get("body", b"")[: MAX_ERROR_TEXT - len(text)]
+                if message.get("more_body", False):
+                    return
+                await _send_rewritten(send, held, text)
+                return
+            await send(message)
+
+        await self.app(scope, receive, json_send)
+
+
+async def _send_rewritten(send: Send, start: Message, text: bytes) -> None:
+    status = int(start["status"])
+    message = text.decode("utf-8", "replace").strip() or _phrase(status)
+    kept = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in start.get("headers", [])
+        if name.lower() in _KEPT_HEADERS
+    }
+    await send_json_error(send, status, _ERROR_CODES.get(status, "http_error"), message, kept)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:
+        return "error"
+
+
+class HeadAsGet:
+    """``HEAD`` on every ``GET`` route: the request runs as ``GET`` and only the status and
+    headers are sent. The route is told its client left once the headers are out, so a
+    streaming answer (an event stream) ends at once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        finished = False
+
+        async def head_send(message: Message) -> None:
+            nonlocal finished
+            if finished:
+                return
+            if message["type"] == "http.response.body":
+                finished = True
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        async def head_receive() -> Message:
+            if finished:
+                return {"type": "http.disconnect"}
+            return await receive()
+
+        await self.app({**scope, "method": "GET"}, head_receive, head_send)

@@ -53,6 +53,7 @@ class StorageUse:
     results: int = 0
     results_bytes: int = 0
     temporary: int = 0
+    temporary_bytes: int = 0
     scanned_at: float = 0.0
 
     @classmethod
@@ -68,7 +69,31 @@ class StorageUse:
             return None
 
 
-_STORAGE_COUNTS = ("originals", "originals_bytes", "results", "results_bytes", "temporary")
+_STORAGE_COUNTS = (
+    "originals",
+    "originals_bytes",
+    "results",
+    "results_bytes",
+    "temporary",
+    "temporary_bytes",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisMemory:
+    """Redis's memory against its ``maxmemory`` (0: no limit) and the policy at the limit."""
+
+    used_bytes: int
+    max_bytes: int
+    policy: str
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> RedisMemory:
+        return cls(
+            used_bytes=int(info.get("used_memory", 0)),
+            max_bytes=int(info.get("maxmemory", 0)),
+            policy=str(info.get("maxmemory_policy", "")),
+        )
 
 
 @dataclass
@@ -89,6 +114,7 @@ class Snapshot:
     letters: list[DeadLetter]
     storage: StorageUse | None
     rates: Rates | None = field(default=None)
+    memory: RedisMemory | None = field(default=None)
 
     @property
     def live_consumers(self) -> int:
@@ -135,6 +161,7 @@ class Snapshot:
             "recent_failures": [asdict(failure) for failure in self.failures],
             "dead_letters": [asdict(letter) for letter in self.letters],
             "storage": asdict(self.storage) if self.storage else None,
+            "redis_memory": asdict(self.memory) if self.memory else None,
         }
 
     def _throughput(self) -> dict[str, Any] | None:
@@ -174,10 +201,12 @@ class Monitor:
             pipe.hgetall(keys.storage)
             pipe.zrange(keys.workers, 0, -1, withscores=True)
             pipe.time()
+            pipe.info("memory")
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         backlog, groups, consumers, dead, counters, failures, letters, storage, beats, clock = (
-            replies
+            replies[:10]
         )
+        memory = None if isinstance(replies[10], Exception) else RedisMemory.from_info(replies[10])
         for reply in (backlog, dead, counters, failures, letters, storage, beats, clock):
             if isinstance(reply, Exception):
                 raise reply
@@ -202,6 +231,7 @@ class Monitor:
             rates=await read_rates(self.redis, keys, now=now, window=HISTORY_WINDOW)
             if rates
             else None,
+            memory=memory,
         )
 
     async def worker_seen_within(self, seconds: float) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from imgstream.api_models import ERROR_RESPONSES
-from imgstream.auth import caller
+from imgstream.auth import Caller, caller, operator
 from imgstream.deadletters import DeadLetters
 from imgstream.exposition import HttpMetrics, exposition
 from imgstream.monitor import Monitor
@@ -58,7 +58,7 @@ def _services(request: Request) -> Services:
     return services
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(operator)])
 async def metrics(request: Request) -> Response:
     """Fleet figures from Redis plus this process's HTTP figures. While Redis is unreachable
     the HTTP figures are still exposed, with ``imgstream_redis_up 0``."""
@@ -74,11 +74,16 @@ async def metrics(request: Request) -> Response:
     "/api/stats",
     summary="Queue, workers, throughput, failures and storage as JSON",
     responses=ERROR_RESPONSES,
-    dependencies=[Depends(caller)],
 )
-async def stats(request: Request) -> dict[str, Any]:
+async def stats(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+    """Everything for an operator; for an ordinary key the figures, without other callers'
+    job ids, errors and dead letters."""
     snapshot = await monitor_for(_services(request)).snapshot()
-    return snapshot.to_json()
+    view = snapshot.to_json()
+    if not who.sees_everything:
+        view["recent_failures"] = []
+        view["dead_letters"] = []
+    return view
 
 
 @router.post(
@@ -86,7 +91,7 @@ async def stats(request: Request) -> dict[str, Any]:
     summary="Queue a dead-lettered job again",
     status_code=202,
     responses=ERROR_RESPONSES,
-    dependencies=[Depends(caller)],
+    dependencies=[Depends(operator)],
 )
 async def retry_dead_letter(request: Request, entry_id: str) -> JSONResponse:
     services = _services(request)

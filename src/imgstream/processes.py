@@ -27,3 +27,8 @@ def parent_of(pid: int) -> int | None:
         return int(stat.rsplit(")", 1)[1].split()[1])  # the fields after "(comm)": state, ppid
     except (OSError, IndexError, ValueError):
         return None
+
+
+EXIT_REFUSED = 78
+"""A worker's exit status when it will not run against its Redis (EX_CONFIG): restarting it
+would not help, so its supervisor stops."""

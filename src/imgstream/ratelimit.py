@@ -13,8 +13,8 @@ A request over the limit gets ``429`` with ``Retry-After`` before its body is re
 live at ``{<prefix>}:ratelimit:<client>`` and ``{<prefix>}:ratelimit:read:<client>`` (the
 deployment's hash tag) and expire once full again.
 
-While Redis is unreachable requests pass unlimited: the routes need Redis themselves and answer
-``503``, so nothing is let through that the limit was protecting.
+The limit never fails open: while Redis is unreachable (or refuses, or the connection pool
+is full) a request that should draw on a bucket gets ``503`` with ``Retry-After`` instead.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from imgstream.auth import KeyRing, header, is_api_path
 from imgstream.config import Settings
 from imgstream.middleware import send_json_error
+from imgstream.redis_health import describe
 
 log = logging.getLogger("imgstream.ratelimit")
 
@@ -147,8 +148,10 @@ class RateLimit:
         try:
             wait = await limiter.take(client_identity(scope, self.keyring))
         except RedisError as exc:
-            log.warning("rate limit not checked, redis unavailable: %s", exc)
-            wait = 0.0
+            log.warning("request refused, its rate limit cannot be checked: %s", exc)
+            code, message = describe(exc)
+            await send_json_error(send, 503, code, message, {"retry-after": "2"})
+            return
         if wait > 0:
             await _refuse(send, wait, limiter.setting)
             return

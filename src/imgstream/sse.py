@@ -14,12 +14,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from imgstream.events import JobChanges
+from imgstream.events import Follower
+from imgstream.jobs import JobRecord
 
 log = logging.getLogger("imgstream.sse")
 
@@ -50,34 +50,37 @@ class Snapshot:
 
 async def status_events(
     first: Snapshot,
-    changes: JobChanges,
-    read: Callable[[], Awaitable[Snapshot | None]],
+    follower: Follower,
+    snapshot: Callable[[JobRecord], Snapshot],
     keepalive: float,
 ) -> AsyncGenerator[bytes, None]:
     """``status`` events from ``first`` until a final state is sent.
 
-    Each announcement, and each keep-alive tick (an announcement may be lost), re-reads the
-    job; a state equal to the last one sent is not sent again. A job that vanishes (expired)
-    ends the stream with a ``gone`` event; a Redis failure ends it quietly, and the client's
-    reconnect (or its fallback to polling) takes over.
+    Each state the hub pushes, and each keep-alive tick (the follower re-reads then, as an
+    announcement may be lost), is compared with the last one sent and sent if it differs. A
+    job that vanishes (expired) ends the stream with a ``gone`` event. While Redis is
+    unreachable the stream stays open on keep-alives: the job's final status still comes
+    once Redis is back, or the client's reconnect (or its fallback to polling) takes over.
     """
-    try:
-        yield f"retry: {RECONNECT_MS}\n".encode() + event("status", first.data)
-        last = first
-        while not last.final:
-            changed = await changes.wait(keepalive)
-            current = await read()
-            if current is None:
-                gone = {"error": {"code": "not_found", "message": "no such job (expired)"}}
-                yield event("gone", json.dumps(gone))
-                return
-            if current.data != last.data:
-                yield event("status", current.data)
-                last = current
-            elif not changed:
-                yield KEEP_ALIVE
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        log.warning("event stream ended early, redis unavailable: %s", exc)
+    yield f"retry: {RECONNECT_MS}\n".encode() + event("status", first.data)
+    last = first
+    while not last.final:
+        try:
+            record, announced = await follower.next(keepalive)
+        except RedisError as exc:
+            log.warning("event stream could not re-read its job, redis unavailable: %s", exc)
+            yield KEEP_ALIVE
+            continue
+        if record is None:
+            gone = {"error": {"code": "not_found", "message": "no such job (expired)"}}
+            yield event("gone", json.dumps(gone))
+            return
+        current = snapshot(record)
+        if current.data != last.data:
+            yield event("status", current.data)
+            last = current
+        elif not announced:
+            yield KEEP_ALIVE
 
 
 class EventStreamResponse(StreamingResponse):

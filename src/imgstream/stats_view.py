@@ -110,7 +110,8 @@ def render(stats: dict[str, Any]) -> RenderableType:
     storage = stats.get("storage")
     stored = (
         f"stored: {storage['originals']} originals ({_bytes(storage['originals_bytes'])}), "
-        f"{storage['results']} results ({_bytes(storage['results_bytes'])}); "
+        f"{storage['results']} results ({_bytes(storage['results_bytes'])}), "
+        f"{storage.get('temporary', 0)} temporary ({_bytes(storage.get('temporary_bytes', 0))}); "
         f"measured {_when(storage['scanned_at'])}"
         if storage
         else "stored: not measured yet (the janitor has not run)"

@@ -9,7 +9,10 @@ so a reader never sees half a file and a job written twice still has exactly one
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -29,6 +32,40 @@ class Storage(Protocol):
 RESULT_EXTENSIONS = frozenset(output.extension for output in OutputFormat)
 """The extension of every result file ``save_result`` may write."""
 
+QUIET_WRITER_SECONDS = 30.0
+"""A temporary untouched this long, whose writer is gone, is surely abandoned."""
+_TEMPORARY = re.compile(
+    r"^\.(?P<target>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]*)\.[0-9a-f]{32}\.tmp$"
+)
+
+
+def this_host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64]
+
+
+def temporary_for(target: Path) -> Path:
+    """Where ``target`` is written before it is renamed into place: the name says who writes
+    it (pid and host), so that what a crashed process left can be told from work going on."""
+    return target.with_name(f".{target.name}.{os.getpid()}@{this_host()}.{uuid.uuid4().hex}.tmp")
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def writer_gone(name: str) -> bool:
+    """Whether the temporary ``name`` was written by a process of this host that has exited."""
+    match = _TEMPORARY.match(name)
+    if match is None or match["host"] != this_host():
+        return False
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
 
 class LocalStorage:
     """Files under one directory: ``originals/<job id>`` and ``results/<job id>.<ext>``.
@@ -47,7 +84,7 @@ class LocalStorage:
     def save_original(self, job_id: str, source: BinaryIO) -> int:
         """Copy an upload into place, durably, before its job is announced. Returns its size."""
         target = self._original(job_id)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        temporary = temporary_for(target)
         try:
             with temporary.open("wb") as sink:
                 shutil.copyfileobj(source, sink, 1024 * 1024)
@@ -68,7 +105,7 @@ class LocalStorage:
 
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
         target = self._result(job_id, extension)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        temporary = temporary_for(target)
         try:
             temporary.write_bytes(data)
             temporary.replace(target)
@@ -76,6 +113,30 @@ class LocalStorage:
             temporary.unlink(missing_ok=True)
             raise
         return target
+
+    def free_bytes(self) -> int:
+        """Space left for uploads and results (what an unprivileged writer may use)."""
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def remove_dead_temporaries(self) -> int:
+        """Delete temporaries whose writer (a process of this host) is gone and that have
+        been quiet a while: what a killed API or worker left. Returns how many."""
+        removed = 0
+        now = time.time()
+        for directory in (self.originals, self.results):
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if not is_temporary(entry.name) or not writer_gone(entry.name):
+                        continue
+                    try:
+                        if now - entry.stat(follow_symlinks=False).st_mtime < QUIET_WRITER_SECONDS:
+                            continue
+                        Path(entry.path).unlink()
+                    except FileNotFoundError:
+                        continue
+                    removed += 1
+        return removed
 
     def result_path(self, job_id: str, extension: str) -> Path | None:
         path = self._result(job_id, extension)

@@ -20,7 +20,7 @@ import anyio
 
 from imgstream.config import Settings
 from imgstream.logs import configure_logging
-from imgstream.processes import die_with_parent
+from imgstream.processes import EXIT_REFUSED, die_with_parent
 
 log = logging.getLogger("imgstream.supervisor")
 
@@ -53,6 +53,7 @@ class WorkerPool:
         self._context = multiprocessing.get_context("spawn")
         self._slots: list[_Slot] = []
         self._stopping = False
+        self._refused = False
 
     def _spawn(self) -> multiprocessing.process.BaseProcess:
         process = self._context.Process(
@@ -77,15 +78,22 @@ class WorkerPool:
             for slot in self._slots:
                 if not self._stopping:
                     self._tend(slot)
-        return self._shutdown()
+        status = self._shutdown()
+        return EXIT_REFUSED if self._refused else status
 
     def _tend(self, slot: _Slot) -> None:
-        """Replace a dead worker; one that keeps dying young is restarted ever more slowly."""
+        """Replace a dead worker; one that keeps dying young is restarted ever more slowly.
+        One that refused to run (``EXIT_REFUSED``: the Redis is unfit) stops the pool."""
         now = time.monotonic()
         if slot.process is not None:
             if slot.process.is_alive():
                 if now - slot.started > HEALTHY_LIFETIME:
                     slot.quick_deaths = 0
+                return
+            if slot.process.exitcode == EXIT_REFUSED:
+                log.critical("a worker refused to run (its log says why); stopping")
+                self._refused = True
+                self._stopping = True
                 return
             lived = now - slot.started
             slot.quick_deaths = slot.quick_deaths + 1 if lived < HEALTHY_LIFETIME else 0

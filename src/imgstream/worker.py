@@ -8,7 +8,10 @@ Promises, which together make delivery at least once with a single fenced outcom
 - a deterministic failure (undecodable image, impossible parameters) ends the job at once;
   a transient one (storage error, time limit) is retried with exponential backoff, and a
   job that used up its attempts — or killed its worker each time — is dead-lettered;
-- while Redis is unreachable the worker waits and retries, keeping the work in hand.
+- while Redis is unreachable, frozen or refusing commands (out of memory, ``MISCONF``, …)
+  the worker waits and retries, keeping the work in hand; so it does while the disk is too
+  full to store a result, without spending an attempt;
+- it refuses to start against a Redis whose ``maxmemory-policy`` may evict keys.
 """
 
 from __future__ import annotations
@@ -25,17 +28,25 @@ from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
-from imgstream import imaging, placeholder
+from imgstream import imaging
 from imgstream.config import Settings
 from imgstream.janitor import run_janitor
-from imgstream.jobs import Placeholder, ResultInfo
+from imgstream.jobs import ResultInfo
 from imgstream.metrics import JobMetrics
-from imgstream.operations import JobSpec, LimitError, Limits, SpecError, spec_from_entry
+from imgstream.operations import LimitError, SpecError, spec_from_entry
 from imgstream.presence import consumer_name, run_heartbeat
-from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect
+from imgstream.processes import EXIT_REFUSED
+from imgstream.processing import (
+    DiskFull,
+    JobFailure,
+    TransientFailure,
+    limits_from,
+    process_job,
+)
+from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect_from
+from imgstream.redis_health import eviction_problem, is_outage, refusal
 from imgstream.storage import LocalStorage, Storage
 from imgstream.telemetry import JobTelemetry
 
@@ -50,70 +61,8 @@ EXIT_STUCK = 70
 CONSUMER_HYGIENE_INTERVAL = 60.0
 
 
-def limits_from(settings: Settings) -> Limits:
-    return Limits(
-        max_steps=settings.max_steps,
-        max_sigma=settings.max_sigma,
-        max_dimension=settings.max_dimension,
-        max_pixels=settings.max_pixels,
-        max_frames=settings.max_frames,
-    )
-
-
-class JobFailure(Exception):
-    """A deterministic failure: the job ends ``failed`` with this code and message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class TransientFailure(Exception):
-    """A failure another attempt may not repeat: storage trouble, the time limit."""
-
-
-def process_job(
-    storage: Storage,
-    job_id: str,
-    spec: JobSpec,
-    limits: Limits,
-    timeout: float,
-    placeholders: bool = True,
-) -> ResultInfo:
-    """Render the job's original and store the result, with its placeholder when asked;
-    blocking, runs in a worker thread."""
-    try:
-        source = storage.original_source(job_id)
-    except FileNotFoundError:
-        raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
-    try:
-        rendered = imaging.render(source, spec, limits, timeout=timeout, small_copy=placeholders)
-    except imaging.ImagingError as exc:
-        raise JobFailure(exc.code, str(exc)) from None
-    except imaging.RenderTimeout:
-        raise TransientFailure(
-            f"the job ran longer than {timeout:g} s (IMGSTREAM_JOB_TIMEOUT)"
-        ) from None
-    except OSError as exc:
-        raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
-    try:
-        storage.save_result(job_id, rendered.data, rendered.format.extension)
-    except OSError as exc:
-        raise TransientFailure(f"the result could not be stored: {exc.strerror}") from None
-    return ResultInfo(
-        width=rendered.width,
-        height=rendered.height,
-        format=rendered.format.value,
-        bytes=len(rendered.data),
-        placeholder=_placeholder(rendered) if placeholders else None,
-    )
-
-
-def _placeholder(rendered: imaging.Rendered) -> Placeholder | None:
-    if rendered.small is not None:
-        return placeholder.of_pixels(*rendered.small)
-    return placeholder.of_image(rendered.data)
+class UnfitRedis(Exception):
+    """Redis is configured so that it would lose jobs: the worker refuses to start."""
 
 
 class _Stopped(Exception):
@@ -143,6 +92,10 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> None:
         try:
+            policy = await self._redis(self.queue.eviction_policy)
+            problem = eviction_problem(policy, allowed=self.settings.allow_eviction)
+            if problem is not None:
+                raise UnfitRedis(problem)
             await self._redis(self.queue.ensure_group)
         except _Stopped:
             return
@@ -238,7 +191,7 @@ class Worker:
                 return
             began = self.telemetry.started(delivery, attempt)
             try:
-                result = await self._process(delivery)
+                result = await self._process_when_room(delivery)
             except JobFailure as failure:
                 await self._fail(delivery, lease, failure.code, failure.message, began=began)
                 return
@@ -294,6 +247,27 @@ class Worker:
         if recorded:
             await self.telemetry.finished(delivery, "failed", began, code=code, error=message)
 
+    async def _process_when_room(self, delivery: Delivery) -> ResultInfo:
+        """Process; while the disk is full, wait and try again under the same attempt and
+        lease (the entry stays ours, kept fresh), so a full disk costs time, not the job."""
+        pause = 1.0
+        while True:
+            try:
+                return await self._process(delivery)
+            except DiskFull as exc:
+                if self._stopping:
+                    await self._hand_back([delivery.entry_id])
+                    raise _Stopped() from None
+                log.error(
+                    "job %s: %s; the disk is full, retrying in %.0f s (the job is kept)",
+                    delivery.job_id,
+                    exc,
+                    pause,
+                    extra={"event": "storage.full", "job": delivery.job_id},
+                )
+                await anyio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+
     async def _process(self, delivery: Delivery) -> ResultInfo:
         assert delivery.entry is not None
         try:
@@ -345,10 +319,17 @@ class Worker:
         while True:
             try:
                 return await call(*args, **kwargs)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except RedisError as exc:
+                if not is_outage(exc):
+                    raise
                 if until_stopped and self._stopping:
                     raise _Stopped() from None
-                log.warning("redis unavailable (%s); retrying in %.1f s", exc, pause)
+                log.warning(
+                    "redis unavailable (%s); retrying in %.1f s",
+                    refusal(exc) or exc,
+                    pause,
+                    extra={"event": "redis.unavailable"},
+                )
                 await anyio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -360,7 +341,9 @@ class Worker:
                 continue
             try:
                 still_held = await self.queue.keep_alive(self.consumer, list(self.held))
-            except (RedisConnectionError, RedisTimeoutError):
+            except RedisError as exc:
+                if not is_outage(exc):
+                    raise
                 continue  # the main loop waits for Redis; entries stay ours meanwhile
             lost = self.held - still_held
             if lost:
@@ -371,12 +354,12 @@ class Worker:
         if not entry_ids:
             return
         # If Redis is down they are recovered after the visibility timeout instead.
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+        with contextlib.suppress(RedisError):
             await self.queue.release(self.consumer, entry_ids, idle_ms=self._visibility_ms)
         self.held.difference_update(entry_ids)
 
     async def _leave_group(self) -> None:
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+        with contextlib.suppress(RedisError):
             await self.queue.remove_consumer_if_idle(self.consumer)
 
 
@@ -387,7 +370,7 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
         cache_max_mem_mb=settings.vips_cache_mb,
         allow_untrusted=settings.allow_untrusted_formats,
     )
-    redis = connect(settings.effective_redis_url)
+    redis = connect_from(settings, blocking_ms=settings.block_ms)
     queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
     storage = LocalStorage(settings.data_dir)
     worker = Worker(settings, queue, storage)
@@ -407,6 +390,9 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
             tasks.start_soon(run_janitor, settings, redis, queue.keys, storage, worker.consumer)
             try:
                 await worker.run(burst=burst)
+            except UnfitRedis as exc:
+                log.critical("worker refuses to start: %s", exc, extra={"event": "redis.unfit"})
+                os._exit(EXIT_REFUSED)
             finally:
                 tasks.cancel_scope.cancel()
                 await redis.aclose()

@@ -1,0 +1,98 @@
+"""Running one job: read its original, render it, store the result; no Redis, no loop.
+
+``process_job`` is what a worker does with an entry once it holds the lease; its exceptions
+say what the worker should do next: ``JobFailure`` ends the job (another attempt would fail
+the same way), ``TransientFailure`` is worth another attempt, ``DiskFull`` is waited out
+without spending an attempt. The benchmark calls it directly, as the worker does.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from imgstream import imaging, placeholder
+from imgstream.config import Settings
+from imgstream.jobs import Placeholder, ResultInfo
+from imgstream.operations import JobSpec, Limits
+from imgstream.storage import Storage
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_steps=settings.max_steps,
+        max_sigma=settings.max_sigma,
+        max_dimension=settings.max_dimension,
+        max_pixels=settings.max_pixels,
+        max_frames=settings.max_frames,
+    )
+
+
+class JobFailure(Exception):
+    """A deterministic failure: the job ends ``failed`` with this code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TransientFailure(Exception):
+    """A failure another attempt may not repeat: storage trouble, the time limit."""
+
+
+class DiskFull(Exception):
+    """The result could not be written for want of space: wait, then write it again."""
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""``OSError`` numbers that mean "no room": the disk, or the quota, is full."""
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in DISK_FULL_ERRNOS
+
+
+def process_job(
+    storage: Storage,
+    job_id: str,
+    spec: JobSpec,
+    limits: Limits,
+    timeout: float,
+    placeholders: bool = True,
+) -> ResultInfo:
+    """Render the job's original and store the result, with its placeholder when asked;
+    blocking, runs in a worker thread."""
+    try:
+        source = storage.original_source(job_id)
+    except FileNotFoundError:
+        raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
+    try:
+        rendered = imaging.render(source, spec, limits, timeout=timeout, small_copy=placeholders)
+    except imaging.ImagingError as exc:
+        raise JobFailure(exc.code, str(exc)) from None
+    except imaging.RenderTimeout:
+        raise TransientFailure(
+            f"the job ran longer than {timeout:g} s (IMGSTREAM_JOB_TIMEOUT)"
+        ) from None
+    except OSError as exc:
+        raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
+    try:
+        storage.save_result(job_id, rendered.data, rendered.format.extension)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(f"the result could not be stored: {exc.strerror}") from None
+        raise TransientFailure(f"the result could not be stored: {exc.strerror}") from None
+    return ResultInfo(
+        width=rendered.width,
+        height=rendered.height,
+        format=rendered.format.value,
+        bytes=len(rendered.data),
+        placeholder=_placeholder(rendered) if placeholders else None,
+    )
+
+
+def _placeholder(rendered: imaging.Rendered) -> Placeholder | None:
+    """From the small copy taken before encoding, or else from the encoded result."""
+    if rendered.small is not None:
+        return placeholder.of_pixels(*rendered.small)
+    return placeholder.of_image(rendered.data)
