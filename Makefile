@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up test lint format bench soak clean browser
+.PHONY: up test lint format bench bench-check soak clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("imgstream needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -45,6 +45,11 @@ format: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)  ## side-by-side benchmarks; never part of `make test` (BENCH_ARGS=--quick)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Every scenario end to end at small counts, one round, every peer required: a few minutes,
+# so that the bench cannot silently stop running. Its figures mean nothing; `make bench`'s do.
+bench-check: $(STAMP)
+	$(BIN)/python bench/run.py --quick --rounds 1 --strict
 
 SOAK_ARGS ?=
 soak: $(STAMP)  ## 10 minutes of mixed load, worker kills and slow clients; never in `make test`

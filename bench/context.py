@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgstream.config import AppendFsync
+from imgstream.config import AppendFsync, Settings
 from imgstream.redis_server import RedisServer
 
 import peers
@@ -19,6 +19,7 @@ import peers
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RUNNERS = BENCH / "runners"
+_WORKER_DEFAULTS = Settings.model_fields
 
 
 @dataclass
@@ -62,11 +63,14 @@ class Context:
 
 
 def env(**extra: str) -> dict[str, str]:
-    """The environment for every child: one libvips thread, bench modules importable."""
+    """The environment for every child: libvips as a worker has it, bench modules importable."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("IMGSTREAM_")}
     base.update(
         {
             "PYTHONPATH": f"{BENCH}{os.pathsep}{ROOT / 'src'}",
+            # libvips as imgstream's workers have it by default, for imgstream and the rest
+            "IMGSTREAM_VIPS_CONCURRENCY": str(_WORKER_DEFAULTS["vips_concurrency"].default),
+            "IMGSTREAM_VIPS_CACHE_MB": str(_WORKER_DEFAULTS["vips_cache_mb"].default),
             "VIPS_CONCURRENCY": "1",
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",

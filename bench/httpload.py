@@ -87,6 +87,13 @@ async def _read_response(reader: asyncio.StreamReader) -> Response:
     return Response(status, headers, body)
 
 
+def expect(response: Response, status: int, what: str) -> Response:
+    """``response`` if it has ``status``; otherwise stop the measurement, saying what came."""
+    if response.status != status:
+        raise RuntimeError(f"{what} answered {response.status}: {response.body[:300]!r}")
+    return response
+
+
 def multipart(fields: dict[str, str], file_name: str, file_data: bytes) -> tuple[bytes, str]:
     """A multipart/form-data body with ``fields`` and one file part named ``image``."""
     boundary = uuid.uuid4().hex

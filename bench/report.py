@@ -70,7 +70,25 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load_average_at_start": os.getloadavg(),
+        "commit": commit(),
     }
+
+
+def commit() -> str:
+    """The commit measured, and whether the checkout differed from it (figures of uncommitted
+    code cannot be traced back)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *arguments], capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    head = git("log", "-1", "--format=%h %cs %s")
+    if not head:
+        return "unknown (not a git checkout)"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "src", "bench")
+    return head + (" + uncommitted changes in src/ or bench/" if changed else "")
 
 
 def describe(info: dict[str, Any]) -> str:
@@ -106,6 +124,7 @@ def save(tables: list[Table], info: dict[str, Any], options: dict[str, Any]) -> 
     mode = "quick" if options.get("quick") else "full"
     header = (
         f"# imgstream benchmark results ({mode} run, {time.strftime('%Y-%m-%d %H:%M')})\n\n"
+        f"Commit: {info.get('commit', 'unknown')}.\n"
         f"Machine: {describe(info)}.\n"
         f"Command: `{options.get('command', 'make bench')}`.\n"
     )

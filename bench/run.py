@@ -40,8 +40,9 @@ PEERS_NEEDED = {
 }
 
 
-def prepare(ctx: context.Context, chosen: list[int]) -> None:
-    """Install the peers the chosen scenarios need while the test images are generated."""
+def prepare(ctx: context.Context, chosen: list[int]) -> list[str]:
+    """Install the peers the chosen scenarios need while the test images are generated;
+    returns the peers that could not be installed."""
     names = sorted({name for number in chosen for name in PEERS_NEEDED.get(number, [])})
     began = time.monotonic()
     print(f"Preparing: peer environments {names or 'none'} and test images ...", flush=True)
@@ -49,10 +50,13 @@ def prepare(ctx: context.Context, chosen: list[int]) -> None:
         installing = pool.submit(ctx.install_peers, names)
         for make in images.ALL:
             make()
+        missing = []
         for name, found in installing.result().items():
             if not isinstance(found, Path):
                 print(f"  {name}: not installed ({found}); see {ctx.log}", flush=True)
+                missing.append(name)
     print(f"Prepared in {time.monotonic() - began:.0f} s\n", flush=True)
+    return missing
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -63,6 +67,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=0, help="rounds (default 3; quick 2)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when a peer cannot be installed, instead of measuring without it",
+    )
     return parser.parse_args(argv)
 
 
@@ -84,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[int] = []
     started = time.monotonic()
     try:
-        prepare(ctx, chosen)
+        missing = prepare(ctx, chosen)
+        if missing and args.strict:
+            print(f"peer(s) {missing} could not be installed (--strict)", file=sys.stderr)
+            return 1
         for number in chosen:
             module = importlib.import_module(f"scenarios.{SCENARIOS[number]}")
             summary = (module.__doc__ or SCENARIOS[number]).splitlines()[0]

@@ -51,7 +51,11 @@ class Imgstream:
             "IMGSTREAM_KEY_PREFIX": self.prefix,
             "IMGSTREAM_PORT": str(self.port),
             "IMGSTREAM_LOG_LEVEL": "WARNING",
+            # The measured service is configured, not left to defaults meant for the public:
+            # no backlog bound, no rate limits (one client sends everything).
             "IMGSTREAM_MAX_BACKLOG": "0",
+            "IMGSTREAM_RATE_LIMIT_PER_SECOND": "0",
+            "IMGSTREAM_READ_RATE_LIMIT_PER_SECOND": "0",
         }
         return env(**{**settings, **self.settings})
 

@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ import httpx
 import redis
 
 from imgstream.redis_server import free_port
+
+from images import encode, photo
 
 
 def service_env(redis_url: str, data_dir: Path, prefix: str, **extra: str) -> dict[str, str]:
@@ -71,6 +75,47 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: f
         process.kill()
         process.wait()
         raise
+
+
+PNG = encode(photo(32, 24), "png")
+"""A small real image for tests that need any upload."""
+
+
+@dataclass
+class Api:
+    """An ``imgstream api`` process alone: jobs it accepts stay queued (no worker runs)."""
+
+    url: str
+    data_dir: Path
+    prefix: str
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def upload(self, http: httpx.Client, **headers: str) -> httpx.Response:
+        return http.post(
+            f"{self.url}/api/jobs",
+            files={"image": ("a.png", PNG)},
+            data={"operation": "grayscale"},
+            headers=headers,
+        )
+
+
+@contextmanager
+def api_alone(redis_url: str, tmp_path: Path, **settings: str) -> Iterator[Api]:
+    """An API process on a fresh prefix and data directory, stopped afterwards."""
+    port, prefix = free_port(), f"api-{uuid.uuid4().hex[:8]}"
+    data_dir = tmp_path / f"data-{prefix}"
+    data_dir.mkdir(parents=True)
+    env = service_env(redis_url, data_dir, prefix, IMGSTREAM_PORT=str(port), **settings)
+    log = tmp_path / f"{prefix}.log"
+    process = start(["api"], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process)
+        yield Api(url, data_dir, prefix, env, log, process)
+    finally:
+        stop(process)
 
 
 SLOW_OPERATIONS = '[{"op":"blur","sigma":40},{"op":"blur","sigma":40}]'
@@ -129,8 +174,6 @@ class Service:
 
     def submit_slow(self, name: str = "big.jpg", operations: str = SLOW_OPERATIONS) -> str:
         """Queue a slow job (see ``SLOW_OPERATIONS``, ``operations_lasting``); returns its id."""
-        from images import encode, photo
-
         response = self.submit(encode(photo(2400, 2400), "jpeg"), name, operations=operations)
         assert response.status_code == 202, response.text
         job_id: str = response.json()["id"]
@@ -166,8 +209,6 @@ def operations_lasting(seconds: float, max_steps: int = 10) -> tuple[str, float]
     from imgstream import imaging
     from imgstream.operations import JobSpec, Limits, parse_operations_json
 
-    from images import encode, photo
-
     imaging.configure(concurrency=1, cache_max_mem_mb=0)
     source = encode(photo(2400, 2400), "jpeg")
     step = '{"op":"blur","sigma":40}'
@@ -180,6 +221,15 @@ def operations_lasting(seconds: float, max_steps: int = 10) -> tuple[str, float]
         if took >= seconds:
             break
     return operations, took
+
+
+def wait_for(condition: Callable[[], bool], message: str, timeout: float = 120) -> None:
+    """Return once ``condition()`` holds; fail with ``message`` after ``timeout`` (a hang
+    guard, not a measure: the condition is what the test waits on)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.02)
 
 
 def worker_pids(pool: subprocess.Popen[bytes]) -> list[int]:

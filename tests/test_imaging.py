@@ -30,6 +30,7 @@ from images import (
     animated_gif,
     cmyk_jpeg,
     decode,
+    display_p3,
     encode,
     flat,
     photo,
@@ -259,6 +260,41 @@ def test_cmyk_becomes_srgb(embed_profile: bool) -> None:
     assert (image.bands, image.format, image.interpretation) == (3, "uchar", "srgb")
     for got, want in zip(band_means(image), orange, strict=True):
         assert got == pytest.approx(want, abs=20)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+@pytest.mark.parametrize("step", [R(width=16), Blur(sigma=1)], ids=["resize", "blur"])
+def test_icc_profiled_rgb_becomes_srgb(fmt: str, step: Operation) -> None:
+    red = [220, 40, 30]
+    source = display_p3(flat(32, 32, red), fmt)
+    assert [round(v) for v in band_means(decode(source))] != red  # P3 numbers in the file
+    _, image = run(source, step, fmt=OutputFormat.PNG)
+    assert (image.bands, image.interpretation) == (3, "srgb")
+    assert not image.get_typeof("icc-profile-data")  # plain sRGB, nothing left to interpret
+    for got, want in zip(band_means(image), red, strict=True):
+        assert got == pytest.approx(want, abs=3)
+
+
+XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    b'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator>secret creator</dc:creator>'
+    b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+)
+
+
+@pytest.mark.parametrize("source_format", ["jpeg", "png", "webp"])
+def test_metadata_is_stripped(source_format: str) -> None:
+    tagged = photo(40, 30).copy()
+    tagged.set_type(pyvips.GValue.blob_type, "xmp-data", XMP)
+    tagged.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Artist", "secret artist")
+    source = encode(tagged, source_format)
+    assert b"secret" in source
+    for output in OutputFormat:
+        result, image = run(source, Grayscale(), fmt=output)
+        assert b"secret" not in result.data, output
+        kept = [name for name in image.get_fields() if name.startswith(("exif", "xmp", "iptc"))]
+        assert kept == [], (output, kept)
 
 
 def test_sixteen_bit_becomes_eight_bit() -> None:

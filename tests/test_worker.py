@@ -102,32 +102,6 @@ async def test_a_job_over_its_time_limit_is_stopped_and_the_worker_goes_on(
     assert quick_record is not None and quick_record.status is JobStatus.DONE
 
 
-async def test_stopping_hands_unstarted_entries_back(
-    queue: JobQueue, redis: Redis, settings: Settings
-) -> None:
-    storage = LocalStorage(settings.data_dir)
-    jobs = [
-        await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(20, 20), "png"))
-        for _ in range(3)
-    ]
-    worker = Worker(settings, queue, storage)
-    deliveries = await queue.read(worker.consumer, count=10, block_ms=100)
-    original_handle = worker.handle
-
-    async def handle_then_stop(delivery: object) -> None:
-        await original_handle(delivery)  # type: ignore[arg-type]
-        worker.stop()
-
-    worker.handle = handle_then_stop  # type: ignore[method-assign]
-    await worker._handle_batch(deliveries)
-    statuses = [(await queue.get_job(job_id)).status for job_id in jobs]  # type: ignore[union-attr]
-    assert statuses == [JobStatus.DONE, JobStatus.QUEUED, JobStatus.QUEUED]
-    taken = await queue.claim_stale(
-        "other", min_idle_ms=int(settings.visibility_timeout * 1000), count=10
-    )
-    assert sorted(d.job_id or "" for d in taken) == sorted(jobs[1:])
-
-
 @pytest.mark.parametrize(
     ("operations", "setting"),
     [

@@ -2,7 +2,7 @@
 
 ``python bare_stream.py URL STREAM GROUP DATA_DIR``: XREADGROUP COUNT 100 → the same work
 as an imgstream worker (``process_job``) for each entry → one pipeline with XACK + XDEL and
-a status HSET per job, and the done count. Runs until SIGTERM.
+a status HSET per job. Runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 
 import redis
 
-from imgstream import imaging
 from imgstream.operations import JobSpec, Limits, parse_operations_json
 from imgstream.processing import process_job
 from imgstream.storage import LocalStorage
 
-DONE_KEY = "bench:done"
+from runners.tiny_task import configure_like_a_worker
+
 running = True
 
 
@@ -33,7 +33,7 @@ def stop(_signum: int, _frame: FrameType | None) -> None:
 def main() -> None:
     url, stream, group, data_dir = sys.argv[1:5]
     signal.signal(signal.SIGTERM, stop)
-    imaging.configure(concurrency=1, cache_max_mem_mb=64)
+    configure_like_a_worker()
     client = redis.Redis.from_url(url)
     storage = LocalStorage(Path(data_dir))
     spec = JobSpec(operations=parse_operations_json(os.environ["BENCH_OPERATIONS"]))
@@ -55,7 +55,6 @@ def main() -> None:
         ids = [entry_id for entry_id, _ in entries]
         pipe.xack(stream, group, *ids)
         pipe.xdel(stream, *ids)
-        pipe.incrby(DONE_KEY, len(entries))
         pipe.execute()
 
 

@@ -180,8 +180,8 @@ def queue_table(
     )
     table.notes.append(
         "Drain rate is measured between 10 % and 90 % of the jobs done (start-up excluded). "
-        "Peers count each finished job with one Redis INCR (how the bench sees their "
-        "progress); imgstream and the bare loop need no extra command."
+        "Every system's progress is seen the same way, by counting the results stored; no "
+        "system pays an extra command for it."
     )
     table.notes.append(
         "Enqueue: imgstream one `JobQueue.enqueue` (script: HSET + XADD) per job, awaited in "

@@ -1,10 +1,11 @@
 """Latency: one tiny job at a time, upload → ``done`` seen by the client; idle and under load.
 
-The client uploads a 64×64 PNG (grayscale) and polls ``GET /api/jobs/ID`` every 2 ms until
-the job is done (the API has no push channel yet). Beside it, a Redis subscriber to the
-per-job status channels records when ``done`` was announced: what a push channel such as
-SSE could deliver. Under load, a background generator uploads at half the throughput
-measured just before, with its own connections.
+The client uploads a 64×64 PNG (grayscale), then follows the job two ways at once, as a
+client would: polling ``GET /api/jobs/ID`` every 2 ms on its connection, and reading the
+job's event stream ``GET /api/jobs/ID/events`` (Server-Sent Events) on a second one, which
+ends once the final state is sent. Under load, a background generator uploads at half the
+throughput measured just before, with its own connections. Any answer other than the
+expected one stops the scenario.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import redis
-import redis.asyncio
 
 import images
 from context import Context
-from httpload import Connection, multipart
+from httpload import Connection, expect, multipart
 from measure import Summary, percentile
 from report import Table
 from service import Imgstream, upload_all, wait_drained
@@ -50,21 +50,8 @@ def phases(started: float, seen: float, job: dict[str, str]) -> tuple[float, flo
 
 async def probe(service: Imgstream, data: bytes, count: int, load_rate: float) -> Probe:
     body, content_type = multipart({"operation": "grayscale"}, "tiny.png", data)
-    subscriber = redis.asyncio.Redis.from_url(service.redis_url)
-    pubsub = subscriber.pubsub()
-    await pubsub.psubscribe(service.job_key("*"))
-    announced: dict[str, float] = {}
-    waiting: dict[str, asyncio.Event] = {}
-
-    async def listen() -> None:
-        async for message in pubsub.listen():
-            if message["type"] == "pmessage" and message["data"] == b"done":
-                job_id = message["channel"].decode().rsplit(":", 1)[1]
-                announced[job_id] = time.perf_counter()
-                if job_id in waiting:
-                    waiting[job_id].set()
-
     stop = asyncio.Event()
+    refused: list[str] = []
 
     async def background() -> None:
         if load_rate <= 0:
@@ -77,7 +64,9 @@ async def probe(service: Imgstream, data: bytes, count: int, load_rate: float) -
         async def one() -> None:
             connection = await free.get()
             try:
-                await connection.request("POST", "/api/jobs", body, content_type)
+                answer = await connection.request("POST", "/api/jobs", body, content_type)
+                if answer.status != 202:
+                    refused.append(f"{answer.status} {answer.body[:200]!r}")
             finally:
                 free.put_nowait(connection)
 
@@ -93,35 +82,45 @@ async def probe(service: Imgstream, data: bytes, count: int, load_rate: float) -
         for connection in connections:
             await connection.close()
 
-    listener = asyncio.create_task(listen())
+    async def follow(connection: Connection, job_id: str) -> float:
+        """The time the job's event stream ended, having sent its final state."""
+        answer = await connection.request("GET", f"/api/jobs/{job_id}/events")
+        ended = time.perf_counter()
+        expect(answer, 200, "the event stream")
+        if b"event: status" not in answer.body or b'"done"' not in answer.body:
+            raise RuntimeError(f"the event stream ended without done: {answer.body[-300:]!r}")
+        return ended
+
     loader = asyncio.create_task(background())
     result = Probe()
     connection = Connection("127.0.0.1", service.port)
+    events = Connection("127.0.0.1", service.port)
     try:
         await asyncio.sleep(0.5 if load_rate else 0.05)  # let the load reach its pace
         for _ in range(count):
             started, wall_started = time.perf_counter(), time.time()
             accepted = await connection.request("POST", "/api/jobs", body, content_type)
-            job_id = accepted.json()["id"]
+            job_id = expect(accepted, 202, "the upload").json()["id"]
+            followed = asyncio.create_task(follow(events, job_id))
             while True:
-                status = (await connection.request("GET", f"/api/jobs/{job_id}")).json()
+                answer = await connection.request("GET", f"/api/jobs/{job_id}")
+                status = expect(answer, 200, "the status").json()
                 if status["status"] in ("done", "failed"):
                     break
                 await asyncio.sleep(POLL_SECONDS)
+            if status["status"] != "done":
+                raise RuntimeError(f"job {job_id} failed: {status.get('error')}")
             result.polled.append(time.perf_counter() - started)
             result.phases.append(phases(wall_started, time.time(), status))
-            if job_id not in announced:  # the message can trail the poll by a hair
-                waiting[job_id] = asyncio.Event()
-                await asyncio.wait_for(waiting[job_id].wait(), 5)
-            result.announced.append(announced[job_id] - started)
+            result.announced.append(await asyncio.wait_for(followed, 30) - started)
             await asyncio.sleep(0.005)  # idle between jobs: one job at a time, not back to back
     finally:
         stop.set()
         await loader
-        listener.cancel()
         await connection.close()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-        await subscriber.aclose()
+        await events.close()
+    if refused:
+        raise RuntimeError(f"{len(refused)} background uploads refused, first: {refused[0]}")
     return result
 
 
@@ -162,7 +161,7 @@ def run(ctx: Context) -> list[Table]:
         columns=["condition", "seen by", "p50", "p99", "max", "p50 per round (median, range)"],
     )
     half = f"at ~½ throughput ({Summary.of(rates).median / 2:,.0f} jobs/s)"
-    seen = (("client polling every 2 ms", "polled"), ("status channel (SSE's view)", "announced"))
+    seen = (("client polling every 2 ms", "polled"), ("event stream (/events)", "announced"))
     for condition, probes in results.items():
         for seen_by, attribute in seen:
             pooled = [1000 * value for p in probes for value in getattr(p, attribute)]
