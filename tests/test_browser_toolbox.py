@@ -74,6 +74,13 @@ def submitted_job(page: Page, service: Service, path: Path) -> dict[str, Any]:
 def test_every_step_and_output_option_has_a_control(
     page: Page, service: Service, tmp_path: Path
 ) -> None:
+    page.click("#add-resize")
+    step(page, "resize", "fit").last.select_option("cover")
+    assert step(page, "resize", "gravity").last.is_visible()
+    assert step(page, "resize", "background").count() == 0
+    step(page, "resize", "fit").last.select_option("contain")
+    assert step(page, "resize", "background").last.is_visible()
+    assert step(page, "resize", "gravity").count() == 0
     while page.locator("#pipeline [data-action=remove]").count():
         page.locator("#pipeline [data-action=remove]").first.click()
     page.click("#add-crop")

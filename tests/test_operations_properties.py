@@ -17,10 +17,12 @@ from imgstream.operations import (
     Fit,
     Grayscale,
     JobSpec,
+    LimitError,
     Limits,
     OutputFormat,
     Resize,
     SpecError,
+    check_limits,
     parse_operations_json,
     spec_from_form,
 )
@@ -105,7 +107,18 @@ resizes = st.one_of(
 blurs = st.builds(
     Blur, sigma=st.floats(0, LIMITS.max_sigma, exclude_min=True, allow_nan=False).filter(bool)
 )
-steps = st.one_of(resizes, st.just(Grayscale()), blurs)
+
+
+def within_limits(step: Any) -> bool:
+    """Valid and inside the operator's limits (a padded or enlarged box has a pixel limit)."""
+    try:
+        check_limits(JobSpec(operations=(step,)), LIMITS)
+    except LimitError:
+        return False
+    return True
+
+
+steps = st.one_of(resizes, st.just(Grayscale()), blurs).filter(within_limits)
 specs = st.builds(
     JobSpec,
     operations=st.lists(steps, min_size=1, max_size=LIMITS.max_steps).map(tuple),

@@ -67,6 +67,8 @@ def test_max_bytes_lowers_the_quality_until_it_fits(source: bytes, fmt: str) -> 
 def test_an_unreachable_max_bytes_fails_clearly(source: bytes) -> None:
     with pytest.raises(TooManyBytes, match=r"even at quality 1 the JPEG result is \d+ bytes"):
         run(source, format="jpeg", max_bytes=200)
+    with pytest.raises(TooManyBytes, match="even at quality 1 the WEBP result"):
+        run(source, format="webp", quality=1, max_bytes=50)  # nothing lower to try
     with pytest.raises(TooManyBytes, match="PNG is lossless"):
         run(source, max_bytes=200)  # PNG in, PNG out
     with pytest.raises(TooManyBytes, match="PNG is lossless"):

@@ -103,3 +103,29 @@ def test_jpeg_and_grey_results_have_placeholders() -> None:
 
 def test_undecodable_bytes_give_none() -> None:
     assert placeholder.of_image(b"not an image") is None
+
+
+def test_a_small_result_is_copied_before_encoding_a_large_one_decoded_again() -> None:
+    """Either way the placeholder shows the result: the same colour, from pixels or bytes."""
+    from imgstream.imaging import SMALL_COPY_PIXELS, render
+    from imgstream.operations import Grayscale, JobSpec, Limits
+
+    spec = JobSpec(operations=(Grayscale(),), format="jpeg")
+    small = render(encode(halves(160, 80), "png"), spec, Limits(), small_copy=True)
+    assert small.small is not None
+    width, height, rgba = small.small
+    assert (width, height, len(rgba)) == (32, 16, 32 * 16 * 4)
+    from_pixels = placeholder.of_pixels(width, height, rgba)
+    from_bytes = of_bytes(small.data)
+    for found in (from_pixels, from_bytes):
+        left, right = blurhash_pixels(found.blurhash, 32, 16)[8, [2, 29]]
+        assert left[0] > right[0] + 20  # the red half is the lighter grey
+    side = int(SMALL_COPY_PIXELS**0.5) + 1
+    large = render(encode(flat(side, side, [9, 9, 9]), "png"), spec, Limits(), small_copy=True)
+    assert large.small is None
+
+
+def of_bytes(data: bytes) -> Placeholder:
+    found = placeholder.of_image(data)
+    assert found is not None
+    return found

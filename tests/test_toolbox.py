@@ -28,6 +28,7 @@ from imgstream.operations import (
     Trim,
 )
 
+import reference
 from images import encode, flat, photo
 
 LIMITS = Limits()
@@ -97,12 +98,14 @@ def test_flips_are_the_same_mirror(
 
 
 def edge_energy(image: np.ndarray[Any, Any]) -> float:
-    return float(np.abs(np.diff(image, axis=1)).mean() + np.abs(np.diff(image, axis=0)).mean())
+    """The mean squared difference between neighbours: steeper edges, more energy."""
+    wide = image.astype(np.float64)
+    return float((np.diff(wide, axis=1) ** 2).mean() + (np.diff(wide, axis=0) ** 2).mean())
 
 
 def test_sharpen_raises_edge_energy() -> None:
     """Soft edges (a blurred checkerboard of 10 px squares) become steeper."""
-    board = (np.indices((60, 90)) // 10).sum(axis=0) % 2 * 200 + 25
+    board = (np.indices((60, 90)) // 10).sum(axis=0) % 2 * 60 + 100  # no clipping at 0, 255
     blurred = (
         Image.fromarray(board.astype(np.uint8)).convert("RGB").filter(ImageFilter.GaussianBlur(1.5))
     )
@@ -112,6 +115,18 @@ def test_sharpen_raises_edge_energy() -> None:
         after = pixels(run(source, Sharpen(sigma=sigma)))
         assert edge_energy(after) > 1.1 * edge_energy(before)
         assert np.abs(np.diff(after, axis=1)).max() > np.abs(np.diff(before, axis=1)).max()
+
+
+@pytest.mark.parametrize("sigma", [0.8, 1.5, 3])
+def test_sharpen_is_the_image_plus_its_difference_from_its_blur(
+    source: bytes, original: np.ndarray[Any, Any], sigma: float
+) -> None:
+    """Against numpy: 2 x image - Gaussian blur (libvips' kernel, tests/reference.py)."""
+    expected = np.clip(
+        np.round(2 * original - reference.blur(original.astype(float), sigma)), 0, 255
+    )
+    difference = np.abs(pixels(run(source, Sharpen(sigma=sigma))) - expected)
+    assert difference.max() <= 1
 
 
 def test_pixelate_gives_uniform_blocks_of_the_block_means(

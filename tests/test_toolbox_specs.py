@@ -155,6 +155,23 @@ def test_defaults_stay_off_the_wire() -> None:
     assert parse_operations_json(JobSpec(operations=steps).operations_json()) == steps
 
 
+def test_a_padded_or_enlarged_box_beyond_the_pixel_limit_is_refused() -> None:
+    limits = Limits(max_pixels=1_000_000)
+    for fit, enlarge in (("contain", "false"), ("fill", "true")):
+        fields = {"operation": "resize", "width": "2000", "height": "1000", "fit": fit,
+                  "enlarge": enlarge}  # fmt: skip
+        with pytest.raises(LimitError) as refused:
+            spec_from_form(fields, limits)
+        assert str(refused.value) == (
+            "width, height: a 2000x1000 result has 2000000 pixels; the limit is 1000000 "
+            "(IMGSTREAM_MAX_PIXELS)"
+        )
+    shrink_only = {"operation": "resize", "width": "2000", "height": "1000", "fit": "cover"}
+    assert spec_from_form(shrink_only, limits).operations[0] == Resize(
+        width=2000, height=1000, fit="cover"
+    )
+
+
 def test_the_stream_applies_the_operators_limits() -> None:
     with pytest.raises(LimitError, match="IMGSTREAM_MAX_SIGMA"):
         spec_from_entry('[{"op":"sharpen","sigma":50}]', {}, Limits(max_sigma=10))

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyvips
 
+from imgstream import placeholder
 from imgstream.operations import JobSpec, Limits, OutputFormat, Resize
 from imgstream.transforms import UNBOUNDED, GeometryError, apply, pad, thumbnail_box
 
@@ -50,6 +51,9 @@ _SAVE_OPTIONS: dict[OutputFormat, tuple[str, dict[str, Any]]] = {
 _NEW_KEEP = pyvips.at_least_libvips(8, 15)
 _NO_METADATA: dict[str, Any] = {"keep": "none"} if _NEW_KEEP else {"strip": True}
 _ALL_METADATA: dict[str, Any] = {"keep": "all"} if _NEW_KEEP else {"strip": False}
+SMALL_COPY_PIXELS = 4_000_000
+"""The largest result held in memory for its small copy (16 MB of RGBA); a larger one is
+encoded as it streams and decoded again for its placeholder."""
 _QUALITY_STEPS = 7
 """Encodes tried after the first to meet ``max_bytes``: a bisection of 1-100."""
 _LOAD_OPTIONS = "fail_on=error"  # refuse truncated or corrupt data rather than invent pixels
@@ -125,6 +129,8 @@ class Rendered:
     width: int
     height: int
     format: OutputFormat
+    small: tuple[int, int, bytes] | None = None
+    """With ``small_copy``: the result at most 32 px a side, as ``placeholder.rgba_copy``."""
 
 
 def configure(*, concurrency: int, cache_max_mem_mb: int, allow_untrusted: bool = False) -> None:
@@ -159,7 +165,12 @@ def probe(source: Path | bytes, limits: Limits) -> SourceInfo:
 
 
 def render(
-    source: Path | bytes, spec: JobSpec, limits: Limits, *, timeout: float | None = None
+    source: Path | bytes,
+    spec: JobSpec,
+    limits: Limits,
+    *,
+    timeout: float | None = None,
+    small_copy: bool = False,
 ) -> Rendered:
     """Check the source like ``probe``, apply the steps in order, encode.
 
@@ -170,7 +181,9 @@ def render(
     orientation reset since it has been applied. Problems with the input, and a result
     beyond the limits, raise ``ImagingError`` subclasses, however late libvips finds them.
     With a ``timeout`` (seconds), libvips is told to stop computing once it has passed, and
-    ``RenderTimeout`` is raised.
+    ``RenderTimeout`` is raised. With ``small_copy``, a result of at most
+    ``SMALL_COPY_PIXELS`` is held in memory and ``Rendered.small`` is a tiny copy of it
+    (for placeholders, without decoding the result again).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -207,8 +220,12 @@ def render(
         if not spec.strip:
             image = image.copy()
             image.set_type(pyvips.GValue.gint_type, "orientation", 1)
-        if spec.max_bytes is not None:
-            image = materialise(image)  # encoded more than once
+        small = None
+        held = small_copy and image.width * image.height <= SMALL_COPY_PIXELS
+        if spec.max_bytes is not None or held:
+            image = materialise(image)  # encoded more than once, or copied small too
+        if held:
+            small = placeholder.rgba_copy(image)
         data = _encode(image, output_format, spec, deadline)
     except GeometryError as error:
         raise OutsideImage(str(error)) from None
@@ -217,7 +234,11 @@ def render(
             raise RenderTimeout(f"rendering took longer than {timeout:g} s") from None
         raise _input_error(error, source) from None
     return Rendered(
-        data=data, width=int(image.width), height=int(image.height), format=output_format
+        data=data,
+        width=int(image.width),
+        height=int(image.height),
+        format=output_format,
+        small=small,
     )
 
 
@@ -246,7 +267,7 @@ def _encode(
             f"{spec.max_bytes}, and {output_format.name} is lossless; choose jpeg, webp or "
             "avif, or make the image smaller"
         )
-    best, low, high = None, 1, quality - 1
+    best, smallest, low, high = None, len(data), 1, quality - 1
     for _ in range(_QUALITY_STEPS):
         if low > high:
             break

@@ -287,6 +287,18 @@ def check_limits(spec: JobSpec, limits: Limits, *, single_step: bool = False) ->
                 f"{where}sigma: {step.sigma:g} is above the limit "
                 f"{limits.max_sigma:g} (IMGSTREAM_MAX_SIGMA)"
             )
+        if (
+            isinstance(step, Resize)
+            and step.width is not None
+            and step.height is not None
+            and (step.fit is Fit.CONTAIN or step.enlarge)
+            and step.width * step.height > limits.max_pixels
+        ):
+            raise LimitError(
+                f"{where}width, height: a {step.width}x{step.height} result has "
+                f"{step.width * step.height} pixels; the limit is {limits.max_pixels} "
+                "(IMGSTREAM_MAX_PIXELS)"
+            )
         for name in _SIDES.get(type(step), ()):
             value = getattr(step, name)
             if value is not None and value > limits.max_dimension:

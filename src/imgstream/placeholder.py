@@ -1,9 +1,10 @@
 """What a client shows while a result loads: BlurHash, ThumbHash and a dominant colour.
 
-All three are computed from one small copy of the encoded result (at most ``SIDE`` px a
-side). The encoders follow the reference implementations (woltapp/blurhash, evanw/thumbhash)
-and are checked against independent decoders in the tests; they are pure functions of
-RGBA bytes.
+All three are computed from one small copy of the result (at most ``SIDE`` px a side),
+taken before it is encoded when it is small enough to hold in memory, else decoded back.
+The encoders follow the reference implementations (woltapp/blurhash, evanw/thumbhash) and
+are checked against independent decoders in the tests; they are pure functions of RGBA
+bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import pyvips
 
@@ -29,16 +31,26 @@ def of_image(data: bytes) -> Placeholder | None:
     """The placeholder of an encoded image; ``None`` (logged) if it cannot be decoded."""
     try:
         small = pyvips.Image.thumbnail_buffer(data, SIDE, height=SIDE)
-        if small.bands < 3:
-            small = small.colourspace("srgb")
-        if not small.hasalpha():
-            small = small.bandjoin(255)
-        small = small.cast("uchar")
-        width, height = int(small.width), int(small.height)
-        rgba = bytes(small.write_to_memory())
+        return of_pixels(*rgba_copy(small))
     except pyvips.Error as error:
         log.warning("no placeholder: %s", str(error.detail or error).strip())
         return None
+
+
+def rgba_copy(image: Any) -> tuple[int, int, bytes]:
+    """A copy of an image at most ``SIDE`` px a side: width, height, 8-bit RGBA bytes."""
+    if max(image.width, image.height) > SIDE:
+        image = image.thumbnail_image(SIDE, height=SIDE)
+    if image.bands < 3:
+        image = image.colourspace("srgb")
+    if not image.hasalpha():
+        image = image.bandjoin(255)
+    image = image.cast("uchar")
+    return int(image.width), int(image.height), bytes(image.write_to_memory())
+
+
+def of_pixels(width: int, height: int, rgba: bytes) -> Placeholder:
+    """The placeholder of a small RGBA image (see ``rgba_copy``)."""
     return Placeholder(
         blurhash=blurhash(width, height, rgba),
         thumbhash=base64.b64encode(thumbhash(width, height, rgba)).decode("ascii"),

@@ -12,7 +12,7 @@ import errno
 
 from imgstream import imaging, placeholder
 from imgstream.config import Settings
-from imgstream.jobs import ResultInfo
+from imgstream.jobs import Placeholder, ResultInfo
 from imgstream.operations import JobSpec, Limits
 from imgstream.storage import Storage
 
@@ -67,7 +67,7 @@ def process_job(
     except FileNotFoundError:
         raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
     try:
-        rendered = imaging.render(source, spec, limits, timeout=timeout)
+        rendered = imaging.render(source, spec, limits, timeout=timeout, small_copy=placeholders)
     except imaging.ImagingError as exc:
         raise JobFailure(exc.code, str(exc)) from None
     except imaging.RenderTimeout:
@@ -87,5 +87,12 @@ def process_job(
         height=rendered.height,
         format=rendered.format.value,
         bytes=len(rendered.data),
-        placeholder=placeholder.of_image(rendered.data) if placeholders else None,
+        placeholder=_placeholder(rendered) if placeholders else None,
     )
+
+
+def _placeholder(rendered: imaging.Rendered) -> Placeholder | None:
+    """From the small copy taken before encoding, or else from the encoded result."""
+    if rendered.small is not None:
+        return placeholder.of_pixels(*rendered.small)
+    return placeholder.of_image(rendered.data)

@@ -162,15 +162,15 @@ def rotate(step: Rotate, image: Any) -> Any:
 
 
 def sharpen(step: Sharpen, image: Any) -> Any:
-    """Unsharp mask on lightness (libvips ``sharpen``), back in the image's own colours.
-
-    Differences under 1 L* are left (noise); steeper ones are doubled, as imgproxy does.
+    """Unsharp mask: each colour band plus its difference from its Gaussian blur (amount 1,
+    the blur in floating point so that it is exact), rounded and clipped to 0-255; alpha
+    kept. As Pillow's and OpenCV's, and several times cheaper than libvips ``sharpen``,
+    which works on lightness in LabS.
     """
     colour, alpha = _split_alpha(image)
-    sharpened = colour.sharpen(sigma=step.sigma, x1=1, m2=2).colourspace(
-        "b-w" if colour.bands < 3 else "srgb"
-    )
-    return _join_alpha(sharpened.cast("uchar"), alpha)
+    blurred = colour.gaussblur(step.sigma, precision="float")
+    sharpened = (colour * 2 - blurred + 0.5).cast("uchar")  # rounded
+    return _join_alpha(sharpened.copy(interpretation=colour.interpretation), alpha)
 
 
 def pixelate(step: Pixelate, image: Any) -> Any:
