@@ -188,9 +188,7 @@ def render(
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def materialise(image: Any) -> Any:
-        if deadline is not None:
-            _stop_at(image, deadline)
-        return image.copy_memory()
+        return _stoppable(image, deadline).copy_memory()
 
     header = _open_header(source)
     info = _check_source(header, limits)
@@ -252,10 +250,9 @@ def _encode(
     quality = None if default is None else spec.quality or default  # lossless: no quality
 
     def encode(q: int | None) -> bytes:
-        if deadline is not None:
-            _stop_at(image, deadline)
         extra = {} if q is None else {"Q": q}
-        data: bytes = image.write_to_buffer(suffix, **options, **extra, **metadata)
+        target = _stoppable(image, deadline)
+        data: bytes = target.write_to_buffer(suffix, **options, **extra, **metadata)
         return data
 
     data = encode(quality)
@@ -285,15 +282,26 @@ def _encode(
     return best
 
 
-def _stop_at(image: Any, deadline: float) -> None:
-    """Have libvips abandon the computation of ``image`` once ``deadline`` has passed."""
+def _stoppable(image: Any, deadline: float | None) -> Any:
+    """``image`` to compute, abandoned by libvips once ``deadline`` has passed.
+
+    The watch goes on a fresh copy that only the returned object holds: pyvips keeps a
+    signal's callback alive only as long as the Python object it was connected through,
+    while the libvips image can outlive it (``copy_memory`` of an image already in memory
+    returns that same image), and libvips calling a callback that Python has freed aborts
+    the process (a worker crashed on ``rotate`` by 0 of a small image).
+    """
+    if deadline is None:
+        return image
+    target = image.copy()
 
     def check(computing: Any, _progress: Any) -> None:
         if time.monotonic() > deadline:
             computing.set_kill(True)
 
-    image.set_progress(True)
-    image.signal_connect("eval", check)
+    target.set_progress(True)
+    target.signal_connect("eval", check)
+    return target
 
 
 def _open_header(source: Path | bytes) -> Any:
