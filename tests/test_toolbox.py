@@ -171,6 +171,13 @@ def test_adjust_matches_the_formula(
     assert np.abs(result - np.clip(np.round(value), 0, 255)).max() <= 1
 
 
+def test_adjust_on_grey_scales_the_grey(source: bytes) -> None:
+    grey = pixels(run(source, Grayscale()))
+    brighter = pixels(run(source, Grayscale(), Adjust(brightness=1.2, contrast=1.5)))
+    expected = np.clip(np.round((grey * 1.2 - 128) * 1.5 + 128), 0, 255)
+    assert np.abs(brighter - expected).max() <= 1
+
+
 def test_adjust_at_one_changes_nothing(source: bytes, original: np.ndarray[Any, Any]) -> None:
     assert np.array_equal(pixels(run(source, Adjust())), original)
 
