@@ -186,10 +186,20 @@ def render(
     (for placeholders, without decoding the result again).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    watched: list[Any] = []
 
-    def materialise(image: Any) -> Any:
+    def watch(image: Any) -> None:
+        """Put ``image`` under the deadline and keep it alive until rendering is over.
+
+        Images computed from a watched one (its copy in memory too) report their progress
+        through it: were it freed, libvips would call back into freed memory.
+        """
         if deadline is not None:
             _stop_at(image, deadline)
+            watched.append(image)
+
+    def materialise(image: Any) -> Any:
+        watch(image)
         return image.copy_memory()
 
     header = _open_header(source)
@@ -226,7 +236,8 @@ def render(
             image = materialise(image)  # encoded more than once, or copied small too
         if held:
             small = placeholder.rgba_copy(image)
-        data = _encode(image, output_format, spec, deadline)
+        watch(image)
+        data = _encode(image, output_format, spec)
     except GeometryError as error:
         raise OutsideImage(str(error)) from None
     except pyvips.Error as error:
@@ -242,9 +253,7 @@ def render(
     )
 
 
-def _encode(
-    image: Any, output_format: OutputFormat, spec: JobSpec, deadline: float | None
-) -> bytes:
+def _encode(image: Any, output_format: OutputFormat, spec: JobSpec) -> bytes:
     """The encoded image; with ``max_bytes``, at the highest quality that fits (bisection)."""
     suffix, options = _SAVE_OPTIONS[output_format]
     metadata = _NO_METADATA if spec.strip else _ALL_METADATA
@@ -252,8 +261,6 @@ def _encode(
     quality = None if default is None else spec.quality or default  # lossless: no quality
 
     def encode(q: int | None) -> bytes:
-        if deadline is not None:
-            _stop_at(image, deadline)
         extra = {} if q is None else {"Q": q}
         data: bytes = image.write_to_buffer(suffix, **options, **extra, **metadata)
         return data
