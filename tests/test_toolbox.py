@@ -5,6 +5,9 @@ lossless PNG sources, so a geometric step must match to the pixel."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,6 +174,13 @@ def test_adjust_matches_the_formula(
     assert np.abs(result - np.clip(np.round(value), 0, 255)).max() <= 1
 
 
+def test_adjust_on_grey_scales_the_grey(source: bytes) -> None:
+    grey = pixels(run(source, Grayscale()))
+    brighter = pixels(run(source, Grayscale(), Adjust(brightness=1.2, contrast=1.5)))
+    expected = np.clip(np.round((grey * 1.2 - 128) * 1.5 + 128), 0, 255)
+    assert np.abs(brighter - expected).max() <= 1
+
+
 def test_adjust_at_one_changes_nothing(source: bytes, original: np.ndarray[Any, Any]) -> None:
     assert np.array_equal(pixels(run(source, Adjust())), original)
 
@@ -264,3 +274,32 @@ def test_a_crop_outside_the_image_at_its_step_fails_clearly(source: bytes) -> No
 def test_grayscale_then_colour_steps_still_work(source: bytes) -> None:
     result = pixels(run(source, Grayscale(), Resize(width=40, height=40, fit="contain")))
     assert result.shape == (40, 40, 3)
+
+
+DEADLINE_LOOP = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from images import encode, flat, photo
+from imgstream import imaging
+from imgstream.operations import Flip, JobSpec, Limits, Resize, Rotate, Trim
+imaging.configure(concurrency=1, cache_max_mem_mb=0)
+flat_png, photo_jpeg = encode(flat(300, 150, [220, 30, 40]), "png"), encode(photo(400, 300), "jpeg")
+cases = [(flat_png, (Trim(),)), (photo_jpeg, (Rotate(angle=90), Flip(direction="vertical"))),
+         (photo_jpeg, (Resize(width=100),))]
+for _ in range(30):
+    for data, steps in cases:
+        for output in ({"format": "png"}, {"format": "webp", "max_bytes": 5000}):
+            spec = JobSpec(operations=steps, **output)
+            imaging.render(data, spec, Limits(), timeout=60, small_copy=True)
+print("survived")
+"""
+
+
+def test_renders_under_a_deadline_never_call_back_into_freed_images() -> None:
+    """Images held in memory report progress through the image they were copied from; a
+    render under a deadline keeps those alive (once, freed, they crashed the process)."""
+    completed = subprocess.run(
+        [sys.executable, "-c", DEADLINE_LOOP, str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert (completed.returncode, completed.stdout.strip()) == (0, "survived"), completed.stderr

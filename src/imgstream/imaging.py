@@ -186,9 +186,22 @@ def render(
     (for placeholders, without decoding the result again).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    watched: list[Any] = []
+
+    def stoppable(image: Any) -> Any:
+        """``image`` to compute under the deadline, its watch kept alive until rendering is over.
+
+        Images computed from a watched one (its copy in memory too) report their progress
+        through it: were it freed, libvips would call back into freed memory.
+        """
+        if deadline is None:
+            return image
+        target = _stoppable(image, deadline)
+        watched.append(target)
+        return target
 
     def materialise(image: Any) -> Any:
-        return _stoppable(image, deadline).copy_memory()
+        return stoppable(image).copy_memory()
 
     header = _open_header(source)
     info = _check_source(header, limits)
@@ -224,7 +237,7 @@ def render(
             image = materialise(image)  # encoded more than once, or copied small too
         if held:
             small = placeholder.rgba_copy(image)
-        data = _encode(image, output_format, spec, deadline)
+        data = _encode(stoppable(image), output_format, spec)
     except GeometryError as error:
         raise OutsideImage(str(error)) from None
     except pyvips.Error as error:
@@ -240,9 +253,7 @@ def render(
     )
 
 
-def _encode(
-    image: Any, output_format: OutputFormat, spec: JobSpec, deadline: float | None
-) -> bytes:
+def _encode(image: Any, output_format: OutputFormat, spec: JobSpec) -> bytes:
     """The encoded image; with ``max_bytes``, at the highest quality that fits (bisection)."""
     suffix, options = _SAVE_OPTIONS[output_format]
     metadata = _NO_METADATA if spec.strip else _ALL_METADATA
@@ -251,8 +262,7 @@ def _encode(
 
     def encode(q: int | None) -> bytes:
         extra = {} if q is None else {"Q": q}
-        target = _stoppable(image, deadline)
-        data: bytes = target.write_to_buffer(suffix, **options, **extra, **metadata)
+        data: bytes = image.write_to_buffer(suffix, **options, **extra, **metadata)
         return data
 
     data = encode(quality)
@@ -282,17 +292,15 @@ def _encode(
     return best
 
 
-def _stoppable(image: Any, deadline: float | None) -> Any:
-    """``image`` to compute, abandoned by libvips once ``deadline`` has passed.
+def _stoppable(image: Any, deadline: float) -> Any:
+    """A fresh copy of ``image`` that libvips abandons computing once ``deadline`` has passed.
 
-    The watch goes on a fresh copy that only the returned object holds: pyvips keeps a
-    signal's callback alive only as long as the Python object it was connected through,
-    while the libvips image can outlive it (``copy_memory`` of an image already in memory
-    returns that same image), and libvips calling a callback that Python has freed aborts
-    the process (a worker crashed on ``rotate`` by 0 of a small image).
+    The watch goes on a copy that only the returned object holds: pyvips keeps a signal's
+    callback alive only as long as the Python object it was connected through, while the
+    libvips image can outlive it (``copy_memory`` of an image already in memory returns that
+    same image), and libvips calling a callback that Python has freed aborts the process (a
+    worker crashed on ``rotate`` by 0 of a small image).
     """
-    if deadline is None:
-        return image
     target = image.copy()
 
     def check(computing: Any, _progress: Any) -> None:

@@ -191,15 +191,23 @@ def pixelate(step: Pixelate, image: Any) -> Any:
 
 def adjust(step: Adjust, image: Any) -> Any:
     """Saturation (towards Rec. 601 grey), then brightness (a multiplier), then contrast
-    (around mid-grey, 128), each ``1`` unchanged; values are clipped to 0-255."""
+    (around mid-grey, 128), each ``1`` unchanged; values are rounded and clipped to 0-255.
+
+    All three are linear, so they are one matrix and one offset (``recomb``), not three passes.
+    """
     colour, alpha = _split_alpha(image)
-    value = colour.cast("float")
-    if step.saturation != 1 and colour.bands >= 3:
-        luma = _luma(colour) - 0.5
-        value = value * step.saturation + luma * (1 - step.saturation)
     scale = step.brightness * step.contrast
-    offset = 128 * (1 - step.contrast)
-    value = value * scale + (offset + 0.5)  # + 0.5: the cast below rounds down
+    offset = 128 * (1 - step.contrast) + 0.5  # + 0.5: the cast below rounds down
+    if colour.bands >= 3:
+        keep, grey = step.saturation, 1 - step.saturation
+        matrix = [
+            [scale * ((keep if row == column else 0) + grey * REC601_LUMA[column])
+             for column in range(3)]
+            for row in range(3)
+        ]  # fmt: skip
+        value = colour.recomb(matrix) + offset
+    else:
+        value = colour.linear(scale, offset)
     adjusted = value.cast("uchar").copy(interpretation=colour.interpretation)
     return _join_alpha(adjusted, alpha)
 
