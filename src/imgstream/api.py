@@ -12,8 +12,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +38,7 @@ from imgstream.api_models import (
 from imgstream.assets import StaticAssets
 from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
+from imgstream.errors import error_response
 from imgstream.events import EventHub, TooManyStreams
 from imgstream.http_server import RequestLimits
 from imgstream.jobs import (
@@ -54,11 +53,11 @@ from imgstream.metrics import operation_label
 from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
 from imgstream.operations import Limits, OutputFormat, SpecError, check_geometry, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
-from imgstream.ops_api import monitor_for
 from imgstream.processing import is_disk_full, limits_from
 from imgstream.queue import BacklogFull, JobQueue, Keys, connect_from
 from imgstream.ratelimit import RateLimit, client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
+from imgstream.services import STATIC_DIR, Services, monitor_for, services_of
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
 from imgstream.storage import LocalStorage
 from imgstream.upload_form import FormError, read_upload
@@ -69,7 +68,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 """Room for form fields and boundaries on top of the image's own size limit."""
 
 DOCS_ASSETS = "/docs-assets"
-STATIC_DIR = Path(str(resources.files("imgstream").joinpath("static")))
 
 
 class ApiError(Exception):
@@ -83,23 +81,6 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    settings: Settings
-    queue: JobQueue
-    storage: LocalStorage
-    limits: Limits
-    hub: EventHub
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
 
 
 _IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
@@ -191,11 +172,6 @@ def _install_access_control(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 def _install_routes(app: FastAPI, limits: Limits) -> None:
     @app.post(
         "/api/jobs",
@@ -224,7 +200,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
     async def get_job(
         request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
     ) -> JobView:
-        services = _services(request)
+        services = services_of(request)
         record = await _find_job(services, job_id, who)
         return job_view(record, services.settings.public_url)
 
@@ -237,7 +213,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
     async def get_result(
         request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
     ) -> Response:
-        services = _services(request)
+        services = services_of(request)
         record = await _find_job(services, job_id, who)
         if record.status is not JobStatus.DONE or record.result is None:
             if record.status is JobStatus.FAILED and record.error is not None:
@@ -261,7 +237,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         summary="What a job may ask for: the operator's limits (public, no key needed)",
     )
     async def get_limits(request: Request) -> LimitsView:
-        return LimitsView.from_settings(_services(request).settings)
+        return LimitsView.from_settings(services_of(request).settings)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -273,7 +249,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         responses={503: {"model": ErrorBody}},
     )
     async def readyz(request: Request) -> dict[str, str]:
-        services = _services(request)
+        services = services_of(request)
         limit = services.settings.ready_timeout
         with anyio.move_on_after(limit):
             problem = await _readiness_problem(services)
@@ -317,7 +293,7 @@ def _disk_full_message(free: int, reserve: int) -> str:
 
 async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
     """Validate the form, store the original, queue the job: a 202 only once it is queued."""
-    services = _services(request)
+    services = services_of(request)
     try:
         upload = read_upload(form)
         spec = spec_from_form(upload.fields, services.limits)
@@ -426,7 +402,7 @@ def _install_event_routes(app: FastAPI) -> None:
     async def job_events(
         request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
     ) -> Response:
-        services = _services(request)
+        services = services_of(request)
         if not is_valid_job_id(job_id):
             raise ApiError(404, "not_found", "no such job")
         client = client_identity(request.scope, request.app.state.keyring)

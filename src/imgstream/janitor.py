@@ -40,13 +40,13 @@ from redis.exceptions import RedisError
 
 from imgstream.config import Settings
 from imgstream.jobs import is_valid_job_id
-from imgstream.monitor import StorageUse
 from imgstream.queue import Keys, connect, load_script
 from imgstream.redis_health import is_outage
 from imgstream.storage import (
     QUIET_WRITER_SECONDS,
     RESULT_EXTENSIONS,
     LocalStorage,
+    StorageUse,
     is_temporary,
     writer_gone,
 )

@@ -14,6 +14,7 @@ import shutil
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -27,6 +28,41 @@ class Storage(Protocol):
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path: ...
     def result_path(self, job_id: str, extension: str) -> Path | None: ...
     def delete(self, job_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUse:
+    """Figures the janitor measured on its last sweep (``scanned_at`` is Unix time)."""
+
+    originals: int = 0
+    originals_bytes: int = 0
+    results: int = 0
+    results_bytes: int = 0
+    temporary: int = 0
+    temporary_bytes: int = 0
+    scanned_at: float = 0.0
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> StorageUse | None:
+        if not fields:
+            return None
+        try:
+            return cls(
+                **{name: int(fields.get(name) or 0) for name in _STORAGE_COUNTS},
+                scanned_at=float(fields.get("scanned_at") or 0),
+            )
+        except ValueError:
+            return None
+
+
+_STORAGE_COUNTS = (
+    "originals",
+    "originals_bytes",
+    "results",
+    "results_bytes",
+    "temporary",
+    "temporary_bytes",
+)
 
 
 RESULT_EXTENSIONS = frozenset(output.extension for output in OutputFormat)
