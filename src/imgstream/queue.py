@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, cast
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.commands.core import AsyncScript
@@ -24,22 +24,24 @@ from redis.exceptions import ResponseError
 
 from imgstream.config import Settings
 from imgstream.jobs import (
+    FINAL_STATUSES,
+    Enqueued,
     JobRecord,
     JobStatus,
     OriginalInfo,
+    Recorded,
     ResultInfo,
     StreamEntry,
     WireError,
+    pairs,
     queued_job_fields,
+    queued_state,
     result_fields,
     stream_id_timestamp,
     utc_now,
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
 from imgstream.metrics import outcome_field, submitted_field
-
-ALREADY_ENDED: Final = -1
-EXHAUSTED: Final = -2
 
 
 class BacklogFull(Exception):
@@ -154,28 +156,25 @@ class JobQueue:
         The original must already be stored: once this returns, a worker may start.
         ``original`` describes it in the job's hash from the start.
         """
-        fields = queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner)
-        described = original.to_fields() if original is not None else {}
+        stream_fields = StreamEntry(job_id, entry.operations, entry.format, entry.options)
+        job_fields = {
+            **queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner),
+            **(original.to_fields() if original is not None else {}),
+        }
         reply = await self._enqueue(
             keys=[self.keys.stream, self.keys.job(job_id), self.keys.metrics],
             args=[
                 max_backlog,
-                job_id,
-                entry.operations,
-                entry.format,
-                fields["created_at"],
-                fields["filename"],
-                fields["owner"],
                 submitted_field(entry.operations),
-                len(entry.options),
-                *(item for pair in entry.options for item in pair),
-                *(item for pair in described.items() for item in pair),
+                len(stream_fields.to_fields()),
+                *pairs(stream_fields.to_fields()),
+                *pairs(job_fields),
             ],
         )
-        accepted, detail = int(reply[0]), reply[1]
-        if accepted == 0:
+        outcome, detail = Enqueued(int(reply[0])), reply[1]
+        if outcome is Enqueued.BACKLOG_FULL:
             raise BacklogFull(int(detail))
-        if accepted < 0:
+        if outcome is Enqueued.JOB_EXISTS:
             raise ValueError(f"job {job_id} exists already")
         return str(detail)
 
@@ -204,24 +203,29 @@ class JobQueue:
     async def start(self, delivery: Delivery, lease: str, consumer: str, max_attempts: int) -> int:
         """Mark the job processing under ``lease``; returns the attempt number.
 
-        ``ALREADY_ENDED`` means a duplicate delivery of an ended job (just discard it);
-        ``EXHAUSTED`` means ``max_attempts`` attempts started and none ended: bury it.
+        ``StartRefused.ALREADY_ENDED`` means a duplicate delivery of an ended job (just discard
+        it); ``StartRefused.EXHAUSTED`` means ``max_attempts`` attempts started and none
+        ended: bury it.
         """
         assert delivery.entry is not None
         entry = delivery.entry
+        if_missing = {
+            **queued_state(entry),
+            "created_at": stream_id_timestamp(delivery.entry_id),
+            "entry": delivery.entry_id,
+        }
         reply = await self._start(
             keys=[self.keys.job(entry.job_id), self.keys.metrics],
             args=[
                 lease,
                 utc_now(),
-                entry.operations,
-                entry.format,
-                stream_id_timestamp(delivery.entry_id),
-                delivery.entry_id,
                 consumer,
                 max_attempts,
                 submitted_field(entry.operations),
-                *(item for pair in entry.options for item in pair),
+                self.keys.channel(entry.job_id),
+                JobStatus.PROCESSING.value,
+                *FINAL_STATUSES,
+                *pairs(if_missing),
             ],
         )
         return int(reply)
@@ -278,12 +282,17 @@ class JobQueue:
         dead_letter_reason: str = "",
     ) -> bool:
         assert delivery.entry is not None
-        counter = outcome_field(outcome["status"], delivery.entry.operations)
+        job_id = delivery.entry.job_id
+        status = outcome["status"]
         args: list[Any] = [
-            *(lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now(), counter)
+            *(lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now()),
+            outcome_field(status, delivery.entry.operations),
+            job_id,
+            self.keys.channel(job_id),
+            *FINAL_STATUSES,
+            status,
+            *pairs(outcome),
         ]
-        for name, value in outcome.items():
-            args.extend((name, value))
         keys = [
             self.keys.job(delivery.entry.job_id),
             self.keys.stream,
@@ -292,7 +301,7 @@ class JobQueue:
             self.keys.metrics,
         ]
         reply = await self._finish(keys=keys, args=args)
-        return int(reply) == 1
+        return Recorded(int(reply)) is Recorded.RECORDED
 
     # Recovering.
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from importlib import resources
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -30,7 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgstream.auth import KeyRing, header, is_api_path
 from imgstream.config import Settings
+from imgstream.keys import Keys
 from imgstream.middleware import send_json_error
+from imgstream.queue import load_script
 from imgstream.redis_health import describe
 
 log = logging.getLogger("imgstream.ratelimit")
@@ -65,12 +66,10 @@ class RateLimiter:
         self.burst = burst
         self.kind = kind
         self.setting = setting
-        source = resources.files("imgstream").joinpath("lua", "ratelimit.lua").read_text()
-        self._take = redis.register_script(source)
+        self._take = load_script(redis, "ratelimit")
 
     def key(self, client: str) -> str:
-        kind = f"{self.kind}:" if self.kind else ""
-        return f"{{{self.prefix}}}:ratelimit:{kind}{client}"
+        return Keys(self.prefix).rate_limit(client, self.kind)
 
     async def take(self, client: str, cost: int = 1) -> float:
         """Take ``cost`` tokens from ``client``'s bucket: 0.0 if taken, else seconds to wait."""

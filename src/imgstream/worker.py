@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from imgstream import imaging
 from imgstream.config import Settings
 from imgstream.janitor import run_janitor
-from imgstream.jobs import ResultInfo
+from imgstream.jobs import ResultInfo, StartRefused
 from imgstream.metrics import JobMetrics
 from imgstream.operations import LimitError, SpecError, spec_from_entry
 from imgstream.presence import consumer_name, run_heartbeat
@@ -45,7 +45,7 @@ from imgstream.processing import (
     limits_from,
     process_job,
 )
-from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect_from
+from imgstream.queue import Delivery, JobQueue, Keys, connect_from
 from imgstream.redis_health import eviction_problem, is_outage, refusal
 from imgstream.storage import LocalStorage, Storage
 from imgstream.telemetry import JobTelemetry
@@ -178,10 +178,10 @@ class Worker:
             attempt = await self._persist(
                 self.queue.start, delivery, lease, self.consumer, max_attempts
             )
-            if attempt == ALREADY_ENDED:
+            if attempt == StartRefused.ALREADY_ENDED:
                 await self._persist(self.queue.discard, delivery.entry_id)
                 return
-            if attempt == EXHAUSTED:
+            if attempt == StartRefused.EXHAUSTED:
                 log.error("job %s is poison; dead-lettering it", delivery.job_id)
                 reason = (
                     f"the job was started {max_attempts} times and never finished: each attempt "
