@@ -38,6 +38,7 @@ from imgstream.api_models import (
 from imgstream.assets import StaticAssets
 from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
+from imgstream.deployment import Deployment
 from imgstream.errors import error_response
 from imgstream.events import EventHub, TooManyStreams
 from imgstream.http_server import RequestLimits
@@ -54,12 +55,11 @@ from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityH
 from imgstream.operations import Limits, OutputFormat, SpecError, check_geometry, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.processing import is_disk_full, limits_from
-from imgstream.queue import BacklogFull, JobQueue, Keys, connect_from
+from imgstream.queue import BacklogFull
 from imgstream.ratelimit import RateLimit, client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
-from imgstream.services import STATIC_DIR, Services, monitor_for, services_of
+from imgstream.services import STATIC_DIR, Services, services_of
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
-from imgstream.storage import LocalStorage
 from imgstream.upload_form import FormError, read_upload
 
 log = logging.getLogger("imgstream.api")
@@ -98,21 +98,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect_from(settings)
-        queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
+        deployment = Deployment.open(settings)
         hub = EventHub(
-            redis,
-            queue.keys,
-            queue.get_job,
+            deployment.redis,
+            deployment.keys,
+            deployment.queue.get_job,
             max_streams=settings.max_streams,
             max_per_client=settings.max_streams_per_client,
         )
-        storage = LocalStorage(settings.data_dir)
-        app.state.services = Services(settings, queue, storage, limits_from(settings), hub)
+        storage = deployment.storage
+        app.state.services = Services(deployment, limits_from(settings), hub)
         imaging.configure(
             concurrency=1, cache_max_mem_mb=0, allow_untrusted=settings.allow_untrusted_formats
         )
-        install_limiters(app.state, settings, redis)
+        install_limiters(app.state, settings, deployment.redis)
         removed = await anyio.to_thread.run_sync(storage.remove_dead_temporaries)
         if removed:
             log.warning("removed %d temporary files left by a crashed process", removed)
@@ -123,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
                 tasks.cancel_scope.cancel()
         finally:
             await hub.aclose()
-            await redis.aclose()
+            await deployment.aclose()
 
     app = FastAPIOffline(  # Swagger UI served from the package: no CDN, works offline
         title="imgstream",
@@ -279,7 +278,7 @@ async def _readiness_problem(services: Services) -> tuple[str, str] | None:
     if free < settings.min_free_bytes:
         return "disk_full", _disk_full_message(free, settings.min_free_bytes)
     age = settings.ready_worker_age
-    if age and not await monitor_for(services).worker_seen_within(age):
+    if age and not await services.deployment.monitor().worker_seen_within(age):
         return "no_workers", f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)"
     return None
 

@@ -13,9 +13,10 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from imgstream.connection import load_script
 from imgstream.jobs import JobStatus, StreamEntry, is_valid_job_id, pairs, queued_state, utc_now
 from imgstream.metrics import outcome_field
-from imgstream.queue import Keys, load_script
+from imgstream.queue import Keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from imgstream.config import Settings
+from imgstream.connection import load_script
+from imgstream.deployment import Deployment
 from imgstream.jobs import is_valid_job_id
-from imgstream.queue import Keys, connect, load_script
+from imgstream.queue import Keys
 from imgstream.redis_health import is_outage
 from imgstream.storage import (
     QUIET_WRITER_SECONDS,
@@ -267,28 +269,27 @@ def _unlink_all(paths: list[Path]) -> tuple[int, int]:
     return removed, size
 
 
-def janitor_for(settings: Settings, redis: Redis, keys: Keys, storage: LocalStorage) -> Janitor:
+def janitor_for(deployment: Deployment) -> Janitor:
+    settings = deployment.settings
     return Janitor(
-        redis,
-        keys,
-        storage,
+        deployment.redis,
+        deployment.keys,
+        deployment.storage,
         temporary_age=settings.temporary_age,
         orphan_age=settings.orphan_age,
     )
 
 
-async def run_janitor(
-    settings: Settings, redis: Redis, keys: Keys, storage: LocalStorage, owner: str
-) -> None:
+async def run_janitor(deployment: Deployment, owner: str) -> None:
     """A worker's background task: take part in the fleet's sweep schedule, forever.
 
     Checking is one ``SET NX`` every few seconds; Redis outages and sweep errors are logged
     and waited out, never allowed to stop the worker. ``IMGSTREAM_JANITOR_INTERVAL=0``: none.
     """
-    interval = settings.janitor_interval
+    interval = deployment.settings.janitor_interval
     if interval <= 0:
         return
-    janitor = janitor_for(settings, redis, keys, storage)
+    janitor = janitor_for(deployment)
     check_every = min(30.0, max(1.0, interval / 4))
     while True:
         await anyio.sleep(check_every * random.uniform(0.5, 1.0))
@@ -311,10 +312,8 @@ async def run_janitor(
 
 async def sweep_once(settings: Settings) -> Sweep | None:
     """``imgstream gc``: one sweep now, from any machine that sees the storage directory."""
-    redis = connect(settings.effective_redis_url)
+    deployment = Deployment.open(settings, one_shot=True)
     try:
-        storage = LocalStorage(settings.data_dir)
-        janitor = janitor_for(settings, redis, Keys(settings.key_prefix), storage)
-        return await janitor.sweep()
+        return await janitor_for(deployment).sweep()
     finally:
-        await redis.aclose()
+        await deployment.aclose()

@@ -20,10 +20,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from imgstream.api_models import ERROR_RESPONSES
 from imgstream.auth import Caller, caller, operator
-from imgstream.deadletters import DeadLetters
 from imgstream.errors import error_response
 from imgstream.exposition import HttpMetrics, exposition
-from imgstream.services import STATIC_DIR, monitor_for, services_of
+from imgstream.services import STATIC_DIR, services_of
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -45,7 +44,7 @@ async def metrics(request: Request) -> Response:
     the HTTP figures are still exposed, with ``imgstream_redis_up 0``."""
     http: CollectorRegistry = request.app.state.http_metrics
     try:
-        snapshot = await monitor_for(services_of(request)).snapshot(rates=False)
+        snapshot = await services_of(request).deployment.monitor().snapshot(rates=False)
     except (RedisConnectionError, RedisTimeoutError):
         snapshot = None
     return Response(exposition(snapshot, http), media_type=CONTENT_TYPE_LATEST)
@@ -59,7 +58,7 @@ async def metrics(request: Request) -> Response:
 async def stats(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
     """Everything for an operator; for an ordinary key the figures, without other callers'
     job ids, errors and dead letters."""
-    snapshot = await monitor_for(services_of(request)).snapshot()
+    snapshot = await services_of(request).deployment.monitor().snapshot()
     view = snapshot.to_json()
     if not who.sees_everything:
         view["recent_failures"] = []
@@ -78,7 +77,7 @@ async def retry_dead_letter(request: Request, entry_id: str) -> JSONResponse:
     services = services_of(request)
     new_entry = None
     if _ENTRY_ID.fullmatch(entry_id):
-        new_entry = await DeadLetters(services.queue.redis, services.queue.keys).retry(entry_id)
+        new_entry = await services.deployment.dead_letters.retry(entry_id)
     if new_entry is None:
         return error_response(404, "not_found", "no such dead letter")
     return JSONResponse({"entry": new_entry}, status_code=202)

@@ -29,9 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgstream.auth import KeyRing, header, is_api_path
 from imgstream.config import Settings
+from imgstream.connection import load_script
 from imgstream.keys import Keys
 from imgstream.middleware import send_json_error
-from imgstream.queue import load_script
 from imgstream.redis_health import describe
 
 log = logging.getLogger("imgstream.ratelimit")

@@ -1,5 +1,6 @@
-"""What every HTTP route of one API process shares: its settings, queue, storage, limits and
-event hub, built once by ``create_app``'s lifespan and kept on ``app.state.services``.
+"""What every HTTP route of one API process shares: its deployment (settings, queue, storage,
+dead letters…), limits and event hub, built once by ``create_app``'s lifespan and kept on
+``app.state.services``.
 
 Both route modules (``api`` and ``ops_api``) read it from here, so neither imports the other.
 """
@@ -13,8 +14,8 @@ from pathlib import Path
 from starlette.requests import Request
 
 from imgstream.config import Settings
+from imgstream.deployment import Deployment
 from imgstream.events import EventHub
-from imgstream.monitor import Monitor
 from imgstream.operations import Limits
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
@@ -25,24 +26,24 @@ STATIC_DIR = Path(str(resources.files("imgstream").joinpath("static")))
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    settings: Settings
-    queue: JobQueue
-    storage: LocalStorage
+    deployment: Deployment
     limits: Limits
     hub: EventHub
+
+    @property
+    def settings(self) -> Settings:
+        return self.deployment.settings
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.deployment.queue
+
+    @property
+    def storage(self) -> LocalStorage:
+        return self.deployment.storage
 
 
 def services_of(request: Request) -> Services:
     """The ``Services`` of the app that ``request`` came to."""
     services: Services = request.app.state.services
     return services
-
-
-def monitor_for(services: Services) -> Monitor:
-    """A reader of the fleet's figures over this process's Redis connection."""
-    return Monitor(
-        services.queue.redis,
-        services.queue.keys,
-        services.settings.group,
-        live_within=services.settings.visibility_timeout,
-    )
