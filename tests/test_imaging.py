@@ -463,3 +463,34 @@ def test_a_one_pixel_strip_jpeg_resizes_without_losing_its_last_row() -> None:
     strip = encode(photo(20000, 1), "jpeg")
     rendered = render(strip, JobSpec(operations=(R(width=200),)), LIMITS)
     assert (rendered.width, rendered.height) == (200, 1)
+
+
+CRASH_PROBE = """
+import gc, sys
+sys.path.insert(0, sys.argv[1])
+from images import encode, photo
+from imgstream import imaging
+from imgstream.operations import JobSpec, Limits, parse_operations_json
+imaging.configure(concurrency=1, cache_max_mem_mb=0)
+source = encode(photo(300, 200), "png")
+for operations in ('[{"op":"rotate","angle":0}]', '[{"op":"flip","direction":"vertical"}]'):
+    spec = JobSpec(operations=parse_operations_json(operations), max_bytes=20000, format="jpeg")
+    for _ in range(50):
+        imaging.render(source, spec, Limits(), timeout=60, small_copy=True)
+        gc.collect()
+"""
+
+
+def test_a_render_with_a_time_limit_never_aborts_the_process() -> None:
+    """A libvips image computed twice (already in memory, then encoded) kept calling a
+    deadline check whose Python side was freed: the process aborted. In a child process,
+    since an abort would take the test run with it."""
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).resolve().parent)
+    child = subprocess.run(
+        [sys.executable, "-c", CRASH_PROBE, tests],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]

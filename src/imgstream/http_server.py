@@ -191,14 +191,18 @@ class GuardedH11Protocol(H11Protocol):
                 return
             cycle.disconnected = True
             cycle.message_event.set()
-        if not self.transport.is_closing():
-            # Half-close and discard what still comes (data_received ignores it) until the
-            # client closes, so that unread request bytes do not reset the connection
-            # before the client has read the answer; LINGER bounds the wait.
-            self.transport.write(raw_error(status, code, message, headers))
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            self.loop.call_later(LINGER, self.transport.close)
+        if self.transport.is_closing():
+            return
+        self.transport.write(raw_error(status, code, message, headers))
+        if status == 503 or (status == 408 and self.conn.their_state is h11.IDLE):
+            self.transport.close()  # a flood or a stalled head: its descriptor goes at once
+            return
+        # The client is still sending: half-close and discard what comes (data_received
+        # ignores it) until it closes, so that unread request bytes do not reset the
+        # connection before it has read the answer; LINGER bounds the wait.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)
 
 
 def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:

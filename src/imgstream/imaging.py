@@ -188,19 +188,20 @@ def render(
     deadline = None if timeout is None else time.monotonic() + timeout
     watched: list[Any] = []
 
-    def watch(image: Any) -> None:
-        """Put ``image`` under the deadline and keep it alive until rendering is over.
+    def stoppable(image: Any) -> Any:
+        """``image`` to compute under the deadline, its watch kept alive until rendering is over.
 
         Images computed from a watched one (its copy in memory too) report their progress
         through it: were it freed, libvips would call back into freed memory.
         """
-        if deadline is not None:
-            _stop_at(image, deadline)
-            watched.append(image)
+        if deadline is None:
+            return image
+        target = _stoppable(image, deadline)
+        watched.append(target)
+        return target
 
     def materialise(image: Any) -> Any:
-        watch(image)
-        return image.copy_memory()
+        return stoppable(image).copy_memory()
 
     header = _open_header(source)
     info = _check_source(header, limits)
@@ -236,8 +237,7 @@ def render(
             image = materialise(image)  # encoded more than once, or copied small too
         if held:
             small = placeholder.rgba_copy(image)
-        watch(image)
-        data = _encode(image, output_format, spec)
+        data = _encode(stoppable(image), output_format, spec)
     except GeometryError as error:
         raise OutsideImage(str(error)) from None
     except pyvips.Error as error:
@@ -292,15 +292,24 @@ def _encode(image: Any, output_format: OutputFormat, spec: JobSpec) -> bytes:
     return best
 
 
-def _stop_at(image: Any, deadline: float) -> None:
-    """Have libvips abandon the computation of ``image`` once ``deadline`` has passed."""
+def _stoppable(image: Any, deadline: float) -> Any:
+    """A fresh copy of ``image`` that libvips abandons computing once ``deadline`` has passed.
+
+    The watch goes on a copy that only the returned object holds: pyvips keeps a signal's
+    callback alive only as long as the Python object it was connected through, while the
+    libvips image can outlive it (``copy_memory`` of an image already in memory returns that
+    same image), and libvips calling a callback that Python has freed aborts the process (a
+    worker crashed on ``rotate`` by 0 of a small image).
+    """
+    target = image.copy()
 
     def check(computing: Any, _progress: Any) -> None:
         if time.monotonic() > deadline:
             computing.set_kill(True)
 
-    image.set_progress(True)
-    image.signal_connect("eval", check)
+    target.set_progress(True)
+    target.signal_connect("eval", check)
+    return target
 
 
 def _open_header(source: Path | bytes) -> Any:
