@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,21 +110,27 @@ def test_an_unreachable_max_bytes_fails_the_job_clearly(service: Service) -> Non
     assert job["error"].startswith("max_bytes: even at quality 1 the JPEG result is")
 
 
+def raw_xadd(
+    service: Service, redis_server: RedisServer, original: bytes, *fields: str
+) -> dict[str, Any]:
+    """As docs/wire-format.md tells another language to do it, with no project code: store
+    the original, add the stream entry; then the job once it has ended."""
+    job_id = uuid.uuid4().hex
+    (service.data_dir / "originals" / job_id).write_bytes(original)
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.execute_command("XADD", "{" + service.prefix + "}:jobs", "*", "job", job_id, *fields)
+    raw.close()
+    return service.wait(job_id)
+
+
 def test_a_raw_xadd_with_new_steps_and_output_options(
     service: Service, redis_server: RedisServer
 ) -> None:
-    """As docs/wire-format.md tells another language to do it: no project code."""
-    job_id = uuid.uuid4().hex
-    (service.data_dir / "originals" / job_id).write_bytes(encode(photo(120, 90), "jpeg"))
-    raw = redis.Redis.from_url(redis_server.url)
-    raw.execute_command(
-        "XADD", "{" + service.prefix + "}:jobs", "*", "job", job_id,
-        "operations", '[{"op":"flip","direction":"horizontal"},{"op":"pixelate","size":8},'
-                      '{"op":"trim"}]',
-        "format", "avif", "quality", "40", "strip", "false",
+    operations = '[{"op":"flip","direction":"horizontal"},{"op":"pixelate","size":8},{"op":"trim"}]'
+    job = raw_xadd(
+        service, redis_server, encode(photo(120, 90), "jpeg"),
+        "operations", operations, "format", "avif", "quality", "40", "strip", "false",
     )  # fmt: skip
-    raw.close()
-    job = service.wait(job_id)
     assert job["status"] == "done", job
     assert job["result"]["format"] == "avif" and job["result"]["placeholder"]
     assert (job["quality"], job["strip"], job["original"]) == (40, False, None)
@@ -133,15 +140,10 @@ def test_a_raw_xadd_with_new_steps_and_output_options(
 def test_a_raw_xadd_with_a_bad_new_parameter_fails_with_its_name(
     service: Service, redis_server: RedisServer
 ) -> None:
-    job_id = uuid.uuid4().hex
-    (service.data_dir / "originals" / job_id).write_bytes(encode(photo(40, 30), "png"))
-    raw = redis.Redis.from_url(redis_server.url)
-    raw.execute_command(
-        "XADD", "{" + service.prefix + "}:jobs", "*", "job", job_id,
+    job = raw_xadd(
+        service, redis_server, encode(photo(40, 30), "png"),
         "operations", '[{"op":"rotate","angle":45,"background":"blue"}]', "quality", "0",
     )  # fmt: skip
-    raw.close()
-    job = service.wait(job_id)
     assert (job["status"], job["error_code"]) == ("failed", "invalid_spec")
     assert "operations[0].background: must be a colour" in job["error"]
 
