@@ -39,7 +39,13 @@ from imgstream.assets import StaticAssets
 from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
-from imgstream.errors import error_response
+from imgstream.errors import (
+    RETRY_AFTER_BUSY,
+    RETRY_AFTER_DISK,
+    RETRY_AFTER_MOMENT,
+    error_response,
+    retry_after,
+)
 from imgstream.events import EventHub, TooManyStreams
 from imgstream.http_server import RequestLimits
 from imgstream.jobs import (
@@ -254,12 +260,12 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
             problem = await _readiness_problem(services)
             if problem is None:
                 return {"status": "ready"}
-            raise ApiError(503, *problem, {"Retry-After": "5"})
+            raise ApiError(503, *problem, retry_after(RETRY_AFTER_BUSY))
         raise ApiError(
             503,
             "unavailable",
             f"Redis did not answer within {limit:g} s (IMGSTREAM_READY_TIMEOUT)",
-            {"Retry-After": "2"},
+            retry_after(RETRY_AFTER_MOMENT),
         )
 
     @app.get("/", include_in_schema=False)
@@ -309,7 +315,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
             507,
             "insufficient_storage",
             _disk_full_message(free, services.settings.min_free_bytes),
-            {"Retry-After": "30"},
+            retry_after(RETRY_AFTER_DISK),
         )
     try:
         size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
@@ -321,7 +327,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
             507,
             "insufficient_storage",
             "the data directory is full; the upload was not stored, try again later",
-            {"Retry-After": "30"},
+            retry_after(RETRY_AFTER_DISK),
         ) from None
     try:
         if size == 0:
@@ -367,7 +373,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
     except BacklogFull as exc:
         await anyio.to_thread.run_sync(storage.delete, job_id)
         raise ApiError(
-            429, "backlog_full", f"{exc}; try again shortly", {"Retry-After": "5"}
+            429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
         ) from None
     except BaseException:
         await anyio.to_thread.run_sync(storage.delete, job_id)
@@ -411,7 +417,7 @@ def _install_event_routes(app: FastAPI) -> None:
             log.warning("event stream refused: %s", exc, extra={"event": "limit.streams"})
             status, code = (429, "too_many_streams") if exc.scope == "client" else (503, "busy")
             raise ApiError(
-                status, code, f"{exc}; try again shortly", {"Retry-After": "5"}
+                status, code, f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
             ) from None
         try:
             first = _snapshot(services, await _find_job(services, job_id, who))
@@ -469,7 +475,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             return await on_unexpected(_, exc)
         code, message = describe(exc)
         log.warning("redis unavailable: %s", exc, extra={"event": "redis.unavailable"})
-        return error_response(503, code, message, {"Retry-After": "2"})
+        return error_response(503, code, message, retry_after(RETRY_AFTER_MOMENT))
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", exc_info=exc)

@@ -22,6 +22,13 @@ def script_source(name: str) -> str:
     return resources.files("imgstream").joinpath("lua", f"{name}.lua").read_text()
 
 
+def server_ms(time_reply: tuple[int, int]) -> int:
+    """Redis's clock in ms, from a ``TIME`` reply (seconds, microseconds): the one clock every
+    process of a deployment agrees on."""
+    seconds, micros = time_reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def load_script(redis: Redis, name: str) -> AsyncScript:
     """``lua/<name>.lua`` registered on ``redis`` (EVALSHA, loaded on first use)."""
     return redis.register_script(script_source(name))

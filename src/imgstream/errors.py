@@ -10,6 +10,19 @@ import json
 
 from starlette.responses import JSONResponse
 
+RETRY_AFTER_MOMENT = 2
+"""Seconds a client waits out a passing trouble: Redis did not answer (a blip, a failover),
+or every connection slot was taken."""
+RETRY_AFTER_BUSY = 5
+"""Seconds a client waits when the service is full (backlog, live streams) or not ready."""
+RETRY_AFTER_DISK = 30
+"""Seconds a client waits while the data directory is full."""
+
+
+def retry_after(seconds: int) -> dict[str, str]:
+    """The ``Retry-After`` header of a refusal that is worth trying again."""
+    return {"Retry-After": str(seconds)}
+
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     """The JSON object of an error: a machine ``code`` and a human ``message``."""

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from imgstream.config import Settings
-from imgstream.errors import error_bytes
+from imgstream.errors import RETRY_AFTER_MOMENT, error_bytes
 from imgstream.middleware import send_json_error
 
 log = logging.getLogger("imgstream.http")
@@ -101,7 +101,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(503, {"retry-after": "2"})
+            self._refuse(503, {"retry-after": str(RETRY_AFTER_MOMENT)})
             return
         self._expect_head()
 

@@ -83,10 +83,15 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def entry_id_ms(entry_id: str) -> int:
+    """The Unix time in ms Redis stamped into an auto-generated stream entry id
+    (``<ms>-<seq>``): when the entry was added."""
+    return int(entry_id.split("-", 1)[0])
+
+
 def stream_id_timestamp(entry_id: str) -> str:
-    """The time Redis stamped into an auto-generated stream entry id (``<ms>-<seq>``)."""
-    milliseconds = int(entry_id.split("-", 1)[0])
-    return format_timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
+    """``entry_id_ms`` as a job timestamp."""
+    return format_timestamp(datetime.fromtimestamp(entry_id_ms(entry_id) / 1000, UTC))
 
 
 ENTRY_OUTPUT_FIELDS = ("quality", "max_bytes", "strip")

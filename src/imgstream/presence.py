@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from imgstream.config import Settings
-from imgstream.connection import connect, load_script
+from imgstream.connection import connect, load_script, server_ms
 from imgstream.queue import Keys
 
 
@@ -57,8 +57,7 @@ class Presence:
 
     async def beating(self, seconds: float) -> list[str]:
         """The workers whose heartbeat arrived in the last ``seconds`` (Redis's clock)."""
-        server_seconds, micros = await self.redis.time()
-        now_ms = server_seconds * 1000 + micros // 1000
+        now_ms = server_ms(await self.redis.time())
         names = await self.redis.zrangebyscore(self.keys.workers, now_ms - seconds * 1000, "+inf")
         return [str(name) for name in names]
 

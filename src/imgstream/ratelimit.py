@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from imgstream.auth import KeyRing, header, is_api_path
 from imgstream.config import Settings
 from imgstream.connection import load_script
+from imgstream.errors import RETRY_AFTER_MOMENT
 from imgstream.keys import Keys
 from imgstream.middleware import send_json_error
 from imgstream.redis_health import describe
@@ -149,7 +150,9 @@ class RateLimit:
         except RedisError as exc:
             log.warning("request refused, its rate limit cannot be checked: %s", exc)
             code, message = describe(exc)
-            await send_json_error(send, 503, code, message, {"retry-after": "2"})
+            await send_json_error(
+                send, 503, code, message, {"retry-after": str(RETRY_AFTER_MOMENT)}
+            )
             return
         if wait > 0:
             await _refuse(send, wait, limiter.setting)
