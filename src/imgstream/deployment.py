@@ -18,7 +18,7 @@ from imgstream.metrics import JobMetrics
 from imgstream.monitor import Monitor
 from imgstream.presence import Presence
 from imgstream.queue import JobQueue
-from imgstream.storage import LocalStorage
+from imgstream.storage import LocalStorage, Storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class Deployment:
     metrics: JobMetrics
     dead_letters: DeadLetters
     presence: Presence
-    storage: LocalStorage
+    storage: Storage
 
     @classmethod
     def open(

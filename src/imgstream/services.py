@@ -18,7 +18,7 @@ from imgstream.deployment import Deployment
 from imgstream.events import EventHub
 from imgstream.operations import Limits
 from imgstream.queue import JobQueue
-from imgstream.storage import LocalStorage
+from imgstream.storage import Storage
 
 STATIC_DIR = Path(str(resources.files("imgstream").joinpath("static")))
 """The web page, dashboard and their assets, shipped inside the package."""
@@ -39,7 +39,7 @@ class Services:
         return self.deployment.queue
 
     @property
-    def storage(self) -> LocalStorage:
+    def storage(self) -> Storage:
         return self.deployment.storage
 
 
