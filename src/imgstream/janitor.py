@@ -170,19 +170,8 @@ class Janitor:
                     scan.usage[found.kind] -= 1
                     scan.usage[f"{found.kind}_bytes"] -= found.size
         sweep.storage = StorageUse(**scan.usage, scanned_at=round(time.time(), 3))
-        stored = sweep.storage
-        await self.redis.hset(
-            self.keys.storage,
-            mapping={
-                "originals": stored.originals,
-                "originals_bytes": stored.originals_bytes,
-                "results": stored.results,
-                "results_bytes": stored.results_bytes,
-                "temporary": stored.temporary,
-                "temporary_bytes": stored.temporary_bytes,
-                "scanned_at": stored.scanned_at,
-            },
-        )
+        figures = [item for pair in sweep.storage.to_hash().items() for item in pair]
+        await self.redis.hset(self.keys.storage, items=figures)
 
 
 def janitor_for(deployment: Deployment) -> Janitor:

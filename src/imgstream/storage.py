@@ -47,20 +47,24 @@ class StorageUse:
     temporary_bytes: int = 0
     scanned_at: float = 0.0
 
+    def to_hash(self) -> dict[str, float]:
+        """The fields of ``{prefix}:storage``, as ``from_hash`` reads them."""
+        return {name: getattr(self, name) for name in (*STORAGE_COUNTS, "scanned_at")}
+
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> StorageUse | None:
         if not fields:
             return None
         try:
             return cls(
-                **{name: int(fields.get(name) or 0) for name in _STORAGE_COUNTS},
+                **{name: int(fields.get(name) or 0) for name in STORAGE_COUNTS},
                 scanned_at=float(fields.get("scanned_at") or 0),
             )
         except ValueError:
             return None
 
 
-_STORAGE_COUNTS = (
+STORAGE_COUNTS = (
     "originals",
     "originals_bytes",
     "results",
@@ -227,16 +231,7 @@ class LocalStorage:
     def scan(self, temporary_age: float, orphan_age: float) -> StorageScan:
         """Count what is stored, delete temporaries abandoned (older than ``temporary_age``,
         or quiet with their writer gone), and list files older than ``orphan_age`` by job."""
-        scan = StorageScan(
-            usage={
-                "originals": 0,
-                "originals_bytes": 0,
-                "results": 0,
-                "results_bytes": 0,
-                "temporary": 0,
-                "temporary_bytes": 0,
-            }
-        )
+        scan = StorageScan(usage=dict.fromkeys(STORAGE_COUNTS, 0))
         now = time.time()
         for kind, directory in (
             ("originals", self.originals),
