@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
@@ -438,7 +438,7 @@ def _snapshot(services: Services, record: JobRecord) -> Snapshot:
     return Snapshot(data=view.model_dump_json(), final=record.status.is_final)
 
 
-async def _find_job(services: Services, job_id: str, who: Caller) -> Any:
+async def _find_job(services: Services, job_id: str, who: Caller) -> JobRecord:
     """The job, if it exists and is the caller's; another key's job is reported missing."""
     if not is_valid_job_id(job_id):
         raise ApiError(404, "not_found", "no such job")
