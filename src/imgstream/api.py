@@ -65,7 +65,7 @@ from imgstream.queue import BacklogFull
 from imgstream.ratelimit import RateLimit, client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
 from imgstream.services import STATIC_DIR, Services, services_of
-from imgstream.sse import EventStreamResponse, Snapshot, status_events
+from imgstream.sse import EventStreamResponse, StatusView, status_events
 from imgstream.storage import is_disk_full
 from imgstream.upload_form import FormError, read_upload
 
@@ -426,16 +426,16 @@ def _install_event_routes(app: FastAPI) -> None:
             await follower.aclose()
             raise
 
-        def snapshot(record: JobRecord) -> Snapshot:
+        def snapshot(record: JobRecord) -> StatusView:
             return _snapshot(services, record)
 
         events = status_events(first, follower, snapshot, services.settings.sse_keepalive)
         return EventStreamResponse(events, on_close=follower.aclose)
 
 
-def _snapshot(services: Services, record: JobRecord) -> Snapshot:
+def _snapshot(services: Services, record: JobRecord) -> StatusView:
     view = job_view(record, services.settings.public_url)
-    return Snapshot(data=view.model_dump_json(), final=record.status.is_final)
+    return StatusView(data=view.model_dump_json(), final=record.status.is_final)
 
 
 async def _find_job(services: Services, job_id: str, who: Caller) -> JobRecord:
