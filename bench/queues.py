@@ -19,8 +19,9 @@ from pathlib import Path
 
 import redis
 
+from imgstream.connection import connect
 from imgstream.jobs import StreamEntry, new_job_id
-from imgstream.queue import JobQueue, Keys, connect
+from imgstream.queue import JobQueue, Keys
 
 from context import BENCH, RUNNERS, env, main_python
 from measure import machine_busy, tree_cpu

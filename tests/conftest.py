@@ -14,7 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from imgstream.config import Settings
-from imgstream.queue import JobQueue, Keys, connect
+from imgstream.connection import connect
+from imgstream.queue import JobQueue, Keys
 from imgstream.redis_server import RedisServer
 
 

@@ -31,8 +31,9 @@ from schemathesis.specs.openapi.checks import (
 from imgstream.api import create_app
 from imgstream.auth import fingerprint
 from imgstream.config import Settings
+from imgstream.connection import connect
 from imgstream.jobs import StreamEntry, new_job_id
-from imgstream.queue import JobQueue, Keys, connect
+from imgstream.queue import JobQueue, Keys
 from imgstream.redis_server import RedisServer
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker

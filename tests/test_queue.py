@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from imgstream.jobs import JobStatus, ResultInfo, StreamEntry, new_job_id
-from imgstream.queue import EXHAUSTED, BacklogFull, JobQueue
+from imgstream.jobs import JobStatus, ResultInfo, StartRefused, StreamEntry, new_job_id
+from imgstream.queue import BacklogFull, JobQueue
 
 pytestmark = pytest.mark.anyio
 
@@ -199,7 +199,7 @@ async def test_exhausted_attempts_are_reported_and_buried(queue: JobQueue, redis
     [delivery] = await queue.read("c", count=1, block_ms=100)
     assert await queue.start(delivery, "a", "c", 2) == 1
     assert await queue.start(delivery, "b", "c", 2) == 2
-    assert await queue.start(delivery, "c", "c", 2) == EXHAUSTED
+    assert await queue.start(delivery, "c", "c", 2) == StartRefused.EXHAUSTED
     assert await queue.fail(delivery, "", code="poison", message="died", ttl=60, dead_letter=True)
     record = await queue.get_job(job_id)
     assert record is not None and record.status is JobStatus.FAILED and record.attempts == 2

@@ -12,8 +12,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +38,14 @@ from imgstream.api_models import (
 from imgstream.assets import StaticAssets
 from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
 from imgstream.config import Settings
+from imgstream.deployment import Deployment
+from imgstream.errors import (
+    RETRY_AFTER_BUSY,
+    RETRY_AFTER_DISK,
+    RETRY_AFTER_MOMENT,
+    error_response,
+    retry_after,
+)
 from imgstream.events import EventHub, TooManyStreams
 from imgstream.http_server import RequestLimits
 from imgstream.jobs import (
@@ -54,13 +60,12 @@ from imgstream.metrics import operation_label
 from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
 from imgstream.operations import Limits, OutputFormat, SpecError, check_geometry, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
-from imgstream.ops_api import monitor_for
 from imgstream.processing import is_disk_full, limits_from
-from imgstream.queue import BacklogFull, JobQueue, Keys, connect_from
+from imgstream.queue import BacklogFull
 from imgstream.ratelimit import RateLimit, client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
+from imgstream.services import STATIC_DIR, Services, services_of
 from imgstream.sse import EventStreamResponse, Snapshot, status_events
-from imgstream.storage import LocalStorage
 from imgstream.upload_form import FormError, read_upload
 
 log = logging.getLogger("imgstream.api")
@@ -69,7 +74,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 """Room for form fields and boundaries on top of the image's own size limit."""
 
 DOCS_ASSETS = "/docs-assets"
-STATIC_DIR = Path(str(resources.files("imgstream").joinpath("static")))
 
 
 class ApiError(Exception):
@@ -83,23 +87,6 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    settings: Settings
-    queue: JobQueue
-    storage: LocalStorage
-    limits: Limits
-    hub: EventHub
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
 
 
 _IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
@@ -117,21 +104,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect_from(settings)
-        queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
+        deployment = Deployment.open(settings)
         hub = EventHub(
-            redis,
-            queue.keys,
-            queue.get_job,
+            deployment.redis,
+            deployment.keys,
+            deployment.queue.get_job,
             max_streams=settings.max_streams,
             max_per_client=settings.max_streams_per_client,
         )
-        storage = LocalStorage(settings.data_dir)
-        app.state.services = Services(settings, queue, storage, limits_from(settings), hub)
+        storage = deployment.storage
+        app.state.services = Services(deployment, limits_from(settings), hub)
         imaging.configure(
             concurrency=1, cache_max_mem_mb=0, allow_untrusted=settings.allow_untrusted_formats
         )
-        install_limiters(app.state, settings, redis)
+        install_limiters(app.state, settings, deployment.redis)
         removed = await anyio.to_thread.run_sync(storage.remove_dead_temporaries)
         if removed:
             log.warning("removed %d temporary files left by a crashed process", removed)
@@ -142,7 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
                 tasks.cancel_scope.cancel()
         finally:
             await hub.aclose()
-            await redis.aclose()
+            await deployment.aclose()
 
     app = FastAPIOffline(  # Swagger UI served from the package: no CDN, works offline
         title="imgstream",
@@ -191,11 +177,6 @@ def _install_access_control(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 def _install_routes(app: FastAPI, limits: Limits) -> None:
     @app.post(
         "/api/jobs",
@@ -224,7 +205,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
     async def get_job(
         request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
     ) -> JobView:
-        services = _services(request)
+        services = services_of(request)
         record = await _find_job(services, job_id, who)
         return job_view(record, services.settings.public_url)
 
@@ -237,7 +218,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
     async def get_result(
         request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
     ) -> Response:
-        services = _services(request)
+        services = services_of(request)
         record = await _find_job(services, job_id, who)
         if record.status is not JobStatus.DONE or record.result is None:
             if record.status is JobStatus.FAILED and record.error is not None:
@@ -261,7 +242,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         summary="What a job may ask for: the operator's limits (public, no key needed)",
     )
     async def get_limits(request: Request) -> LimitsView:
-        return LimitsView.from_settings(_services(request).settings)
+        return LimitsView.from_settings(services_of(request).settings)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -273,18 +254,18 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         responses={503: {"model": ErrorBody}},
     )
     async def readyz(request: Request) -> dict[str, str]:
-        services = _services(request)
+        services = services_of(request)
         limit = services.settings.ready_timeout
         with anyio.move_on_after(limit):
             problem = await _readiness_problem(services)
             if problem is None:
                 return {"status": "ready"}
-            raise ApiError(503, *problem, {"Retry-After": "5"})
+            raise ApiError(503, *problem, retry_after(RETRY_AFTER_BUSY))
         raise ApiError(
             503,
             "unavailable",
             f"Redis did not answer within {limit:g} s (IMGSTREAM_READY_TIMEOUT)",
-            {"Retry-After": "2"},
+            retry_after(RETRY_AFTER_MOMENT),
         )
 
     @app.get("/", include_in_schema=False)
@@ -303,7 +284,7 @@ async def _readiness_problem(services: Services) -> tuple[str, str] | None:
     if free < settings.min_free_bytes:
         return "disk_full", _disk_full_message(free, settings.min_free_bytes)
     age = settings.ready_worker_age
-    if age and not await monitor_for(services).worker_seen_within(age):
+    if age and not await services.deployment.monitor().worker_seen_within(age):
         return "no_workers", f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)"
     return None
 
@@ -317,7 +298,7 @@ def _disk_full_message(free: int, reserve: int) -> str:
 
 async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
     """Validate the form, store the original, queue the job: a 202 only once it is queued."""
-    services = _services(request)
+    services = services_of(request)
     try:
         upload = read_upload(form)
         spec = spec_from_form(upload.fields, services.limits)
@@ -334,7 +315,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
             507,
             "insufficient_storage",
             _disk_full_message(free, services.settings.min_free_bytes),
-            {"Retry-After": "30"},
+            retry_after(RETRY_AFTER_DISK),
         )
     try:
         size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
@@ -346,7 +327,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
             507,
             "insufficient_storage",
             "the data directory is full; the upload was not stored, try again later",
-            {"Retry-After": "30"},
+            retry_after(RETRY_AFTER_DISK),
         ) from None
     try:
         if size == 0:
@@ -392,7 +373,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
     except BacklogFull as exc:
         await anyio.to_thread.run_sync(storage.delete, job_id)
         raise ApiError(
-            429, "backlog_full", f"{exc}; try again shortly", {"Retry-After": "5"}
+            429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
         ) from None
     except BaseException:
         await anyio.to_thread.run_sync(storage.delete, job_id)
@@ -426,7 +407,7 @@ def _install_event_routes(app: FastAPI) -> None:
     async def job_events(
         request: Request, job_id: str, who: Annotated[Caller, Depends(caller)]
     ) -> Response:
-        services = _services(request)
+        services = services_of(request)
         if not is_valid_job_id(job_id):
             raise ApiError(404, "not_found", "no such job")
         client = client_identity(request.scope, request.app.state.keyring)
@@ -436,7 +417,7 @@ def _install_event_routes(app: FastAPI) -> None:
             log.warning("event stream refused: %s", exc, extra={"event": "limit.streams"})
             status, code = (429, "too_many_streams") if exc.scope == "client" else (503, "busy")
             raise ApiError(
-                status, code, f"{exc}; try again shortly", {"Retry-After": "5"}
+                status, code, f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
             ) from None
         try:
             first = _snapshot(services, await _find_job(services, job_id, who))
@@ -494,7 +475,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             return await on_unexpected(_, exc)
         code, message = describe(exc)
         log.warning("redis unavailable: %s", exc, extra={"event": "redis.unavailable"})
-        return error_response(503, code, message, {"Retry-After": "2"})
+        return error_response(503, code, message, retry_after(RETRY_AFTER_MOMENT))
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", exc_info=exc)

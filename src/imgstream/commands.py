@@ -145,14 +145,13 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
 def dlq(settings: Settings, args: argparse.Namespace) -> int:
     import anyio
 
-    from imgstream.deadletters import DeadLetters
-    from imgstream.queue import Keys, connect
+    from imgstream.deployment import Deployment
 
     settings = _with_redis(settings)
 
     async def run() -> int:
-        redis = connect(settings.effective_redis_url)
-        letters = DeadLetters(redis, Keys(settings.key_prefix))
+        deployment = Deployment.open(settings, one_shot=True)
+        letters = deployment.dead_letters
         try:
             if args.action == "list":
                 found = await letters.list(args.count)
@@ -183,7 +182,7 @@ def dlq(settings: Settings, args: argparse.Namespace) -> int:
             print(f"requeued as entry {entry}")
             return 0
         finally:
-            await redis.aclose()
+            await deployment.aclose()
 
     return anyio.run(run)
 

@@ -13,9 +13,10 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from imgstream.jobs import JobStatus, is_valid_job_id, utc_now
+from imgstream.connection import load_script
+from imgstream.jobs import JobStatus, StreamEntry, is_valid_job_id, pairs, queued_state, utc_now
 from imgstream.metrics import outcome_field
-from imgstream.queue import Keys, load_script
+from imgstream.queue import Keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class DeadLetters:
         letter = _dead_letter(*entries[0])
         if not is_valid_job_id(letter.job_id):
             return None
+        entry = StreamEntry(letter.job_id, letter.operations, letter.format)
+        entry_fields = entry.to_fields()
         reply = await self._requeue(
             keys=[
                 self.keys.dead,
@@ -59,8 +62,14 @@ class DeadLetters:
                 self.keys.metrics,
             ],
             args=[
-                *(entry_id, letter.job_id, letter.operations, letter.format, utc_now()),
+                entry_id,
                 outcome_field(JobStatus.FAILED.value, letter.operations),
+                self.keys.channel(letter.job_id),
+                JobStatus.QUEUED.value,
+                utc_now(),
+                len(entry_fields),
+                *pairs(entry_fields),
+                *pairs(queued_state(entry)),
             ],
         )
         return cast(str | None, reply or None)

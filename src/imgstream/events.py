@@ -128,8 +128,8 @@ class EventHub:
         return sum(self._per_client.values())
 
     def channel(self, job_id: str) -> str:
-        """The channel a job's changes are announced on: the name of its hash."""
-        return self.keys.job(job_id)
+        """The channel a job's changes are announced on (``Keys.channel``)."""
+        return self.keys.channel(job_id)
 
     async def follow(self, job_id: str, client: str) -> Follower:
         """A follower of ``job_id`` whose channel Redis has confirmed; close it when done.
@@ -181,7 +181,6 @@ class EventHub:
 
     async def run(self) -> None:
         """Read the shared connection until cancelled; Redis trouble is waited out."""
-        prefix = self.keys.job("")
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             await self._listening.wait()
@@ -197,15 +196,14 @@ class EventHub:
                     self._refresh_all()  # announcements made meanwhile are lost
                     continue
                 if message is not None:
-                    self._handle(message, prefix)
+                    self._handle(message)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated upstream
 
-    def _handle(self, message: dict[str, Any], prefix: str) -> None:
-        channel = str(message.get("channel", ""))
-        job_id = channel.removeprefix(prefix)
+    def _handle(self, message: dict[str, Any]) -> None:
+        job_id = self.keys.job_of_channel(str(message.get("channel", "")))
         kind = message.get("type")
         if kind == "subscribe":
             confirmed = self._confirmed.get(job_id)

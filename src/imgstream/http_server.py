@@ -28,7 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from imgstream.config import Settings
-from imgstream.middleware import json_error_body, send_json_error
+from imgstream.errors import RETRY_AFTER_MOMENT, error_bytes
+from imgstream.middleware import send_json_error
 
 log = logging.getLogger("imgstream.http")
 
@@ -73,7 +74,7 @@ _REFUSALS = {
 
 def raw_error(status: int, code: str, message: str, headers: dict[str, str]) -> bytes:
     """A whole HTTP/1.1 response in the API's JSON error shape, that closes the connection."""
-    body = json_error_body(code, message)
+    body = error_bytes(code, message)
     lines = [
         f"HTTP/1.1 {status} {STATUS_PHRASES[status].decode()}",
         "content-type: application/json",
@@ -100,7 +101,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(503, {"retry-after": "2"})
+            self._refuse(503, {"retry-after": str(RETRY_AFTER_MOMENT)})
             return
         self._expect_head()
 

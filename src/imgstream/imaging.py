@@ -39,14 +39,14 @@ _FORMAT_MAX_SIDE = {
     OutputFormat.AVIF: 16_384,  # libheif's default security limit per side
     OutputFormat.GIF: 65_535,
 }
-_SAVE_OPTIONS: dict[OutputFormat, tuple[str, dict[str, Any]]] = {
-    OutputFormat.JPEG: (".jpg", {"optimize_coding": False}),
-    OutputFormat.PNG: (".png", {"compression": 6}),
-    OutputFormat.WEBP: (".webp", {}),
+_SAVE_OPTIONS: dict[OutputFormat, dict[str, Any]] = {
+    OutputFormat.JPEG: {"optimize_coding": False},
+    OutputFormat.PNG: {"compression": 6},
+    OutputFormat.WEBP: {},
     # effort 2 of 9: AV1 at libvips' default (4) costs several times the CPU of the rest.
-    OutputFormat.AVIF: (".avif", {"compression": "av1", "effort": 2}),
-    OutputFormat.GIF: (".gif", {}),
-    OutputFormat.TIFF: (".tif", {"compression": "deflate"}),
+    OutputFormat.AVIF: {"compression": "av1", "effort": 2},
+    OutputFormat.GIF: {},
+    OutputFormat.TIFF: {"compression": "deflate"},
 }
 _NEW_KEEP = pyvips.at_least_libvips(8, 15)
 _NO_METADATA: dict[str, Any] = {"keep": "none"} if _NEW_KEEP else {"strip": True}
@@ -255,7 +255,7 @@ def render(
 
 def _encode(image: Any, output_format: OutputFormat, spec: JobSpec) -> bytes:
     """The encoded image; with ``max_bytes``, at the highest quality that fits (bisection)."""
-    suffix, options = _SAVE_OPTIONS[output_format]
+    suffix, options = f".{output_format.extension}", _SAVE_OPTIONS[output_format]
     metadata = _NO_METADATA if spec.strip else _ALL_METADATA
     default = output_format.default_quality
     quality = None if default is None else spec.quality or default  # lossless: no quality

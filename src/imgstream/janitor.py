@@ -25,12 +25,10 @@ idempotent, so that costs only work.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import cast
 
 import anyio
@@ -39,17 +37,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from imgstream.config import Settings
+from imgstream.connection import load_script
+from imgstream.deployment import Deployment
 from imgstream.jobs import is_valid_job_id
-from imgstream.monitor import StorageUse
-from imgstream.queue import Keys, connect, load_script
+from imgstream.queue import Keys
 from imgstream.redis_health import is_outage
-from imgstream.storage import (
-    QUIET_WRITER_SECONDS,
-    RESULT_EXTENSIONS,
-    LocalStorage,
-    is_temporary,
-    writer_gone,
-)
+from imgstream.storage import Storage, StorageUse
 
 log = logging.getLogger("imgstream.janitor")
 
@@ -81,21 +74,12 @@ class Sweep:
         }
 
 
-@dataclass
-class _Scan:
-    usage: dict[str, int] = field(default_factory=dict)
-    old: dict[str, list[tuple[Path, str, int]]] = field(default_factory=dict)
-    """Files older than the orphan age, by job id: deleted unless a job hash names them."""
-    temporaries_removed: int = 0
-    bytes_removed: int = 0
-
-
 class Janitor:
     def __init__(
         self,
         redis: Redis,
         keys: Keys,
-        storage: LocalStorage,
+        storage: Storage,
         *,
         temporary_age: float = TEMPORARY_AGE,
         orphan_age: float = ORPHAN_AGE,
@@ -156,15 +140,14 @@ class Janitor:
                 return
 
     async def _delete_job_files(self, job_id: str, sweep: Sweep) -> None:
-        paths = [self.storage.originals / job_id] + [
-            self.storage.results / f"{job_id}.{ext}" for ext in sorted(RESULT_EXTENSIONS)
-        ]
-        removed, size = await anyio.to_thread.run_sync(_unlink_all, paths)
+        removed, size = await anyio.to_thread.run_sync(self.storage.delete_job_files, job_id)
         sweep.files_removed += removed
         sweep.bytes_removed += size
 
     async def _scan_storage(self, sweep: Sweep) -> None:
-        scan = await anyio.to_thread.run_sync(self._scan_files)
+        scan = await anyio.to_thread.run_sync(
+            self.storage.scan, self.temporary_age, self.orphan_age
+        )
         sweep.temporaries = scan.temporaries_removed
         sweep.files_removed += scan.temporaries_removed
         sweep.bytes_removed += scan.bytes_removed
@@ -179,116 +162,39 @@ class Janitor:
                 if known:
                     continue
                 files = scan.old[job_id]
-                removed, size = await anyio.to_thread.run_sync(
-                    _unlink_all, [path for path, _, _ in files]
-                )
+                removed, size = await anyio.to_thread.run_sync(self.storage.remove_files, files)
                 sweep.orphans += 1
                 sweep.files_removed += removed
                 sweep.bytes_removed += size
-                for _, kind, path_size in files:
-                    scan.usage[kind] -= 1
-                    scan.usage[f"{kind}_bytes"] -= path_size
+                for found in files:
+                    scan.usage[found.kind] -= 1
+                    scan.usage[f"{found.kind}_bytes"] -= found.size
         sweep.storage = StorageUse(**scan.usage, scanned_at=round(time.time(), 3))
-        stored = sweep.storage
-        await self.redis.hset(
-            self.keys.storage,
-            mapping={
-                "originals": stored.originals,
-                "originals_bytes": stored.originals_bytes,
-                "results": stored.results,
-                "results_bytes": stored.results_bytes,
-                "temporary": stored.temporary,
-                "temporary_bytes": stored.temporary_bytes,
-                "scanned_at": stored.scanned_at,
-            },
-        )
-
-    def _scan_files(self) -> _Scan:
-        """Count what is stored, delete stale temporaries, and list orphan candidates."""
-        scan = _Scan(
-            usage={
-                "originals": 0,
-                "originals_bytes": 0,
-                "results": 0,
-                "results_bytes": 0,
-                "temporary": 0,
-                "temporary_bytes": 0,
-            }
-        )
-        now = time.time()
-        for kind, directory in (
-            ("originals", self.storage.originals),
-            ("results", self.storage.results),
-        ):
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    try:
-                        stat = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    age = now - stat.st_mtime
-                    if entry.name.startswith("."):
-                        if is_temporary(entry.name) and (
-                            age > self.temporary_age
-                            or (age > QUIET_WRITER_SECONDS and writer_gone(entry.name))
-                        ):
-                            removed, size = _unlink_all([Path(entry.path)])
-                            scan.temporaries_removed += removed
-                            scan.bytes_removed += size
-                        else:
-                            scan.usage["temporary"] += 1
-                            scan.usage["temporary_bytes"] += stat.st_size
-                        continue
-                    job_id = entry.name if kind == "originals" else entry.name.split(".")[0]
-                    if not is_valid_job_id(job_id):
-                        continue  # not ours: never touched, never counted
-                    scan.usage[kind] += 1
-                    scan.usage[f"{kind}_bytes"] += stat.st_size
-                    if age > self.orphan_age:
-                        scan.old.setdefault(job_id, []).append(
-                            (Path(entry.path), kind, stat.st_size)
-                        )
-        return scan
+        figures = [item for pair in sweep.storage.to_hash().items() for item in pair]
+        await self.redis.hset(self.keys.storage, items=figures)
 
 
-def _unlink_all(paths: list[Path]) -> tuple[int, int]:
-    """Delete the files that exist; returns how many and their bytes."""
-    removed = size = 0
-    for path in paths:
-        try:
-            length = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed += 1
-        size += length
-    return removed, size
-
-
-def janitor_for(settings: Settings, redis: Redis, keys: Keys, storage: LocalStorage) -> Janitor:
+def janitor_for(deployment: Deployment) -> Janitor:
+    settings = deployment.settings
     return Janitor(
-        redis,
-        keys,
-        storage,
+        deployment.redis,
+        deployment.keys,
+        deployment.storage,
         temporary_age=settings.temporary_age,
         orphan_age=settings.orphan_age,
     )
 
 
-async def run_janitor(
-    settings: Settings, redis: Redis, keys: Keys, storage: LocalStorage, owner: str
-) -> None:
+async def run_janitor(deployment: Deployment, owner: str) -> None:
     """A worker's background task: take part in the fleet's sweep schedule, forever.
 
     Checking is one ``SET NX`` every few seconds; Redis outages and sweep errors are logged
     and waited out, never allowed to stop the worker. ``IMGSTREAM_JANITOR_INTERVAL=0``: none.
     """
-    interval = settings.janitor_interval
+    interval = deployment.settings.janitor_interval
     if interval <= 0:
         return
-    janitor = janitor_for(settings, redis, keys, storage)
+    janitor = janitor_for(deployment)
     check_every = min(30.0, max(1.0, interval / 4))
     while True:
         await anyio.sleep(check_every * random.uniform(0.5, 1.0))
@@ -311,10 +217,8 @@ async def run_janitor(
 
 async def sweep_once(settings: Settings) -> Sweep | None:
     """``imgstream gc``: one sweep now, from any machine that sees the storage directory."""
-    redis = connect(settings.effective_redis_url)
+    deployment = Deployment.open(settings, one_shot=True)
     try:
-        storage = LocalStorage(settings.data_dir)
-        janitor = janitor_for(settings, redis, Keys(settings.key_prefix), storage)
-        return await janitor.sweep()
+        return await janitor_for(deployment).sweep()
     finally:
-        await redis.aclose()
+        await deployment.aclose()

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 MAX_FILENAME_CHARS = 255
@@ -29,6 +29,35 @@ class JobStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (JobStatus.DONE, JobStatus.FAILED)
+
+
+FINAL_STATUSES = tuple(status for status in JobStatus if status.is_final)
+"""The statuses a job ends in, in the order the scripts receive them (done, failed)."""
+
+
+class Enqueued(IntEnum):
+    """What ``lua/enqueue.lua`` answers first: the job was accepted, or why not."""
+
+    ACCEPTED = 1
+    BACKLOG_FULL = 0
+    JOB_EXISTS = -1
+
+
+class StartRefused(IntEnum):
+    """What ``lua/start.lua`` answers instead of an attempt number (which is 1 or more)."""
+
+    ALREADY_ENDED = -1
+    """A duplicate delivery of a job that has ended: discard the entry."""
+    EXHAUSTED = -2
+    """Started max-attempts times without ending (a poison entry): bury it."""
+
+
+class Recorded(IntEnum):
+    """What ``lua/finish.lua`` answers."""
+
+    RECORDED = 1
+    LEASE_LOST = 0
+    """The lease was taken over, or the job had already ended: nothing was written."""
 
 
 class WireError(ValueError):
@@ -54,10 +83,15 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def entry_id_ms(entry_id: str) -> int:
+    """The Unix time in ms Redis stamped into an auto-generated stream entry id
+    (``<ms>-<seq>``): when the entry was added."""
+    return int(entry_id.split("-", 1)[0])
+
+
 def stream_id_timestamp(entry_id: str) -> str:
-    """The time Redis stamped into an auto-generated stream entry id (``<ms>-<seq>``)."""
-    milliseconds = int(entry_id.split("-", 1)[0])
-    return format_timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
+    """``entry_id_ms`` as a job timestamp."""
+    return format_timestamp(datetime.fromtimestamp(entry_id_ms(entry_id) / 1000, UTC))
 
 
 ENTRY_OUTPUT_FIELDS = ("quality", "max_bytes", "strip")
@@ -230,19 +264,33 @@ def _placeholder(fields: Mapping[str, str]) -> Placeholder | None:
     )
 
 
-def queued_job_fields(
-    entry: StreamEntry, *, created_at: str, filename: str, owner: str
-) -> dict[str, str]:
-    """The hash fields of a freshly accepted job, before any worker has seen it."""
+def queued_state(entry: StreamEntry) -> dict[str, str]:
+    """The hash fields every queued job holds, whoever queued it (the API, a producer that
+    only added the stream entry, a dead-letter retry): status, steps, output, no attempts."""
     return {
         "status": JobStatus.QUEUED.value,
         "operations": entry.operations,
         "format": entry.format,
-        "created_at": created_at,
         "attempts": "0",
+        **dict(entry.options),
+    }
+
+
+def queued_job_fields(
+    entry: StreamEntry, *, created_at: str, filename: str, owner: str
+) -> dict[str, str]:
+    """The hash fields of a job the API accepted, before any worker has seen it."""
+    return {
+        **queued_state(entry),
+        "created_at": created_at,
         "filename": filename[:MAX_FILENAME_CHARS],
         "owner": owner,
     }
+
+
+def pairs(fields: Mapping[str, str]) -> list[str]:
+    """``fields`` flattened to name, value, name, value… as scripts ``unpack`` them."""
+    return [item for pair in fields.items() for item in pair]
 
 
 def result_fields(result: ResultInfo) -> dict[str, str]:

@@ -1,7 +1,9 @@
-"""Every Redis key name of one deployment, in one place (docs/wire-format.md lists them).
+"""Every Redis key name of one deployment, and the channel rule, in one place
+(docs/wire-format.md lists them).
 
 All keys share the hash tag ``{<prefix>}``, so every script touches a single Redis Cluster
-slot.
+slot. Lua scripts are handed these names (and job ids, channels, statuses) by Python and
+never build or parse one themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{{{self.prefix}}}:job:{job_id}"
 
+    def channel(self, job_id: str) -> str:
+        """The pub/sub channel a job's status changes are announced on: its hash's name."""
+        return self.job(job_id)
+
+    def job_of_channel(self, channel: str) -> str:
+        """The job id a ``channel`` announces (the inverse of ``channel``)."""
+        return channel.removeprefix(self.channel(""))
+
     # Operating (``metrics``, ``monitor``, ``janitor``): see docs/wire-format.md.
 
     @property
@@ -42,6 +52,11 @@ class Keys:
 
     def rate(self, bucket: int) -> str:
         return f"{{{self.prefix}}}:rate:{bucket}"
+
+    def rate_limit(self, client: str, kind: str = "") -> str:
+        """A client's token bucket; ``kind`` ("" for work created, "read") names the limit."""
+        kind_part = f"{kind}:" if kind else ""
+        return f"{{{self.prefix}}}:ratelimit:{kind_part}{client}"
 
     @property
     def workers(self) -> str:

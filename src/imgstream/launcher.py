@@ -29,6 +29,7 @@ import httpx
 import redis
 
 from imgstream.config import Settings
+from imgstream.connection import server_ms
 from imgstream.keys import Keys
 from imgstream.presence import consumer_origin
 from imgstream.processes import die_with_parent, parent_of
@@ -195,8 +196,7 @@ def _answers(url: str) -> bool:
 
 
 def _server_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
+    return server_ms(client.time())
 
 
 def _our_worker_beat(client: redis.Redis, keys: Keys, supervisor: int, since_ms: int) -> bool:

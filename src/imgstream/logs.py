@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from imgstream.jobs import format_timestamp
+
 _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
     | {"message", "asctime", "taskName", "color_message"}  # the last: uvicorn's ANSI copy
@@ -33,8 +35,7 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_timestamp(datetime.fromtimestamp(record.created, UTC))
 
 
 class JsonFormatter(logging.Formatter):

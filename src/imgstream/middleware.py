@@ -7,12 +7,13 @@ every imgstream error is JSON (``{"error": {"code", "message"}}``), so this one 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imgstream.errors import error_bytes
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (
@@ -53,15 +54,11 @@ def cors_options(origins: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def json_error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
 async def send_json_error(
     send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> None:
     """Answer from middleware, before any route runs, in the API's JSON error shape."""
-    body = json_error_body(code, message)
+    body = error_bytes(code, message)
     await send(
         {
             "type": "http.response.start",

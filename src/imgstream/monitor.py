@@ -24,6 +24,7 @@ from imgstream.deadletters import DeadLetter, decode_dead_letters
 from imgstream.metrics import Counters, Failure, Rates, read_rates
 from imgstream.presence import Presence
 from imgstream.queue import Keys
+from imgstream.storage import StorageUse
 
 THROUGHPUT_WINDOW = 60
 """Seconds over which the stats report throughput and failure rate."""
@@ -42,41 +43,6 @@ class Consumer:
     seen_seconds: float | None
     """Since its last heartbeat; None when it sent none (it died long ago, or never beat)."""
     live: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StorageUse:
-    """Figures the janitor measured on its last sweep (``scanned_at`` is Unix time)."""
-
-    originals: int = 0
-    originals_bytes: int = 0
-    results: int = 0
-    results_bytes: int = 0
-    temporary: int = 0
-    temporary_bytes: int = 0
-    scanned_at: float = 0.0
-
-    @classmethod
-    def from_hash(cls, fields: dict[str, str]) -> StorageUse | None:
-        if not fields:
-            return None
-        try:
-            return cls(
-                **{name: int(fields.get(name) or 0) for name in _STORAGE_COUNTS},
-                scanned_at=float(fields.get("scanned_at") or 0),
-            )
-        except ValueError:
-            return None
-
-
-_STORAGE_COUNTS = (
-    "originals",
-    "originals_bytes",
-    "results",
-    "results_bytes",
-    "temporary",
-    "temporary_bytes",
-)
 
 
 @dataclass(frozen=True, slots=True)

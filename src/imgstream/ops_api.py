@@ -10,9 +10,7 @@ control covers them.
 from __future__ import annotations
 
 import re
-from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -22,14 +20,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from imgstream.api_models import ERROR_RESPONSES
 from imgstream.auth import Caller, caller, operator
-from imgstream.deadletters import DeadLetters
+from imgstream.errors import error_response
 from imgstream.exposition import HttpMetrics, exposition
-from imgstream.monitor import Monitor
+from imgstream.services import STATIC_DIR, services_of
 
-if TYPE_CHECKING:
-    from imgstream.api import Services
-
-STATIC_DIR = Path(str(resources.files("imgstream").joinpath("static")))
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 router = APIRouter()
@@ -44,27 +38,13 @@ def install(app: FastAPI) -> None:
     app.add_middleware(HttpMetrics, registry=registry)
 
 
-def monitor_for(services: Services) -> Monitor:
-    return Monitor(
-        services.queue.redis,
-        services.queue.keys,
-        services.settings.group,
-        live_within=services.settings.visibility_timeout,
-    )
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(operator)])
 async def metrics(request: Request) -> Response:
     """Fleet figures from Redis plus this process's HTTP figures. While Redis is unreachable
     the HTTP figures are still exposed, with ``imgstream_redis_up 0``."""
     http: CollectorRegistry = request.app.state.http_metrics
     try:
-        snapshot = await monitor_for(_services(request)).snapshot(rates=False)
+        snapshot = await services_of(request).deployment.monitor().snapshot(rates=False)
     except (RedisConnectionError, RedisTimeoutError):
         snapshot = None
     return Response(exposition(snapshot, http), media_type=CONTENT_TYPE_LATEST)
@@ -78,7 +58,7 @@ async def metrics(request: Request) -> Response:
 async def stats(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
     """Everything for an operator; for an ordinary key the figures, without other callers'
     job ids, errors and dead letters."""
-    snapshot = await monitor_for(_services(request)).snapshot()
+    snapshot = await services_of(request).deployment.monitor().snapshot()
     view = snapshot.to_json()
     if not who.sees_everything:
         view["recent_failures"] = []
@@ -94,14 +74,12 @@ async def stats(request: Request, who: Annotated[Caller, Depends(caller)]) -> di
     dependencies=[Depends(operator)],
 )
 async def retry_dead_letter(request: Request, entry_id: str) -> JSONResponse:
-    services = _services(request)
+    services = services_of(request)
     new_entry = None
     if _ENTRY_ID.fullmatch(entry_id):
-        new_entry = await DeadLetters(services.queue.redis, services.queue.keys).retry(entry_id)
+        new_entry = await services.deployment.dead_letters.retry(entry_id)
     if new_entry is None:
-        return JSONResponse(
-            {"error": {"code": "not_found", "message": "no such dead letter"}}, status_code=404
-        )
+        return error_response(404, "not_found", "no such dead letter")
     return JSONResponse({"entry": new_entry}, status_code=202)
 
 

@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from imgstream.config import Settings
-from imgstream.queue import Keys, connect, load_script
+from imgstream.connection import connect, load_script, server_ms
+from imgstream.queue import Keys
 
 
 def consumer_name() -> str:
@@ -56,8 +57,7 @@ class Presence:
 
     async def beating(self, seconds: float) -> list[str]:
         """The workers whose heartbeat arrived in the last ``seconds`` (Redis's clock)."""
-        server_seconds, micros = await self.redis.time()
-        now_ms = server_seconds * 1000 + micros // 1000
+        now_ms = server_ms(await self.redis.time())
         names = await self.redis.zrangebyscore(self.keys.workers, now_ms - seconds * 1000, "+inf")
         return [str(name) for name in names]
 
@@ -85,18 +85,12 @@ def heartbeat_interval(settings: Settings) -> float:
     return min(5.0, settings.visibility_timeout / 3)
 
 
-def live_within(settings: Settings) -> float:
-    """A worker unheard of for the visibility timeout is presumed dead, as its entries are."""
-    return settings.visibility_timeout
-
-
 async def run_heartbeat(
-    settings: Settings, redis: Redis, keys: Keys, consumer: str, reading: anyio.Event
+    settings: Settings, presence: Presence, consumer: str, reading: anyio.Event
 ) -> None:
     """A worker's background task: once it is ``reading`` (it has joined the consumer group),
     beat every few seconds; on the way out, leave. The first beat means "reading"."""
     await reading.wait()
-    presence = Presence(redis, keys)
     try:
         while True:
             with contextlib.suppress(RedisError):

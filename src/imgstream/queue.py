@@ -15,31 +15,31 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, Final, cast
+from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.commands.core import AsyncScript
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from imgstream.config import Settings
+from imgstream.connection import load_script
 from imgstream.jobs import (
+    FINAL_STATUSES,
+    Enqueued,
     JobRecord,
     JobStatus,
     OriginalInfo,
+    Recorded,
     ResultInfo,
     StreamEntry,
     WireError,
+    pairs,
     queued_job_fields,
+    queued_state,
     result_fields,
     stream_id_timestamp,
     utc_now,
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
 from imgstream.metrics import outcome_field, submitted_field
-
-ALREADY_ENDED: Final = -1
-EXHAUSTED: Final = -2
 
 
 class BacklogFull(Exception):
@@ -62,51 +62,6 @@ class Delivery:
     @property
     def job_id(self) -> str | None:
         return self.entry.job_id if self.entry else None
-
-
-def load_script(redis: Redis, name: str) -> AsyncScript:
-    source = resources.files("imgstream").joinpath("lua", f"{name}.lua").read_text()
-    return redis.register_script(source)
-
-
-def connect(
-    url: str,
-    *,
-    timeout: float | None = None,
-    max_connections: int | None = None,
-    pool_wait: float = 1.0,
-) -> Redis:
-    """A client with the settings this project relies on (text replies, health checks).
-
-    ``timeout`` bounds every command (a frozen Redis is an outage, not a hang); with
-    ``max_connections`` the pool is bounded, and a caller finding it full waits ``pool_wait``
-    seconds, then gets ``ConnectionError("No connection available.")``.
-    """
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "protocol": 2,  # the reply shapes below are RESP2's, whatever the client's default
-        "health_check_interval": 30,
-        "socket_connect_timeout": min(5.0, timeout) if timeout else 5.0,
-        "socket_timeout": timeout,
-        "socket_keepalive": True,
-    }
-    if max_connections is None:
-        return Redis.from_url(url, **options)
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=pool_wait, **options
-    )
-    return Redis.from_pool(pool)
-
-
-def connect_from(settings: Settings, *, blocking_ms: int = 0) -> Redis:
-    """The client a process of ``settings`` uses: bounded pool, commands bounded in time
-    (``blocking_ms`` more for a process that blocks in XREADGROUP)."""
-    return connect(
-        settings.effective_redis_url,
-        timeout=settings.redis_timeout + blocking_ms / 1000,
-        max_connections=settings.redis_max_connections,
-        pool_wait=settings.redis_pool_wait,
-    )
 
 
 class JobQueue:
@@ -154,28 +109,25 @@ class JobQueue:
         The original must already be stored: once this returns, a worker may start.
         ``original`` describes it in the job's hash from the start.
         """
-        fields = queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner)
-        described = original.to_fields() if original is not None else {}
+        stream_fields = StreamEntry(job_id, entry.operations, entry.format, entry.options)
+        job_fields = {
+            **queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner),
+            **(original.to_fields() if original is not None else {}),
+        }
         reply = await self._enqueue(
             keys=[self.keys.stream, self.keys.job(job_id), self.keys.metrics],
             args=[
                 max_backlog,
-                job_id,
-                entry.operations,
-                entry.format,
-                fields["created_at"],
-                fields["filename"],
-                fields["owner"],
                 submitted_field(entry.operations),
-                len(entry.options),
-                *(item for pair in entry.options for item in pair),
-                *(item for pair in described.items() for item in pair),
+                len(stream_fields.to_fields()),
+                *pairs(stream_fields.to_fields()),
+                *pairs(job_fields),
             ],
         )
-        accepted, detail = int(reply[0]), reply[1]
-        if accepted == 0:
+        outcome, detail = Enqueued(int(reply[0])), reply[1]
+        if outcome is Enqueued.BACKLOG_FULL:
             raise BacklogFull(int(detail))
-        if accepted < 0:
+        if outcome is Enqueued.JOB_EXISTS:
             raise ValueError(f"job {job_id} exists already")
         return str(detail)
 
@@ -204,24 +156,29 @@ class JobQueue:
     async def start(self, delivery: Delivery, lease: str, consumer: str, max_attempts: int) -> int:
         """Mark the job processing under ``lease``; returns the attempt number.
 
-        ``ALREADY_ENDED`` means a duplicate delivery of an ended job (just discard it);
-        ``EXHAUSTED`` means ``max_attempts`` attempts started and none ended: bury it.
+        ``StartRefused.ALREADY_ENDED`` means a duplicate delivery of an ended job (just discard
+        it); ``StartRefused.EXHAUSTED`` means ``max_attempts`` attempts started and none
+        ended: bury it.
         """
         assert delivery.entry is not None
         entry = delivery.entry
+        if_missing = {
+            **queued_state(entry),
+            "created_at": stream_id_timestamp(delivery.entry_id),
+            "entry": delivery.entry_id,
+        }
         reply = await self._start(
             keys=[self.keys.job(entry.job_id), self.keys.metrics],
             args=[
                 lease,
                 utc_now(),
-                entry.operations,
-                entry.format,
-                stream_id_timestamp(delivery.entry_id),
-                delivery.entry_id,
                 consumer,
                 max_attempts,
                 submitted_field(entry.operations),
-                *(item for pair in entry.options for item in pair),
+                self.keys.channel(entry.job_id),
+                JobStatus.PROCESSING.value,
+                *FINAL_STATUSES,
+                *pairs(if_missing),
             ],
         )
         return int(reply)
@@ -278,12 +235,17 @@ class JobQueue:
         dead_letter_reason: str = "",
     ) -> bool:
         assert delivery.entry is not None
-        counter = outcome_field(outcome["status"], delivery.entry.operations)
+        job_id = delivery.entry.job_id
+        status = outcome["status"]
         args: list[Any] = [
-            *(lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now(), counter)
+            *(lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now()),
+            outcome_field(status, delivery.entry.operations),
+            job_id,
+            self.keys.channel(job_id),
+            *FINAL_STATUSES,
+            status,
+            *pairs(outcome),
         ]
-        for name, value in outcome.items():
-            args.extend((name, value))
         keys = [
             self.keys.job(delivery.entry.job_id),
             self.keys.stream,
@@ -292,7 +254,7 @@ class JobQueue:
             self.keys.metrics,
         ]
         reply = await self._finish(keys=keys, args=args)
-        return int(reply) == 1
+        return Recorded(int(reply)) is Recorded.RECORDED
 
     # Recovering.
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from importlib import resources
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -30,6 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgstream.auth import KeyRing, header, is_api_path
 from imgstream.config import Settings
+from imgstream.connection import load_script
+from imgstream.errors import RETRY_AFTER_MOMENT
+from imgstream.keys import Keys
 from imgstream.middleware import send_json_error
 from imgstream.redis_health import describe
 
@@ -65,12 +67,10 @@ class RateLimiter:
         self.burst = burst
         self.kind = kind
         self.setting = setting
-        source = resources.files("imgstream").joinpath("lua", "ratelimit.lua").read_text()
-        self._take = redis.register_script(source)
+        self._take = load_script(redis, "ratelimit")
 
     def key(self, client: str) -> str:
-        kind = f"{self.kind}:" if self.kind else ""
-        return f"{{{self.prefix}}}:ratelimit:{kind}{client}"
+        return Keys(self.prefix).rate_limit(client, self.kind)
 
     async def take(self, client: str, cost: int = 1) -> float:
         """Take ``cost`` tokens from ``client``'s bucket: 0.0 if taken, else seconds to wait."""
@@ -150,7 +150,9 @@ class RateLimit:
         except RedisError as exc:
             log.warning("request refused, its rate limit cannot be checked: %s", exc)
             code, message = describe(exc)
-            await send_json_error(send, 503, code, message, {"retry-after": "2"})
+            await send_json_error(
+                send, 503, code, message, {"retry-after": str(RETRY_AFTER_MOMENT)}
+            )
             return
         if wait > 0:
             await _refuse(send, wait, limiter.setting)

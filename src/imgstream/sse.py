@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from imgstream.errors import error_body
 from imgstream.events import Follower
 from imgstream.jobs import JobRecord
 
@@ -72,7 +73,7 @@ async def status_events(
             yield KEEP_ALIVE
             continue
         if record is None:
-            gone = {"error": {"code": "not_found", "message": "no such job (expired)"}}
+            gone = error_body("not_found", "no such job (expired)")
             yield event("gone", json.dumps(gone))
             return
         current = snapshot(record)

@@ -18,8 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from imgstream.config import Settings
-from imgstream.monitor import Monitor
-from imgstream.queue import Keys, connect
+from imgstream.deployment import Deployment
 
 
 def _when(unix: float) -> str:
@@ -124,13 +123,8 @@ def show_stats(settings: Settings, *, as_json: bool, interval: float) -> int:
     """Print one JSON snapshot, or refresh the view every ``interval`` s until Ctrl-C."""
 
     async def run() -> int:
-        redis = connect(settings.effective_redis_url)
-        monitor = Monitor(
-            redis,
-            Keys(settings.key_prefix),
-            settings.group,
-            live_within=settings.visibility_timeout,
-        )
+        deployment = Deployment.open(settings, one_shot=True)
+        monitor = deployment.monitor()
         try:
             if as_json:
                 print(json.dumps((await monitor.snapshot()).to_json(), indent=2))
@@ -140,7 +134,7 @@ def show_stats(settings: Settings, *, as_json: bool, interval: float) -> int:
                     live.update(render((await monitor.snapshot()).to_json()), refresh=True)
                     await anyio.sleep(max(0.2, interval))
         finally:
-            await redis.aclose()
+            await deployment.aclose()
 
     try:
         return anyio.run(run)

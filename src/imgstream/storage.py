@@ -14,6 +14,7 @@ import shutil
 import socket
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -27,6 +28,50 @@ class Storage(Protocol):
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path: ...
     def result_path(self, job_id: str, extension: str) -> Path | None: ...
     def delete(self, job_id: str) -> None: ...
+    def free_bytes(self) -> int: ...
+    def remove_dead_temporaries(self) -> int: ...
+    def delete_job_files(self, job_id: str) -> tuple[int, int]: ...
+    def scan(self, temporary_age: float, orphan_age: float) -> StorageScan: ...
+    def remove_files(self, files: list[StoredFile]) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUse:
+    """Figures the janitor measured on its last sweep (``scanned_at`` is Unix time)."""
+
+    originals: int = 0
+    originals_bytes: int = 0
+    results: int = 0
+    results_bytes: int = 0
+    temporary: int = 0
+    temporary_bytes: int = 0
+    scanned_at: float = 0.0
+
+    def to_hash(self) -> dict[str, float]:
+        """The fields of ``{prefix}:storage``, as ``from_hash`` reads them."""
+        return {name: getattr(self, name) for name in (*STORAGE_COUNTS, "scanned_at")}
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> StorageUse | None:
+        if not fields:
+            return None
+        try:
+            return cls(
+                **{name: int(fields.get(name) or 0) for name in STORAGE_COUNTS},
+                scanned_at=float(fields.get("scanned_at") or 0),
+            )
+        except ValueError:
+            return None
+
+
+STORAGE_COUNTS = (
+    "originals",
+    "originals_bytes",
+    "results",
+    "results_bytes",
+    "temporary",
+    "temporary_bytes",
+)
 
 
 RESULT_EXTENSIONS = frozenset(output.extension for output in OutputFormat)
@@ -65,6 +110,27 @@ def writer_gone(name: str) -> bool:
     except (PermissionError, OverflowError):
         return False
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One file a ``scan`` found: where, ``originals`` or ``results``, and its size."""
+
+    path: Path
+    kind: str
+    size: int
+
+
+@dataclass
+class StorageScan:
+    """What one pass over the stored files found (and the temporaries it removed)."""
+
+    usage: dict[str, int] = field(default_factory=dict)
+    """Files and bytes by ``StorageUse`` field name."""
+    old: dict[str, list[StoredFile]] = field(default_factory=dict)
+    """Files older than the orphan age, by job id: deleted unless a job hash names them."""
+    temporaries_removed: int = 0
+    bytes_removed: int = 0
 
 
 class LocalStorage:
@@ -151,6 +217,58 @@ class LocalStorage:
         _require_job_id(job_id)
         return self.originals / job_id
 
+    def delete_job_files(self, job_id: str) -> tuple[int, int]:
+        """Delete a job's original and results; returns how many files and their bytes."""
+        paths = [self._original(job_id)] + [
+            self._result(job_id, ext) for ext in sorted(RESULT_EXTENSIONS)
+        ]
+        return unlink_all(paths)
+
+    def remove_files(self, files: list[StoredFile]) -> tuple[int, int]:
+        """Delete files a ``scan`` listed; returns how many still existed and their bytes."""
+        return unlink_all([stored.path for stored in files])
+
+    def scan(self, temporary_age: float, orphan_age: float) -> StorageScan:
+        """Count what is stored, delete temporaries abandoned (older than ``temporary_age``,
+        or quiet with their writer gone), and list files older than ``orphan_age`` by job."""
+        scan = StorageScan(usage=dict.fromkeys(STORAGE_COUNTS, 0))
+        now = time.time()
+        for kind, directory in (
+            ("originals", self.originals),
+            ("results", self.results),
+        ):
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        stat = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    age = now - stat.st_mtime
+                    if entry.name.startswith("."):
+                        if is_temporary(entry.name) and (
+                            age > temporary_age
+                            or (age > QUIET_WRITER_SECONDS and writer_gone(entry.name))
+                        ):
+                            removed, size = unlink_all([Path(entry.path)])
+                            scan.temporaries_removed += removed
+                            scan.bytes_removed += size
+                        else:
+                            scan.usage["temporary"] += 1
+                            scan.usage["temporary_bytes"] += stat.st_size
+                        continue
+                    job_id = entry.name if kind == "originals" else entry.name.split(".")[0]
+                    if not is_valid_job_id(job_id):
+                        continue  # not ours: never touched, never counted
+                    scan.usage[kind] += 1
+                    scan.usage[f"{kind}_bytes"] += stat.st_size
+                    if age > orphan_age:
+                        scan.old.setdefault(job_id, []).append(
+                            StoredFile(Path(entry.path), kind, stat.st_size)
+                        )
+        return scan
+
     def _result(self, job_id: str, extension: str) -> Path:
         _require_job_id(job_id)
         if extension not in RESULT_EXTENSIONS:
@@ -161,3 +279,17 @@ class LocalStorage:
 def _require_job_id(job_id: str) -> None:
     if not is_valid_job_id(job_id):
         raise ValueError("invalid job id")
+
+
+def unlink_all(paths: list[Path]) -> tuple[int, int]:
+    """Delete the files that exist; returns how many and their bytes."""
+    removed = size = 0
+    for path in paths:
+        try:
+            length = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+        size += length
+    return removed, size

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from imgstream.jobs import entry_id_ms
 from imgstream.metrics import JobMetrics, operation_label
 from imgstream.queue import Delivery
 
@@ -66,7 +67,7 @@ class JobTelemetry:
         assert entry is not None
         now = time.time()
         duration = None if began is None else time.monotonic() - began
-        queued_at = int(delivery.entry_id.split("-", 1)[0]) / 1000
+        queued_at = entry_id_ms(delivery.entry_id) / 1000
         fields = self.fields(delivery, event="job.finished", outcome=outcome)
         if duration is not None:
             fields["duration_s"] = round(duration, 4)

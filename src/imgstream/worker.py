@@ -32,8 +32,9 @@ from redis.exceptions import RedisError
 
 from imgstream import imaging
 from imgstream.config import Settings
+from imgstream.deployment import Deployment
 from imgstream.janitor import run_janitor
-from imgstream.jobs import ResultInfo
+from imgstream.jobs import ResultInfo, StartRefused
 from imgstream.metrics import JobMetrics
 from imgstream.operations import LimitError, SpecError, spec_from_entry
 from imgstream.presence import consumer_name, run_heartbeat
@@ -45,9 +46,9 @@ from imgstream.processing import (
     limits_from,
     process_job,
 )
-from imgstream.queue import ALREADY_ENDED, EXHAUSTED, Delivery, JobQueue, Keys, connect_from
+from imgstream.queue import Delivery, JobQueue
 from imgstream.redis_health import eviction_problem, is_outage, refusal
-from imgstream.storage import LocalStorage, Storage
+from imgstream.storage import Storage
 from imgstream.telemetry import JobTelemetry
 
 log = logging.getLogger("imgstream.worker")
@@ -178,10 +179,10 @@ class Worker:
             attempt = await self._persist(
                 self.queue.start, delivery, lease, self.consumer, max_attempts
             )
-            if attempt == ALREADY_ENDED:
+            if attempt == StartRefused.ALREADY_ENDED:
                 await self._persist(self.queue.discard, delivery.entry_id)
                 return
-            if attempt == EXHAUSTED:
+            if attempt == StartRefused.EXHAUSTED:
                 log.error("job %s is poison; dead-lettering it", delivery.job_id)
                 reason = (
                     f"the job was started {max_attempts} times and never finished: each attempt "
@@ -370,10 +371,8 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
         cache_max_mem_mb=settings.vips_cache_mb,
         allow_untrusted=settings.allow_untrusted_formats,
     )
-    redis = connect_from(settings, blocking_ms=settings.block_ms)
-    queue = JobQueue(redis, Keys(settings.key_prefix), settings.group)
-    storage = LocalStorage(settings.data_dir)
-    worker = Worker(settings, queue, storage)
+    deployment = Deployment.open(settings, blocking_ms=settings.block_ms)
+    worker = Worker(settings, deployment.queue, deployment.storage)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tasks:
 
@@ -385,9 +384,9 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
 
             tasks.start_soon(stop_on_signal)
             tasks.start_soon(
-                run_heartbeat, settings, redis, queue.keys, worker.consumer, worker.reading
+                run_heartbeat, settings, deployment.presence, worker.consumer, worker.reading
             )
-            tasks.start_soon(run_janitor, settings, redis, queue.keys, storage, worker.consumer)
+            tasks.start_soon(run_janitor, deployment, worker.consumer)
             try:
                 await worker.run(burst=burst)
             except UnfitRedis as exc:
@@ -395,4 +394,4 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
                 os._exit(EXIT_REFUSED)
             finally:
                 tasks.cancel_scope.cancel()
-                await redis.aclose()
+                await deployment.aclose()

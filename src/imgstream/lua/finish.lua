@@ -12,23 +12,25 @@
 -- KEYS[5] metrics hash
 -- ARGV[1] lease, ARGV[2] group, ARGV[3] entry id, ARGV[4] ttl seconds,
 -- ARGV[5] dead-letter reason ('' for none), ARGV[6] now, ARGV[7] the outcome counter's field,
--- ARGV[8..] field/value pairs of the outcome, starting with 'status', <done|failed>
--- The new status is announced on the channel named like the job hash (for live status).
--- Returns 1 when recorded, 0 when the lease was lost or the job had already ended.
+-- ARGV[8] job id, ARGV[9] the job's channel, ARGV[10] and ARGV[11] the final statuses,
+-- ARGV[12] the new status (announced on the channel, for live status),
+-- ARGV[13..] field/value pairs of the outcome
+-- Returns RECORDED (1), or LEASE_LOST (0) when the lease was lost or the job had already
+-- ended (jobs.Recorded).
 local current = redis.call('HMGET', KEYS[1], 'lease', 'status')
 if ARGV[1] ~= '' and current[1] ~= ARGV[1] then
   return 0
 end
-if current[2] == 'done' or current[2] == 'failed' then
+if current[2] == ARGV[10] or current[2] == ARGV[11] then
   redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
   redis.call('XDEL', KEYS[2], ARGV[3])
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], unpack(ARGV, 13))
 redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
 redis.call('HDEL', KEYS[1], 'lease')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-local id = string.match(KEYS[1], ':job:(%x+)$')
+local id = ARGV[8]
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[4], tonumber(clock[1]) + tonumber(ARGV[4]), id)
 if ARGV[5] ~= '' then
@@ -39,5 +41,5 @@ if ARGV[5] ~= '' then
 end
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
-redis.call('PUBLISH', KEYS[1], ARGV[9])
+redis.call('PUBLISH', ARGV[9], ARGV[12])
 return 1

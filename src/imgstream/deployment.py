@@ -1,0 +1,71 @@
+"""One deployment as a process sees it: its Redis connection (scripts registered once), the
+job queue, metrics, dead letters, presence and storage, built in one place from its
+settings. The API, the worker, the janitor, the CLI and ``imgstream stats`` all start here,
+so the wiring (which client, which keys, which group) cannot differ between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from imgstream.config import Settings
+from imgstream.connection import connect, connect_from
+from imgstream.deadletters import DeadLetters
+from imgstream.keys import Keys
+from imgstream.metrics import JobMetrics
+from imgstream.monitor import Monitor
+from imgstream.presence import Presence
+from imgstream.queue import JobQueue
+from imgstream.storage import LocalStorage, Storage
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    settings: Settings
+    redis: Redis
+    queue: JobQueue
+    metrics: JobMetrics
+    dead_letters: DeadLetters
+    presence: Presence
+    storage: Storage
+
+    @classmethod
+    def open(
+        cls, settings: Settings, *, blocking_ms: int = 0, one_shot: bool = False
+    ) -> Deployment:
+        """The deployment ``settings`` name. A service process (API, worker) gets the bounded,
+        time-limited client of ``connect_from`` (``blocking_ms`` more per command for one that
+        blocks reading the stream); a ``one_shot`` command (CLI, stats) a plain client."""
+        if one_shot:
+            redis = connect(settings.effective_redis_url)
+        else:
+            redis = connect_from(settings, blocking_ms=blocking_ms)
+        keys = Keys(settings.key_prefix)
+        return cls(
+            settings=settings,
+            redis=redis,
+            queue=JobQueue(redis, keys, settings.group),
+            metrics=JobMetrics(redis, keys),
+            dead_letters=DeadLetters(redis, keys),
+            presence=Presence(redis, keys),
+            storage=LocalStorage(settings.data_dir),
+        )
+
+    @property
+    def keys(self) -> Keys:
+        return self.queue.keys
+
+    def monitor(self) -> Monitor:
+        """A reader of the fleet's figures; a worker unheard of for the visibility timeout
+        counts as gone."""
+        return Monitor(
+            self.redis,
+            self.keys,
+            self.settings.group,
+            live_within=self.settings.visibility_timeout,
+        )
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()

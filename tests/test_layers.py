@@ -1,0 +1,110 @@
+"""Imports flow one way (docs/architecture.md): the API process never loads the consumer loop,
+a worker process never loads the web stack, and no module of imgstream imports itself back
+through others, not even under ``TYPE_CHECKING`` or inside a function."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import imgstream
+
+PACKAGE = Path(imgstream.__file__).parent
+WEB_STACK = ("fastapi", "starlette", "uvicorn")
+WORKER_SIDE = (
+    "imgstream.worker",
+    "imgstream.janitor",
+    "imgstream.telemetry",
+    "imgstream.supervisor",
+)
+
+
+def loaded_by(*modules: str) -> set[str]:
+    """Every module a fresh interpreter holds after importing ``modules`` (and nothing else)."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    return set(json.loads(out))
+
+
+def top_level(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_the_api_process_does_not_load_the_worker_side() -> None:
+    loaded = loaded_by("imgstream.api", "imgstream.ops_api", "imgstream.http_server")
+    assert "fastapi" in loaded  # the probe does see what an import pulls in
+    assert sorted(loaded & set(WORKER_SIDE)) == []
+
+
+def test_a_worker_process_does_not_load_the_web_stack() -> None:
+    loaded = loaded_by("imgstream.supervisor", "imgstream.worker", "imgstream.janitor")
+    assert "imgstream.worker" in loaded
+    assert sorted({top_level(name) for name in loaded} & set(WEB_STACK)) == []
+
+
+def imports_of(path: Path) -> set[str]:
+    """The imgstream modules that ``path`` imports anywhere in its text."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "imgstream":
+                found.update(f"imgstream.{alias.name}" for alias in node.names)
+            elif node.module.startswith("imgstream."):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("imgstream."))
+    return found
+
+
+def module_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = imports_of(path)
+    return {
+        name: {dep for dep in deps if dep in graph and dep != name} for name, deps in graph.items()
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One path per cycle found by a depth-first walk (empty when the graph is acyclic)."""
+    found: list[list[str]] = []
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in path:
+            found.append([*path[path.index(name) :], name])
+            return
+        if name in done:
+            return
+        path.append(name)
+        for dep in sorted(graph[name]):
+            visit(dep)
+        path.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+    return found
+
+
+def test_the_cycle_finder_sees_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_no_module_imports_itself_back() -> None:
+    graph = module_graph()
+    assert graph.get("imgstream.api")
+    assert cycles(graph) == []
