@@ -1,4 +1,5 @@
-"""Shared fixtures: a private redis-server per test session, isolated settings per test.
+"""Shared fixtures: a private redis-server per test session, isolated settings per test, and
+an in-process client of the app.
 
 Tests never talk to a server they did not start. Each test gets its own key prefix and data
 directory, so nothing needs flushing and tests cannot see each other's jobs.
@@ -10,13 +11,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
+from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.connection import connect
 from imgstream.queue import JobQueue, Keys
 from imgstream.redis_server import RedisServer
+
+from inprocess import client_for
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +56,10 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest.fixture
 def queue(redis: Redis, settings: Settings) -> JobQueue:
     return JobQueue(redis, Keys(settings.key_prefix), settings.group)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app of ``settings``, in-process, its lifespan run around use."""
+    async with client_for(create_app(settings)) as client:
+        yield client

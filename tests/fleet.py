@@ -8,10 +8,19 @@ MIB = 1024 * 1024
 
 
 def worker_pids(supervisor_pid: int) -> set[int]:
-    """The worker processes the supervisor has spawned (multiprocessing's ``spawn_main``)."""
-    pids = set()
-    for task in Path(f"/proc/{supervisor_pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+    """The worker processes the supervisor has spawned (multiprocessing's ``spawn_main``; its
+    resource tracker is skipped); none once the supervisor is gone."""
+    pids: set[int] = set()
+    try:
+        tasks = list(Path(f"/proc/{supervisor_pid}/task").iterdir())
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
             try:
                 command = Path(f"/proc/{child}/cmdline").read_bytes()
             except OSError:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import httpx
 from fastapi import FastAPI
 
 from imgstream.config import Settings
+from imgstream.jobs import StreamEntry, new_job_id
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
@@ -26,6 +29,17 @@ def client_for(app: FastAPI) -> httpx.AsyncClient:
             await self._lifespan.__aexit__(None, None, None)
 
     return LifespanClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def store_and_enqueue(
+    queue: JobQueue, storage: LocalStorage, operations: str, original: bytes
+) -> str:
+    """A new job as the API makes one: the original stored first, then the job queued."""
+    await queue.ensure_group()
+    job_id = new_job_id()
+    storage.save_original(job_id, io.BytesIO(original))
+    await queue.enqueue(job_id, StreamEntry(job_id, operations))
+    return job_id
 
 
 async def drain(settings: Settings, queue: JobQueue) -> None:

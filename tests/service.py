@@ -232,23 +232,6 @@ def wait_for(condition: Callable[[], bool], message: str, timeout: float = 120) 
         time.sleep(0.02)
 
 
-def worker_pids(pool: subprocess.Popen[bytes]) -> list[int]:
-    """The worker processes a ``imgstream worker`` supervisor currently runs."""
-    children = Path(f"/proc/{pool.pid}/task/{pool.pid}/children")
-    try:
-        pids = [int(pid) for pid in children.read_text().split()]
-    except OSError:
-        return []
-    workers = []
-    for pid in pids:  # skip multiprocessing's resource tracker, if any
-        try:
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                workers.append(pid)
-        except OSError:
-            continue
-    return workers
-
-
 def process_age(pid: int) -> float:
     """Seconds since process ``pid`` started (0 when it is gone)."""
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -21,12 +20,6 @@ from inprocess import assert_error, client_for, drain
 pytestmark = pytest.mark.anyio
 
 JPEG = encode(photo(64, 48), "jpeg")
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(create_app(settings)) as client:
-        yield client
 
 
 async def upload(

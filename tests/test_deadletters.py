@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -12,21 +11,20 @@ from redis.asyncio import Redis
 
 from imgstream.config import Settings
 from imgstream.deadletters import DeadLetters
-from imgstream.jobs import JobStatus, StreamEntry, new_job_id
+from imgstream.jobs import JobStatus
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
 
 from images import encode, photo
+from inprocess import store_and_enqueue
 
 pytestmark = pytest.mark.anyio
 
 
 async def bury_new_job(queue: JobQueue, storage: LocalStorage) -> str:
-    await queue.ensure_group()
-    job_id = new_job_id()
-    storage.save_original(job_id, io.BytesIO(encode(photo(40, 30), "png")))
-    await queue.enqueue(job_id, StreamEntry(job_id, '[{"op":"grayscale"}]'))
+    original = encode(photo(40, 30), "png")
+    job_id = await store_and_enqueue(queue, storage, '[{"op":"grayscale"}]', original)
     [delivery] = await queue.read("doomed", count=1, block_ms=100)
     await queue.start(delivery, "lease", "doomed", 1)
     await queue.fail(delivery, "lease", code="x", message="gave up", ttl=60, dead_letter=True)

@@ -16,10 +16,12 @@ from redis.asyncio import Redis
 from imgstream.config import Settings
 from imgstream.deadletters import DeadLetters
 from imgstream.janitor import TEMPORARY_AGE, Janitor
-from imgstream.jobs import JobStatus, ResultInfo, StreamEntry, new_job_id
+from imgstream.jobs import JobStatus, ResultInfo, new_job_id
 from imgstream.monitor import Monitor
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
+
+from inprocess import store_and_enqueue
 
 pytestmark = pytest.mark.anyio
 
@@ -31,10 +33,7 @@ async def job_with_files(
     queue: JobQueue, storage: LocalStorage, *, outcome: str | None, ttl: int = 1
 ) -> str:
     """A job with its original (and a result when done), left queued or ended with ``ttl``."""
-    await queue.ensure_group()
-    job_id = new_job_id()
-    storage.save_original(job_id, io.BytesIO(b"original bytes"))
-    await queue.enqueue(job_id, StreamEntry(job_id, OPS))
+    job_id = await store_and_enqueue(queue, storage, OPS, b"original bytes")
     if outcome is None:
         return job_id
     [delivery] = await queue.read("c", count=1, block_ms=10)

@@ -100,6 +100,48 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+LAYERS: dict[str, tuple[int, str]] = {
+    "model": (0, "config steps operations jobs keys redis_health transforms imaging placeholder"),
+    "store": (1, "connection queue deadletters storage metrics presence runtime deployment"),
+    "observe": (2, "monitor exposition logs"),
+    "worker": (3, "processing worker janitor telemetry supervisor processes"),
+    "http": (
+        3,
+        "errors services api api_models ops_api middleware auth ratelimit http_server assets"
+        " upload_form events sse",
+    ),
+    "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
+}
+"""docs/architecture.md's layers: a module imports from its own layer or from lower ones;
+``worker`` and ``http`` stand side by side and never import each other."""
+
+
+def layer_of() -> dict[str, str]:
+    return {
+        f"imgstream.{module}": layer
+        for layer, (_, modules) in LAYERS.items()
+        for module in modules.split()
+    }
+
+
+def test_every_module_has_a_layer() -> None:
+    assert sorted(set(module_graph()) - set(layer_of()) - {"imgstream"}) == []
+
+
+def test_imports_go_down_the_layers() -> None:
+    layers = layer_of()
+    wrong = []
+    for module, deps in sorted(module_graph().items()):
+        if module not in layers:
+            continue
+        here = layers[module]
+        for dep in sorted(deps):
+            there = layers[dep]
+            if there != here and LAYERS[there][0] >= LAYERS[here][0]:
+                wrong.append(f"{module} ({here}) imports {dep} ({there})")
+    assert wrong == []
+
+
 def test_the_cycle_finder_sees_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 

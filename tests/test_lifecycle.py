@@ -17,7 +17,7 @@ import redis
 
 from imgstream.redis_server import RedisServer
 
-from fleet import deaths
+from fleet import deaths, worker_pids
 from images import encode, photo
 from service import (
     PNG,
@@ -27,7 +27,6 @@ from service import (
     operations_lasting,
     start,
     stop,
-    worker_pids,
 )
 
 pytestmark = pytest.mark.slow
@@ -149,7 +148,7 @@ def test_a_worker_that_keeps_dying_young_is_restarted_ever_more_slowly(
             deadline = time.monotonic() + 120
             while len(killed) < 4:
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
-                for pid in set(worker_pids(workers)) - set(killed):
+                for pid in set(worker_pids(workers.pid)) - set(killed):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                 time.sleep(0.005)

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.exposition import exposition
-from imgstream.jobs import StreamEntry, new_job_id
+from imgstream.jobs import new_job_id
 from imgstream.metrics import (
     PROCESSING_BUCKETS,
     Counters,
@@ -34,7 +34,7 @@ from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
 
 from images import encode, photo
-from inprocess import client_for
+from inprocess import client_for, store_and_enqueue
 from service import Service
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -103,14 +103,6 @@ def test_histogram_fields_decode_and_accumulate() -> None:
 pytest_anyio = pytest.mark.anyio
 
 
-async def enqueue(queue: JobQueue, storage: LocalStorage, operations: str, image: bytes) -> str:
-    await queue.ensure_group()
-    job_id = new_job_id()
-    storage.save_original(job_id, io.BytesIO(image))
-    await queue.enqueue(job_id, StreamEntry(job_id, operations))
-    return job_id
-
-
 @pytest_anyio
 async def test_outcomes_and_durations_are_counted_once(
     queue: JobQueue, redis: Redis, settings: Settings
@@ -118,8 +110,8 @@ async def test_outcomes_and_durations_are_counted_once(
     storage = LocalStorage(settings.data_dir)
     good = encode(photo(40, 30), "png")
     for _ in range(2):
-        await enqueue(queue, storage, '[{"op":"resize","width":10}]', good)
-    bad = await enqueue(queue, storage, '[{"op":"grayscale"}]', b"not an image")
+        await store_and_enqueue(queue, storage, '[{"op":"resize","width":10}]', good)
+    bad = await store_and_enqueue(queue, storage, '[{"op":"grayscale"}]', b"not an image")
     monitor = Monitor(redis, queue.keys, queue.group, live_within=30)
     before = samples(exposition(await monitor.snapshot(), CollectorRegistry()).decode())
     assert value(before, "imgstream_jobs_total", status="done", operation="resize") == 0
@@ -162,8 +154,10 @@ async def test_a_job_has_one_final_outcome_and_the_counts_add_up(
     once = settings.model_copy(update={"max_attempts": 1})
     storage = FailingStorage(once.data_dir)
     good = encode(photo(40, 30), "png")
-    retried = await enqueue(queue, storage, '[{"op":"grayscale"}]', good)
-    await enqueue(queue, storage, '[{"op":"grayscale"}]', b"not an image")  # fails for good
+    retried = await store_and_enqueue(queue, storage, '[{"op":"grayscale"}]', good)
+    await store_and_enqueue(
+        queue, storage, '[{"op":"grayscale"}]', b"not an image"
+    )  # fails for good
     raw = new_job_id()  # a producer's bare XADD counts as submitted when a worker takes it up
     storage.save_original(raw, io.BytesIO(good))
     await redis.xadd(queue.keys.stream, {"job": raw, "operations": '[{"op":"grayscale"}]'})

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from imgstream.api import create_app
 from imgstream.config import Settings
-from imgstream.jobs import JobStatus, StreamEntry, new_job_id
+from imgstream.jobs import JobStatus
 from imgstream.monitor import Monitor
 from imgstream.presence import Presence
 from imgstream.queue import JobQueue
@@ -32,18 +32,14 @@ from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
 
 from images import encode, photo
-from inprocess import client_for
+from inprocess import client_for, store_and_enqueue
 from service import Service, pid_of_consumer
 
 OPS = '[{"op":"grayscale"}]'
 
 
 async def enqueue(queue: JobQueue, storage: LocalStorage) -> str:
-    await queue.ensure_group()
-    job_id = new_job_id()
-    storage.save_original(job_id, io.BytesIO(encode(photo(20, 20), "png")))
-    await queue.enqueue(job_id, StreamEntry(job_id, OPS))
-    return job_id
+    return await store_and_enqueue(queue, storage, OPS, encode(photo(20, 20), "png"))
 
 
 @pytest.mark.anyio

@@ -25,8 +25,9 @@ import redis
 
 from imgstream.redis_server import RedisServer
 
+from fleet import worker_pids
 from images import encode, photo
-from service import Service, start, wait_until_healthy, worker_pids
+from service import Service, start, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,7 @@ def test_out_of_memory_answers_503_and_workers_keep_their_job(
     try:
         job_id = service.submit_slow()
         service.wait_until_processing(job_id)
-        workers = worker_pids(service.workers)
+        workers = worker_pids(service.workers.pid)
         control.config_set("maxmemory", "1")  # noeviction (the default): every write refused
         refused = service.submit(PNG, "a.png", operation="grayscale")
         assert_503(refused, "out of memory")
@@ -91,11 +92,11 @@ def test_out_of_memory_answers_503_and_workers_keep_their_job(
         assert list((service.data_dir / "originals").iterdir()) != []  # the slow job's own
         # the worker's outcome cannot be recorded: it says so and waits
         until(lambda: "out of memory" in service.log.read_text(), "the worker logs the cause")
-        assert worker_pids(service.workers) == workers
+        assert worker_pids(service.workers.pid) == workers
         control.config_set("maxmemory", "0")
         job = service.wait(job_id)
         assert job["status"] == "done" and job["attempts"] == 1, job
-        assert worker_pids(service.workers) == workers, "a worker exited"
+        assert worker_pids(service.workers.pid) == workers, "a worker exited"
         originals = {path.name for path in (service.data_dir / "originals").iterdir()}
         assert originals == {job_id}, "the refused upload left its file behind"
     finally:

@@ -24,6 +24,7 @@ from imgstream.config import AppendFsync
 from imgstream.operations import JobSpec, Limits, parse_operations_json
 from imgstream.redis_server import RedisServer, free_port
 
+from fleet import worker_pids
 from images import encode, photo
 from service import (
     SLOW_OPERATIONS,
@@ -33,7 +34,6 @@ from service import (
     process_age,
     stop,
     wait_for,
-    worker_pids,
 )
 
 pytestmark = pytest.mark.slow
@@ -123,7 +123,7 @@ def test_chaos_killing_workers_loses_and_duplicates_nothing(
         than the supervisor's back-off for workers that die young.
         """
         summary = raw.xpending(f"{{{prefix}}}:jobs", "imgstream-workers")
-        alive = set(worker_pids(service.workers))
+        alive = set(worker_pids(service.workers.pid))
         holders = [
             pid_of_consumer(consumer["name"])
             for consumer in summary.get("consumers") or []
@@ -234,7 +234,7 @@ def test_poison_job_is_dead_lettered_and_others_are_unaffected(
         job = service.wait(poison_id)
         dead = raw.xrange(f"{{{prefix}}}:dead")
         others = [service.wait(r.json()["id"]) for r in (before, after)]
-        healthy = len(worker_pids(service.workers))
+        healthy = len(worker_pids(service.workers.pid))
     finally:
         raw.close()
         service.close()

@@ -7,7 +7,7 @@ documented example to real API and worker processes as Swagger UI would send it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +15,16 @@ import httpx
 import pytest
 import pyvips
 
-from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.operations import FORM_FIELDS, OPERATION_NAMES
 from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer
 
 from images import encode, photo
-from inprocess import assert_error, client_for, drain
+from inprocess import assert_error, drain
 from service import Service
 
 PNG = encode(photo(64, 48), "png")
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(create_app(settings)) as client:
-        yield client
 
 
 async def upload(client: httpx.AsyncClient, fields: dict[str, Any]) -> httpx.Response:

@@ -10,12 +10,13 @@ import pytest
 from redis.asyncio import Redis
 
 from imgstream.config import Settings
-from imgstream.jobs import JobStatus, StreamEntry, new_job_id
+from imgstream.jobs import JobStatus, new_job_id
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
 
 from images import encode, photo
+from inprocess import store_and_enqueue
 
 pytestmark = pytest.mark.anyio
 
@@ -34,20 +35,14 @@ class FlakyStorage(LocalStorage):
         return super().save_result(job_id, data, extension)
 
 
-async def submit(queue: JobQueue, storage: LocalStorage, operations: str, image: bytes) -> str:
-    await queue.ensure_group()
-    job_id = new_job_id()
-    storage.save_original(job_id, io.BytesIO(image))
-    await queue.enqueue(job_id, StreamEntry(job_id, operations))
-    return job_id
-
-
 async def test_transient_failures_are_retried_and_counted(
     queue: JobQueue, settings: Settings
 ) -> None:
     fast = settings.model_copy(update={"retry_backoff": 0.01})
     storage = FlakyStorage(fast.data_dir, failures=2)
-    job_id = await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(30, 20), "png"))
+    job_id = await store_and_enqueue(
+        queue, storage, '[{"op":"grayscale"}]', encode(photo(30, 20), "png")
+    )
     await Worker(fast, queue, storage).run(burst=True)
     record = await queue.get_job(job_id)
     assert record is not None and record.status is JobStatus.DONE
@@ -59,7 +54,9 @@ async def test_exhausted_retries_fail_the_job_and_dead_letter_it(
 ) -> None:
     fast = settings.model_copy(update={"retry_backoff": 0.01, "max_attempts": 2})
     storage = FlakyStorage(fast.data_dir, failures=5)
-    job_id = await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(30, 20), "png"))
+    job_id = await store_and_enqueue(
+        queue, storage, '[{"op":"grayscale"}]', encode(photo(30, 20), "png")
+    )
     await Worker(fast, queue, storage).run(burst=True)
     record = await queue.get_job(job_id)
     assert record is not None and record.status is JobStatus.FAILED
@@ -74,7 +71,7 @@ async def test_exhausted_retries_fail_the_job_and_dead_letter_it(
 
 async def test_deterministic_failures_are_not_retried(queue: JobQueue, settings: Settings) -> None:
     storage = LocalStorage(settings.data_dir)
-    job_id = await submit(queue, storage, '[{"op":"grayscale"}]', b"not an image at all")
+    job_id = await store_and_enqueue(queue, storage, '[{"op":"grayscale"}]', b"not an image at all")
     await Worker(settings, queue, storage).run(burst=True)
     record = await queue.get_job(job_id)
     assert record is not None and record.status is JobStatus.FAILED and record.attempts == 1
@@ -88,10 +85,12 @@ async def test_a_job_over_its_time_limit_is_stopped_and_the_worker_goes_on(
         update={"job_timeout": 0.2, "max_attempts": 2, "retry_backoff": 0.01}
     )
     storage = LocalStorage(limited.data_dir)
-    slow = await submit(
+    slow = await store_and_enqueue(
         queue, storage, '[{"op":"blur","sigma":60}]', encode(photo(2500, 2500), "png")
     )
-    quick = await submit(queue, storage, '[{"op":"grayscale"}]', encode(photo(20, 20), "png"))
+    quick = await store_and_enqueue(
+        queue, storage, '[{"op":"grayscale"}]', encode(photo(20, 20), "png")
+    )
     with anyio.fail_after(30):
         await Worker(limited, queue, storage).run(burst=True)
     slow_record = await queue.get_job(slow)

@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
@@ -58,14 +58,15 @@ from imgstream.jobs import (
 )
 from imgstream.metrics import operation_label
 from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
+from imgstream.monitor import Monitor
 from imgstream.operations import Limits, OutputFormat, SpecError, check_geometry, spec_from_form
 from imgstream.ops_api import install as install_operator_routes
-from imgstream.processing import is_disk_full, limits_from
 from imgstream.queue import BacklogFull
 from imgstream.ratelimit import RateLimit, client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
 from imgstream.services import STATIC_DIR, Services, services_of
-from imgstream.sse import EventStreamResponse, Snapshot, status_events
+from imgstream.sse import EventStreamResponse, StatusView, status_events
+from imgstream.storage import is_disk_full
 from imgstream.upload_form import FormError, read_upload
 
 log = logging.getLogger("imgstream.api")
@@ -113,7 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
             max_per_client=settings.max_streams_per_client,
         )
         storage = deployment.storage
-        app.state.services = Services(deployment, limits_from(settings), hub)
+        app.state.services = Services(deployment, settings.limits, hub)
         imaging.configure(
             concurrency=1, cache_max_mem_mb=0, allow_untrusted=settings.allow_untrusted_formats
         )
@@ -139,7 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
         static_url=DOCS_ASSETS,
     )
     _install_error_handlers(app)
-    _install_routes(app, limits_from(settings))
+    _install_routes(app, settings.limits)
     _install_event_routes(app)
     app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
     # Listed innermost first: a request meets the header and URL limits, HEAD handling,
@@ -284,7 +285,7 @@ async def _readiness_problem(services: Services) -> tuple[str, str] | None:
     if free < settings.min_free_bytes:
         return "disk_full", _disk_full_message(free, settings.min_free_bytes)
     age = settings.ready_worker_age
-    if age and not await services.deployment.monitor().worker_seen_within(age):
+    if age and not await Monitor.of(services.deployment).worker_seen_within(age):
         return "no_workers", f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)"
     return None
 
@@ -425,19 +426,19 @@ def _install_event_routes(app: FastAPI) -> None:
             await follower.aclose()
             raise
 
-        def snapshot(record: JobRecord) -> Snapshot:
+        def snapshot(record: JobRecord) -> StatusView:
             return _snapshot(services, record)
 
         events = status_events(first, follower, snapshot, services.settings.sse_keepalive)
         return EventStreamResponse(events, on_close=follower.aclose)
 
 
-def _snapshot(services: Services, record: JobRecord) -> Snapshot:
+def _snapshot(services: Services, record: JobRecord) -> StatusView:
     view = job_view(record, services.settings.public_url)
-    return Snapshot(data=view.model_dump_json(), final=record.status.is_final)
+    return StatusView(data=view.model_dump_json(), final=record.status.is_final)
 
 
-async def _find_job(services: Services, job_id: str, who: Caller) -> Any:
+async def _find_job(services: Services, job_id: str, who: Caller) -> JobRecord:
     """The job, if it exists and is the caller's; another key's job is reported missing."""
     if not is_valid_job_id(job_id):
         raise ApiError(404, "not_found", "no such job")

@@ -25,6 +25,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -108,14 +109,6 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """A request header from an ASGI scope, decoded as HTTP does (latin-1)."""
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 class ApiKeyGate:
     """Refuse ``/api`` requests without a valid key with ``401``, before the body is read.
 
@@ -135,7 +128,7 @@ class ApiKeyGate:
         ):
             await self.app(scope, receive, send)
             return
-        authorization = header(scope, b"authorization")
+        authorization = Headers(scope=scope).get("authorization")
         caller = self.keyring.identify(authorization)
         if caller is None:
             await _refuse(send, presented=authorization is not None)

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from imgstream.operations import Limits
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 MIB = 1024 * 1024
 MIN_API_KEY_CHARS = 16
@@ -310,6 +312,17 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def limits(self) -> Limits:
+        """The operator's bounds on what a job may ask for and what a source may be."""
+        return Limits(
+            max_steps=self.max_steps,
+            max_sigma=self.max_sigma,
+            max_dimension=self.max_dimension,
+            max_pixels=self.max_pixels,
+            max_frames=self.max_frames,
+        )
 
 
 def _comma_separated(value: Any) -> Any:

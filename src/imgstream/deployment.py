@@ -15,7 +15,6 @@ from imgstream.connection import connect, connect_from
 from imgstream.deadletters import DeadLetters
 from imgstream.keys import Keys
 from imgstream.metrics import JobMetrics
-from imgstream.monitor import Monitor
 from imgstream.presence import Presence
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage, Storage
@@ -56,16 +55,6 @@ class Deployment:
     @property
     def keys(self) -> Keys:
         return self.queue.keys
-
-    def monitor(self) -> Monitor:
-        """A reader of the fleet's figures; a worker unheard of for the visibility timeout
-        counts as gone."""
-        return Monitor(
-            self.redis,
-            self.keys,
-            self.settings.group,
-            live_within=self.settings.visibility_timeout,
-        )
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from imgstream.deadletters import DeadLetter, decode_dead_letters
+from imgstream.deployment import Deployment
 from imgstream.metrics import Counters, Failure, Rates, read_rates
 from imgstream.presence import Presence
 from imgstream.queue import Keys
@@ -153,6 +154,18 @@ class Monitor:
         self.keys = keys
         self.group = group
         self.live_within = live_within
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> Monitor:
+        """A reader of ``deployment``'s figures over its connection; a worker unheard of for
+        the visibility timeout counts as gone."""
+        settings = deployment.settings
+        return cls(
+            deployment.redis,
+            deployment.keys,
+            settings.group,
+            live_within=settings.visibility_timeout,
+        )
 
     async def snapshot(self, *, rates: bool = True) -> Snapshot:
         keys = self.keys

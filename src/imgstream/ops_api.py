@@ -22,6 +22,7 @@ from imgstream.api_models import ERROR_RESPONSES
 from imgstream.auth import Caller, caller, operator
 from imgstream.errors import error_response
 from imgstream.exposition import HttpMetrics, exposition
+from imgstream.monitor import Monitor
 from imgstream.services import STATIC_DIR, services_of
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -44,7 +45,7 @@ async def metrics(request: Request) -> Response:
     the HTTP figures are still exposed, with ``imgstream_redis_up 0``."""
     http: CollectorRegistry = request.app.state.http_metrics
     try:
-        snapshot = await services_of(request).deployment.monitor().snapshot(rates=False)
+        snapshot = await Monitor.of(services_of(request).deployment).snapshot(rates=False)
     except (RedisConnectionError, RedisTimeoutError):
         snapshot = None
     return Response(exposition(snapshot, http), media_type=CONTENT_TYPE_LATEST)
@@ -58,7 +59,7 @@ async def metrics(request: Request) -> Response:
 async def stats(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
     """Everything for an operator; for an ordinary key the figures, without other callers'
     job ids, errors and dead letters."""
-    snapshot = await services_of(request).deployment.monitor().snapshot()
+    snapshot = await Monitor.of(services_of(request).deployment).snapshot()
     view = snapshot.to_json()
     if not who.sees_everything:
         view["recent_failures"] = []

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from imgstream.config import Settings
 from imgstream.connection import connect, load_script, server_ms
 from imgstream.queue import Keys
+from imgstream.runtime import find_redis
 
 
 def consumer_name() -> str:
@@ -67,8 +68,6 @@ async def worker_alive_here(settings: Settings, seconds: float) -> bool:
 
     In a container, "this host" is the container: the check of a worker service.
     """
-    from imgstream.runtime import find_redis
-
     redis = connect(find_redis(settings)[0])
     try:
         names = await Presence(redis, Keys(settings.key_prefix)).beating(seconds)

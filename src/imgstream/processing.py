@@ -8,23 +8,10 @@ without spending an attempt. The benchmark calls it directly, as the worker does
 
 from __future__ import annotations
 
-import errno
-
 from imgstream import imaging, placeholder
-from imgstream.config import Settings
 from imgstream.jobs import Placeholder, ResultInfo
 from imgstream.operations import JobSpec, Limits
-from imgstream.storage import Storage
-
-
-def limits_from(settings: Settings) -> Limits:
-    return Limits(
-        max_steps=settings.max_steps,
-        max_sigma=settings.max_sigma,
-        max_dimension=settings.max_dimension,
-        max_pixels=settings.max_pixels,
-        max_frames=settings.max_frames,
-    )
+from imgstream.storage import Storage, is_disk_full
 
 
 class JobFailure(Exception):
@@ -42,14 +29,6 @@ class TransientFailure(Exception):
 
 class DiskFull(Exception):
     """The result could not be written for want of space: wait, then write it again."""
-
-
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-"""``OSError`` numbers that mean "no room": the disk, or the quota, is full."""
-
-
-def is_disk_full(exc: OSError) -> bool:
-    return exc.errno in DISK_FULL_ERRNOS
 
 
 def process_job(

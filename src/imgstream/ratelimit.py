@@ -24,10 +24,10 @@ import math
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.datastructures import State
+from starlette.datastructures import Headers, State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from imgstream.auth import KeyRing, header, is_api_path
+from imgstream.auth import KeyRing, is_api_path
 from imgstream.config import Settings
 from imgstream.connection import load_script
 from imgstream.errors import RETRY_AFTER_MOMENT
@@ -106,7 +106,7 @@ def install_limiters(state: State, settings: Settings, redis: Redis) -> None:
 def client_identity(scope: Scope, keyring: KeyRing) -> str:
     """Whose bucket a request draws on: its API key's fingerprint, else its client address."""
     if keyring.enabled:
-        caller = keyring.identify(header(scope, b"authorization"))
+        caller = keyring.identify(Headers(scope=scope).get("authorization"))
         if caller is not None:
             return f"key:{caller.owner[:32]}"
     client = scope.get("client")
@@ -119,8 +119,8 @@ def limiter_for(scope: Scope, keyring: KeyRing) -> RateLimiter | None:
     state = scope["app"].state
     guessing = (
         keyring.enabled
-        and header(scope, b"authorization") is not None
-        and keyring.identify(header(scope, b"authorization")) is None
+        and Headers(scope=scope).get("authorization") is not None
+        and keyring.identify(Headers(scope=scope).get("authorization")) is None
     )
     if scope["method"] in SAFE_METHODS and not guessing:
         return getattr(state, "read_rate_limiter", None)

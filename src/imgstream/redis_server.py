@@ -105,9 +105,7 @@ class RedisServer:
                 try:
                     if client.ping():
                         return self
-                except redis.exceptions.BusyLoadingError:
-                    pass
-                except redis.exceptions.ConnectionError:
+                except redis.exceptions.ConnectionError:  # also while it loads its data
                     pass
                 if time.monotonic() > deadline:
                     self.kill()

@@ -42,7 +42,7 @@ def event(name: str, data: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class StatusView:
     """A job's state as it is sent: its JSON document, and whether it is final."""
 
     data: str
@@ -50,9 +50,9 @@ class Snapshot:
 
 
 async def status_events(
-    first: Snapshot,
+    first: StatusView,
     follower: Follower,
-    snapshot: Callable[[JobRecord], Snapshot],
+    snapshot: Callable[[JobRecord], StatusView],
     keepalive: float,
 ) -> AsyncGenerator[bytes, None]:
     """``status`` events from ``first`` until a final state is sent.

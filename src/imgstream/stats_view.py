@@ -19,6 +19,7 @@ from rich.text import Text
 
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
+from imgstream.monitor import Monitor
 
 
 def _when(unix: float) -> str:
@@ -124,7 +125,7 @@ def show_stats(settings: Settings, *, as_json: bool, interval: float) -> int:
 
     async def run() -> int:
         deployment = Deployment.open(settings, one_shot=True)
-        monitor = deployment.monitor()
+        monitor = Monitor.of(deployment)
         try:
             if as_json:
                 print(json.dumps((await monitor.snapshot()).to_json(), indent=2))

@@ -8,6 +8,7 @@ so a reader never sees half a file and a job written twice still has exactly one
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -72,6 +73,14 @@ STORAGE_COUNTS = (
     "temporary",
     "temporary_bytes",
 )
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""``OSError`` numbers that mean "no room": the disk, or the quota, is full."""
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in DISK_FULL_ERRNOS
 
 
 RESULT_EXTENSIONS = frozenset(output.extension for output in OutputFormat)

@@ -43,7 +43,6 @@ from imgstream.processing import (
     DiskFull,
     JobFailure,
     TransientFailure,
-    limits_from,
     process_job,
 )
 from imgstream.queue import Delivery, JobQueue
@@ -77,7 +76,7 @@ class Worker:
         self.settings = settings
         self.queue = queue
         self.storage = storage
-        self.limits = limits_from(settings)
+        self.limits = settings.limits
         self.consumer = consumer_name()
         self.held: set[str] = set()
         """Entries delivered to this consumer and not yet finished."""
