@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from redis.asyncio import Redis
 
 from imgstream.config import Settings
 from imgstream.deadletters import DeadLetters
-from imgstream.jobs import JobStatus
+from imgstream.jobs import JobStatus, StreamEntry, new_job_id
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
@@ -52,6 +53,29 @@ async def test_list_retry_and_process_again(
     await Worker(settings, queue, storage).run(burst=True)
     done = await queue.get_job(job_id)
     assert done is not None and done.status is JobStatus.DONE and done.attempts == 1
+
+
+async def test_a_retried_job_keeps_its_output_options(
+    queue: JobQueue, redis: Redis, settings: Settings
+) -> None:
+    storage = LocalStorage(settings.data_dir)
+    await queue.ensure_group()
+    job_id = new_job_id()
+    storage.save_original(job_id, io.BytesIO(encode(photo(40, 30), "png")))
+    options = (("quality", "40"), ("max_bytes", "50000"), ("strip", "false"))
+    await queue.enqueue(job_id, StreamEntry(job_id, '[{"op":"grayscale"}]', "jpeg", options))
+    [delivery] = await queue.read("doomed", count=1, block_ms=100)
+    await queue.start(delivery, "lease", "doomed", 1)
+    await queue.fail(delivery, "lease", code="x", message="gave up", ttl=60, dead_letter=True)
+    letters = DeadLetters(redis, queue.keys)
+    [letter] = await letters.list()
+
+    new_entry = await letters.retry(letter.entry_id)
+    assert new_entry is not None
+    [(_, fields)] = await redis.xrange(queue.keys.stream, new_entry, new_entry)
+    assert StreamEntry.from_fields(fields) == StreamEntry(
+        job_id, '[{"op":"grayscale"}]', "jpeg", options
+    )
 
 
 async def test_retry_all_and_purge(queue: JobQueue, redis: Redis, settings: Settings) -> None:

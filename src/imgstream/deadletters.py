@@ -14,7 +14,15 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from imgstream.connection import load_script
-from imgstream.jobs import JobStatus, StreamEntry, is_valid_job_id, pairs, queued_state, utc_now
+from imgstream.jobs import (
+    ENTRY_OUTPUT_FIELDS,
+    JobStatus,
+    StreamEntry,
+    is_valid_job_id,
+    pairs,
+    queued_state,
+    utc_now,
+)
 from imgstream.metrics import outcome_field
 from imgstream.queue import Keys
 
@@ -52,7 +60,12 @@ class DeadLetters:
         letter = _dead_letter(*entries[0])
         if not is_valid_job_id(letter.job_id):
             return None
-        entry = StreamEntry(letter.job_id, letter.operations, letter.format)
+        # The dead letter names the steps and format; the other output options (quality,
+        # max_bytes, strip) are read from the job's record, which keeps them while it lives.
+        kept: Any = await self.redis.hmget(self.keys.job(letter.job_id), list(ENTRY_OUTPUT_FIELDS))
+        given = zip(ENTRY_OUTPUT_FIELDS, kept, strict=True)
+        options = tuple((name, value) for name, value in given if value)
+        entry = StreamEntry(letter.job_id, letter.operations, letter.format, options)
         entry_fields = entry.to_fields()
         reply = await self._requeue(
             keys=[
