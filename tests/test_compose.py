@@ -118,9 +118,9 @@ def test_the_cluster_file_runs_a_redis_cluster_with_replicas_and_an_s3_server() 
         assert int(env["IMGSTREAM_PARTITIONS"]) > 1
         assert env["IMGSTREAM_STORAGE"] == "s3"
         assert env["IMGSTREAM_S3_ENDPOINT_URL"] == "http://s3:8333"
-        assert f"-name {env['IMGSTREAM_S3_BUCKET']}" in " ".join(
-            compose["s3-bucket-create"]["entrypoint"]
-        )
+        bucket = env["IMGSTREAM_S3_BUCKET"]
+        script = " ".join(compose["s3-bucket-create"]["entrypoint"])
+        assert f"-name {bucket}" in script and f"]*{bucket}[" in script  # created, then listed
         assert "volumes" not in compose[name], "nothing passes through a shared disk"
 
 
@@ -138,12 +138,16 @@ def test_the_file_follows_the_compose_specification(file: str) -> None:
 
 def docker_compose() -> list[str]:
     if shutil.which("docker") is None:
-        pytest.skip("no docker CLI here: the compose files were checked against the Compose schema only")
+        pytest.skip(
+            "no docker CLI here: the compose files were checked against the Compose schema only"
+        )
     probe = subprocess.run(
         ["docker", "compose", "version"], capture_output=True, text=True, timeout=60, check=False
     )
     if probe.returncode != 0:
-        pytest.skip("the docker CLI here has no Compose plugin: checked against the Compose schema only")
+        pytest.skip(
+            "the docker CLI here has no Compose plugin: checked against the Compose schema only"
+        )
     return ["docker", "compose"]
 
 
