@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -117,20 +118,36 @@ def test_the_cluster_file_runs_a_redis_cluster_with_replicas_and_an_s3_server() 
         assert int(env["IMGSTREAM_PARTITIONS"]) > 1
         assert env["IMGSTREAM_STORAGE"] == "s3"
         assert env["IMGSTREAM_S3_ENDPOINT_URL"] == "http://s3:8333"
-        assert f"-name {env['IMGSTREAM_S3_BUCKET']}" in " ".join(
-            compose["s3-bucket-create"]["entrypoint"]
-        )
+        bucket = env["IMGSTREAM_S3_BUCKET"]
+        script = " ".join(compose["s3-bucket-create"]["entrypoint"])
+        assert f"-name {bucket}" in script and f"]*{bucket}[" in script  # created, then listed
         assert "volumes" not in compose[name], "nothing passes through a shared disk"
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_the_file_follows_the_compose_specification(file: str) -> None:
+    """Against the Compose Specification's own JSON schema (tests/schemas/README.md says
+    from where): every field is known and of its type, as `docker compose config` checks."""
+    schema = json.loads((ROOT / "tests/schemas/compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    document = yaml.safe_load((ROOT / file).read_text())
+    assert [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)] == []
+    document["services"]["api"]["pull_polcy"] = "build"  # a typo Compose would refuse
+    assert not validator.is_valid(document)
 
 
 def docker_compose() -> list[str]:
     if shutil.which("docker") is None:
-        pytest.skip("no docker CLI here: the compose files were checked as YAML only")
+        pytest.skip(
+            "no docker CLI here: the compose files were checked against the Compose schema only"
+        )
     probe = subprocess.run(
         ["docker", "compose", "version"], capture_output=True, text=True, timeout=60, check=False
     )
     if probe.returncode != 0:
-        pytest.skip("the docker CLI here has no Compose plugin: checked as YAML only")
+        pytest.skip(
+            "the docker CLI here has no Compose plugin: checked against the Compose schema only"
+        )
     return ["docker", "compose"]
 
 
