@@ -45,6 +45,8 @@ def process_job(
         source = storage.original_source(job_id)
     except FileNotFoundError:
         raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
+    except OSError as exc:  # the store is unreachable: another attempt may find it back
+        raise TransientFailure(f"the original could not be read: {exc.strerror or exc}") from None
     try:
         rendered = imaging.render(source, spec, limits, timeout=timeout, small_copy=placeholders)
     except imaging.ImagingError as exc:
@@ -60,7 +62,7 @@ def process_job(
     except OSError as exc:
         if is_disk_full(exc):
             raise DiskFull(f"the result could not be stored: {exc.strerror}") from None
-        raise TransientFailure(f"the result could not be stored: {exc.strerror}") from None
+        raise TransientFailure(f"the result could not be stored: {exc.strerror or exc}") from None
     return ResultInfo(
         width=rendered.width,
         height=rendered.height,
