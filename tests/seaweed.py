@@ -43,6 +43,7 @@ class SeaweedS3:
         self.port = free_port()
         self.log = root / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._grpc_ports: tuple[int, int] = (0, 0)
 
     @property
     def endpoint(self) -> str:
@@ -65,6 +66,7 @@ class SeaweedS3:
             "s3.port.iceberg": 0,
             "s3.port.lance": 0,
         }
+        self._grpc_ports = (ports["master.port.grpc"], ports["volume.port.grpc"])
         return [
             weed_binary(),
             "mini",
@@ -80,11 +82,21 @@ class SeaweedS3:
         ]
 
     def env(self) -> dict[str, str]:
-        """What a client of this server needs in its environment (the standard AWS names)."""
+        """The keys the server accepts, under the standard AWS names."""
         return {
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_DEFAULT_REGION": REGION,
+        }
+
+    def client_env(self, home: Path) -> dict[str, str]:
+        """What a client process of this server needs: these keys, and no other source of
+        credentials (no ``~/.aws`` files, no instance metadata: nothing leaves loopback)."""
+        return {
+            **self.env(),
+            "AWS_CONFIG_FILE": str(home / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
         }
 
     def start(self, timeout: float = 90.0) -> SeaweedS3:
@@ -146,14 +158,20 @@ class SeaweedS3:
         return name
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        # The gRPC sockets weed puts in /tmp whatever it is told: ours, named by our ports.
+        master, volume = self._grpc_ports
+        for name in (
+            f"seaweedfs-master-grpc-{master}.sock",
+            f"seaweedfs-volume-grpc-{volume}.sock",
+        ):
+            (Path("/tmp") / name).unlink(missing_ok=True)
 
     def __enter__(self) -> SeaweedS3:
         return self.start()
