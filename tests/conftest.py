@@ -20,9 +20,9 @@ from imgstream.config import Settings, StorageKind
 from imgstream.connection import connect
 from imgstream.queue import JobQueue, Keys
 from imgstream.redis_server import RedisServer
+from seaweed import SeaweedS3
 
 from inprocess import client_for
-from seaweed import SeaweedS3
 
 
 @pytest.fixture(scope="session")

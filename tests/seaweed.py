@@ -40,6 +40,7 @@ class SeaweedS3:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = root / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None

@@ -19,9 +19,9 @@ from imgstream.queue import JobQueue
 from imgstream.redis_server import free_port
 from imgstream.s3_storage import S3Storage
 from imgstream.storage import StorageUnavailable
+from seaweed import SeaweedS3
 
 from inprocess import store_and_enqueue
-from seaweed import SeaweedS3
 
 
 def keys_in(seaweed: SeaweedS3, bucket: str) -> list[str]:
@@ -72,9 +72,7 @@ def test_a_large_upload_goes_in_parts(s3_settings: Settings, seaweed: SeaweedS3)
     body = os.urandom(11 * MIB)
     job_id = new_job_id()
     assert storage.save_original(job_id, io.BytesIO(body)) == len(body)
-    head = seaweed.client().head_object(
-        Bucket=settings.s3_bucket, Key=f"fleet/originals/{job_id}"
-    )
+    head = seaweed.client().head_object(Bucket=settings.s3_bucket, Key=f"fleet/originals/{job_id}")
     assert head["ETag"].strip('"').endswith("-3")  # a multipart object's ETag: "<md5>-<parts>"
     assert storage.original_source(job_id) == body
     small = new_job_id()

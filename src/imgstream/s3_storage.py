@@ -86,9 +86,12 @@ class S3Storage:
             s3={"addressing_style": settings.s3_addressing_style.value},
         )
         try:
-            self.client: S3Client = boto3.session.Session().client(
-                "s3", endpoint_url=settings.s3_endpoint_url or None, config=config
-            )
+            session = boto3.session.Session()
+            endpoint = settings.s3_endpoint_url or None
+            self.client: S3Client = session.client("s3", endpoint_url=endpoint, config=config)
+            # The health check asks once: /readyz must answer within IMGSTREAM_READY_TIMEOUT.
+            once = config.merge(Config(retries={"max_attempts": 1, "mode": "standard"}))
+            self._probe: S3Client = session.client("s3", endpoint_url=endpoint, config=once)
         except BotoCoreError as exc:  # a broken profile, say: said at start-up, clearly
             raise StorageUnavailable(f"the S3 client cannot be set up: {exc}") from None
         self.transfer = TransferConfig(
@@ -100,7 +103,7 @@ class S3Storage:
     def check(self) -> None:
         """One ``HeadBucket``: the bucket exists and these credentials may use it."""
         with self._failures("reach the bucket"):
-            self.client.head_bucket(Bucket=self.bucket)
+            self._probe.head_bucket(Bucket=self.bucket)
 
     def save_original(self, job_id: str, source: BinaryIO) -> int:
         """Stream an upload (from where ``source`` stands) into place; returns its size.
