@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from imgstream import imaging
 from imgstream.config import MIB, Settings
 from imgstream.deployment import open_storage
 from imgstream.janitor import Janitor
 from imgstream.jobs import ResultInfo, new_job_id
+from imgstream.operations import Limits
 from imgstream.queue import JobQueue
 from imgstream.redis_server import free_port
 from imgstream.s3_storage import S3Storage
@@ -22,6 +26,7 @@ from imgstream.storage import StorageUnavailable
 from seaweed import SeaweedS3
 
 from inprocess import store_and_enqueue
+from service import PNG
 
 
 def keys_in(seaweed: SeaweedS3, bucket: str) -> list[str]:
@@ -170,3 +175,16 @@ async def test_janitor_removes_expired_and_orphaned_objects(
     assert sweep.expired_jobs == 1 and sweep.orphans == 1
     assert keys_in(seaweed, s3_settings.s3_bucket) == [f"fleet/originals/{live}"]
     assert sweep.storage.originals == 1 and sweep.storage.originals_bytes == len(b"queued")
+
+
+def test_the_probe_reads_the_upload_in_place(s3_settings: Settings) -> None:
+    storage = S3Storage(s3_settings)
+    job_id = new_job_id()
+    with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as upload:  # as the form spools
+        upload.write(PNG)
+        upload.seek(0)
+        storage.save_original(job_id, upload)  # s3transfer must not close it
+        source = storage.probe_source(job_id, upload)
+        assert isinstance(source, Path) and source.read_bytes() == PNG  # no second transfer
+        assert imaging.probe(source, Limits()).width == 32
+    assert storage.original_source(job_id) == PNG

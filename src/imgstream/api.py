@@ -351,7 +351,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
                 f"the upload is larger than {services.settings.max_upload_bytes} bytes "
                 "(IMGSTREAM_MAX_UPLOAD_BYTES)",
             )
-        source = await anyio.to_thread.run_sync(storage.original_source, job_id)
+        source = await anyio.to_thread.run_sync(storage.probe_source, job_id, image.file)
         try:
             info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
         except imaging.ImagingError as exc:

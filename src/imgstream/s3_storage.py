@@ -19,12 +19,14 @@ exception, so callers handle it like a disk's trouble.
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, BinaryIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -66,7 +68,28 @@ REFUSED = frozenset(
         "AuthorizationHeaderMalformed",
     }
 )
+PROC_FDS = Path("/proc/self/fd")
 MEDIA_TYPES = {output.extension: output.media_type for output in OutputFormat}
+
+
+class _KeptOpen:
+    """``source`` as s3transfer reads it, minus its ``close`` (s3transfer closes what it
+    uploads; the API still reads the upload for its probe, and closes it itself)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+
+    def read(self, size: int = -1) -> bytes:
+        return self._source.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._source.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._source.tell()
+
+    def close(self) -> None:
+        pass
 
 
 class S3Storage:
@@ -113,7 +136,9 @@ class S3Storage:
         size = source.seek(0, 2) - start
         source.seek(start)
         with self._failures("store the upload"):
-            self.client.upload_fileobj(source, self.bucket, key, Config=self.transfer)
+            self.client.upload_fileobj(
+                cast(BinaryIO, _KeptOpen(source)), self.bucket, key, Config=self.transfer
+            )
         return size
 
     def original_source(self, job_id: str) -> bytes:
@@ -122,6 +147,19 @@ class S3Storage:
             reply = self.client.get_object(Bucket=self.bucket, Key=self._original(job_id))
             with reply["Body"] as body:
                 return body.read()
+
+    def probe_source(self, job_id: str, upload: BinaryIO) -> Path | bytes:
+        """The upload the original was sent from, read in place (libvips reads the header
+        only): no second transfer, and the image is not loaded into memory. A file of the
+        form's spool, reached by its descriptor (written to disk first if it was small)."""
+        try:
+            descriptor = upload.fileno()
+        except (OSError, io.UnsupportedOperation):
+            descriptor = -1
+        if descriptor >= 0 and PROC_FDS.is_dir():
+            return PROC_FDS / str(descriptor)
+        upload.seek(0)
+        return upload.read()  # no descriptor to read from (not Linux, or not a file)
 
     def save_result(self, job_id: str, data: bytes, extension: str) -> str:
         key = self._result(job_id, extension)

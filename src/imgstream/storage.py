@@ -32,6 +32,10 @@ class Storage(Protocol):
 
     def save_original(self, job_id: str, source: BinaryIO) -> int: ...
     def original_source(self, job_id: str) -> Path | bytes: ...
+    def probe_source(self, job_id: str, upload: BinaryIO) -> Path | bytes:
+        """The original just saved from ``upload``, for the API's header probe."""
+        ...
+
     def save_result(self, job_id: str, data: bytes, extension: str) -> object: ...
     def find_result(self, job_id: str, extension: str) -> StoredResult | None: ...
     def delete(self, job_id: str) -> None: ...
@@ -215,6 +219,10 @@ class LocalStorage:
         if not path.is_file():
             raise FileNotFoundError(f"no original stored for job {job_id}")
         return path
+
+    def probe_source(self, job_id: str, upload: BinaryIO) -> Path:
+        """The stored file itself (what the worker will read)."""
+        return self.original_source(job_id)
 
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
         target = self._result(job_id, extension)
