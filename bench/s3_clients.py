@@ -13,7 +13,6 @@ not imgstream with its peers.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import resource
 import statistics
@@ -23,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -114,8 +113,11 @@ def requests_per_job(server: SeaweedS3, bucket: str, home: Path) -> None:
 
     def job(storage: S3Storage, original: bytes) -> None:
         job_id = new_job_id()
-        storage.save_original(job_id, io.BytesIO(original))  # API: the upload
-        storage.original_source(job_id)  # API: the probe
+        with tempfile.TemporaryFile() as upload:  # API: the upload, then the probe
+            upload.write(original)
+            upload.seek(0)
+            storage.save_original(job_id, cast(BinaryIO, upload))
+            storage.probe_source(job_id, cast(BinaryIO, upload))
         storage.original_source(job_id)  # worker: the render
         storage.save_result(job_id, b"r" * 20_000, "webp")  # worker: the result
         stored = storage.find_result(job_id, "webp")  # API: the download
