@@ -13,7 +13,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from imgstream import imaging
+from imgstream import cli, imaging
 from imgstream.config import MIB, Settings
 from imgstream.deployment import open_storage
 from imgstream.janitor import Janitor
@@ -188,3 +188,12 @@ def test_the_probe_reads_the_upload_in_place(s3_settings: Settings) -> None:
         assert isinstance(source, Path) and source.read_bytes() == PNG  # no second transfer
         assert imaging.probe(source, Limits()).width == 32
     assert storage.original_source(job_id) == PNG
+
+
+def test_s3_without_a_bucket_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IMGSTREAM_STORAGE", "s3")
+    monkeypatch.delenv("IMGSTREAM_S3_BUCKET", raising=False)
+    assert cli.main(["gc"]) == 2
+    assert "IMGSTREAM_STORAGE=s3 needs IMGSTREAM_S3_BUCKET" in capsys.readouterr().err
