@@ -204,7 +204,7 @@ def test_an_unreachable_store_is_a_503(
         bucket = own.new_bucket()
         env = {**s3_env, "IMGSTREAM_S3_ENDPOINT_URL": own.endpoint, "IMGSTREAM_S3_BUCKET": bucket}
         env["IMGSTREAM_S3_TIMEOUT"] = "2"
-        api = Host(tmp_path, "api", env)
+        api, worker = Host(tmp_path, "api", env), Host(tmp_path, "worker", env)
         with running(api, "api"), httpx.Client(timeout=60) as http:
             response = http.post(
                 f"{api.url}/api/jobs",
@@ -212,7 +212,12 @@ def test_an_unreachable_store_is_a_503(
                 data={"operation": "grayscale"},
             )
             assert response.status_code == 202, response.text
+            job_id = response.json()["id"]
+            with running(worker, "worker", "--concurrency", "1"):
+                assert wait_done(http, api.url, job_id)["status"] == "done"
             own.stop()
+            download = http.get(f"{api.url}/api/jobs/{job_id}/result")
+            assert_error(download, 503, "storage_unavailable")
             ready = http.get(f"{api.url}/readyz")
             message = assert_error(ready, 503, "storage_unavailable")
             assert own.endpoint in message
