@@ -5,10 +5,13 @@ clear errors for a missing bucket, refused keys or an unreachable endpoint."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
+from functools import partial
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from redis.asyncio import Redis
@@ -17,12 +20,13 @@ from imgstream import cli, imaging
 from imgstream.config import MIB, Settings
 from imgstream.deployment import open_storage
 from imgstream.janitor import Janitor
-from imgstream.jobs import ResultInfo, new_job_id
+from imgstream.jobs import JobStatus, ResultInfo, new_job_id
 from imgstream.operations import Limits
 from imgstream.queue import JobQueue
 from imgstream.redis_server import free_port
 from imgstream.s3_storage import S3Storage
 from imgstream.storage import StorageUnavailable
+from imgstream.worker import Worker
 from seaweed import SeaweedS3
 
 from inprocess import store_and_enqueue
@@ -197,3 +201,45 @@ def test_s3_without_a_bucket_is_refused_at_start(
     monkeypatch.delenv("IMGSTREAM_S3_BUCKET", raising=False)
     assert cli.main(["gc"]) == 2
     assert "IMGSTREAM_STORAGE=s3 needs IMGSTREAM_S3_BUCKET" in capsys.readouterr().err
+
+
+class SetOnLog(logging.Handler):
+    """Sets ``event`` when a log line containing ``text`` is emitted (in the event loop)."""
+
+    def __init__(self, text: str, event: anyio.Event) -> None:
+        super().__init__()
+        self.text, self.event = text, event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+@pytest.mark.anyio
+async def test_a_worker_waits_out_a_store_outage_without_spending_attempts(
+    s3_settings: Settings, queue: JobQueue, tmp_path: Path
+) -> None:
+    with SeaweedS3(tmp_path / "own-s3") as own:
+        settings = s3_settings.model_copy(
+            update={"s3_endpoint_url": own.endpoint, "s3_bucket": own.new_bucket()}
+        )
+        storage = S3Storage(settings)
+        job_id = await store_and_enqueue(queue, storage, '[{"op":"grayscale"}]', PNG)
+        own.stop()
+        waiting = anyio.Event()
+        handler = SetOnLog("the job is kept", waiting)
+        logging.getLogger("imgstream").addHandler(handler)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(partial(Worker(settings, queue, storage).run, burst=True))
+                with anyio.fail_after(120):
+                    await waiting.wait()  # the worker met the outage and keeps the job
+                record = await queue.get_job(job_id)
+                assert record is not None and record.status is JobStatus.PROCESSING
+                own.start()  # the same port and data: the store is back
+        finally:
+            logging.getLogger("imgstream").removeHandler(handler)
+        record = await queue.get_job(job_id)
+        assert record is not None and record.status is JobStatus.DONE, record
+        assert record.attempts == 1
+        assert storage.find_result(job_id, "png") is not None

@@ -40,8 +40,8 @@ class StorageKind(StrEnum):
 
 
 class S3AddressingStyle(StrEnum):
-    """How the bucket is named in S3 URLs: ``auto`` lets botocore choose (path style for
-    endpoints that are IP addresses or not DNS-safe), ``path`` suits most self-hosted servers."""
+    """How the bucket is named in S3 URLs: ``auto`` lets botocore choose (path style with a
+    custom endpoint, virtual-hosted on AWS); ``path`` and ``virtual`` force one."""
 
     AUTO = "auto"
     PATH = "path"

@@ -258,7 +258,7 @@ class Worker:
                     await self._hand_back([delivery.entry_id])
                     raise _Stopped() from None
                 log.error(
-                    "job %s: %s; the disk is full, retrying in %.0f s (the job is kept)",
+                    "job %s: %s; retrying in %.0f s (the job is kept)",
                     delivery.job_id,
                     exc,
                     pause,
