@@ -4,6 +4,7 @@ clear errors for a missing bucket, refused keys or an unreachable endpoint."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import os
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from imgstream import cli, imaging
+from imgstream import cli, commands, imaging
 from imgstream.config import MIB, Settings
 from imgstream.deployment import open_storage
 from imgstream.janitor import Janitor
@@ -243,3 +244,18 @@ async def test_a_worker_waits_out_a_store_outage_without_spending_attempts(
         assert record is not None and record.status is JobStatus.DONE, record
         assert record.attempts == 1
         assert storage.find_result(job_id, "png") is not None
+
+
+def test_gc_on_a_missing_bucket_says_so(
+    s3_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = s3_settings.model_copy(update={"s3_bucket": "gone-bucket-name"})
+    assert commands.gc(settings, argparse.Namespace()) == 1
+    assert "the bucket 'gone-bucket-name' does not exist" in capsys.readouterr().err
+
+
+def test_gc_sweeps_the_bucket(s3_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    storage = S3Storage(s3_settings)
+    storage.save_original(new_job_id(), io.BytesIO(b"kept: younger than the orphan age"))
+    assert commands.gc(s3_settings, argparse.Namespace()) == 0
+    assert "stored now: 1 originals (33 bytes)" in capsys.readouterr().out
