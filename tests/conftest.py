@@ -16,10 +16,11 @@ import pytest
 from redis.asyncio import Redis
 
 from imgstream.api import create_app
-from imgstream.config import Settings
+from imgstream.config import Settings, StorageKind
 from imgstream.connection import connect
 from imgstream.queue import JobQueue, Keys
 from imgstream.redis_server import RedisServer
+from seaweed import SeaweedS3
 
 from inprocess import client_for
 
@@ -28,6 +29,31 @@ from inprocess import client_for
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One real S3 server (SeaweedFS) for the session; tests make buckets of their own."""
+    with SeaweedS3(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_settings(
+    settings: Settings, seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Settings:
+    """``settings`` with S3 storage on a fresh bucket of ``seaweed``; the credentials come
+    from the standard AWS environment variables, as in production."""
+    for name, value in seaweed.client_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    return settings.model_copy(
+        update={
+            "storage": StorageKind.S3,
+            "s3_bucket": seaweed.new_bucket(),
+            "s3_endpoint_url": seaweed.endpoint,
+            "s3_prefix": "fleet/",
+        }
+    )
 
 
 @pytest.fixture

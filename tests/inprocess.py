@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from imgstream.config import Settings
 from imgstream.jobs import StreamEntry, new_job_id
 from imgstream.queue import JobQueue
-from imgstream.storage import LocalStorage
+from imgstream.storage import LocalStorage, Storage
 from imgstream.worker import Worker
 
 
@@ -32,7 +32,7 @@ def client_for(app: FastAPI) -> httpx.AsyncClient:
 
 
 async def store_and_enqueue(
-    queue: JobQueue, storage: LocalStorage, operations: str, original: bytes
+    queue: JobQueue, storage: Storage, operations: str, original: bytes
 ) -> str:
     """A new job as the API makes one: the original stored first, then the job queued."""
     await queue.ensure_group()

@@ -102,13 +102,16 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 LAYERS: dict[str, tuple[int, str]] = {
     "model": (0, "config steps operations jobs keys redis_health transforms imaging placeholder"),
-    "store": (1, "connection queue deadletters storage metrics presence runtime deployment"),
+    "store": (
+        1,
+        "connection queue deadletters storage s3_storage metrics presence runtime deployment",
+    ),
     "observe": (2, "monitor exposition logs"),
     "worker": (3, "processing worker janitor telemetry supervisor processes"),
     "http": (
         3,
         "errors services api api_models ops_api middleware auth ratelimit http_server assets"
-        " upload_form events sse",
+        " upload_form events sse result_download",
     ),
     "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
 }

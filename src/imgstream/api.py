@@ -64,9 +64,10 @@ from imgstream.ops_api import install as install_operator_routes
 from imgstream.queue import BacklogFull
 from imgstream.ratelimit import RateLimit, client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
+from imgstream.result_download import result_response
 from imgstream.services import STATIC_DIR, Services, services_of
 from imgstream.sse import EventStreamResponse, StatusView, status_events
-from imgstream.storage import is_disk_full
+from imgstream.storage import StorageUnavailable, is_disk_full
 from imgstream.upload_form import FormError, read_upload
 
 log = logging.getLogger("imgstream.api")
@@ -105,7 +106,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        deployment = Deployment.open(settings)
+        try:
+            deployment = Deployment.open(settings)
+            await anyio.to_thread.run_sync(deployment.storage.check)
+        except StorageUnavailable as exc:
+            log.critical("the API cannot start: %s", exc, extra={"event": "storage.unavailable"})
+            raise
         hub = EventHub(
             deployment.redis,
             deployment.keys,
@@ -226,15 +232,14 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
                 raise ApiError(409, "job_failed", f"the job failed: {record.error.message}")
             raise ApiError(409, "not_ready", f"the job is {record.status.value}; no result yet")
         extension = OutputFormat(record.result.format).extension
-        path = services.storage.result_path(job_id, extension)
-        if path is None:
+        stored = await anyio.to_thread.run_sync(services.storage.find_result, job_id, extension)
+        if stored is None:
             raise ApiError(404, "result_gone", "the result is no longer stored")
-        return FileResponse(
-            path,
+        return await result_response(
+            stored,
+            request.headers,
             media_type=f"image/{record.result.format}",
             filename=download_name(record.filename, job_id, extension),
-            content_disposition_type="inline",
-            headers={"Cache-Control": "private, max-age=86400, immutable"},
         )
 
     @app.get(
@@ -284,6 +289,10 @@ async def _readiness_problem(services: Services) -> tuple[str, str] | None:
     free = await anyio.to_thread.run_sync(services.storage.free_bytes)
     if free < settings.min_free_bytes:
         return "disk_full", _disk_full_message(free, settings.min_free_bytes)
+    try:
+        await anyio.to_thread.run_sync(services.storage.check, abandon_on_cancel=True)
+    except StorageUnavailable as exc:
+        return "storage_unavailable", str(exc)
     age = settings.ready_worker_age
     if age and not await Monitor.of(services.deployment).worker_seen_within(age):
         return "no_workers", f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)"
@@ -321,6 +330,8 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
     try:
         size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
     except OSError as exc:
+        if isinstance(exc, StorageUnavailable):
+            raise
         if not is_disk_full(exc):
             raise
         log.error("upload refused, the data directory is full: %s", exc)
@@ -340,7 +351,7 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
                 f"the upload is larger than {services.settings.max_upload_bytes} bytes "
                 "(IMGSTREAM_MAX_UPLOAD_BYTES)",
             )
-        source = storage.original_source(job_id)
+        source = await anyio.to_thread.run_sync(storage.probe_source, job_id, image.file)
         try:
             info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
         except imaging.ImagingError as exc:
@@ -372,12 +383,12 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
             ),
         )
     except BacklogFull as exc:
-        await anyio.to_thread.run_sync(storage.delete, job_id)
+        await _discard(services, job_id)
         raise ApiError(
             429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
         ) from None
     except BaseException:
-        await anyio.to_thread.run_sync(storage.delete, job_id)
+        await _discard(services, job_id)
         raise
     log.info(
         "job %s accepted",
@@ -389,6 +400,15 @@ async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse
     return JSONResponse(
         view.model_dump(mode="json"), status_code=202, headers={"Location": view.links.self}
     )
+
+
+async def _discard(services: Services, job_id: str) -> None:
+    """Delete the files of an upload that was not queued; a store that fails now leaves
+    them to the janitor's orphan sweep rather than hide why the upload failed."""
+    try:
+        await anyio.to_thread.run_sync(services.storage.delete, job_id)
+    except OSError as exc:
+        log.warning("could not delete the files of refused job %s: %s", job_id, exc)
 
 
 # Live status (Server-Sent Events): kept in a block of its own, apart from the other routes.
@@ -452,6 +472,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StorageUnavailable)
+    async def on_storage_unavailable(_: Request, exc: StorageUnavailable) -> JSONResponse:
+        log.error("storage unavailable: %s", exc, extra={"event": "storage.unavailable"})
+        return error_response(
+            503, "storage_unavailable", f"{exc}; try again later", retry_after(RETRY_AFTER_BUSY)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as exc:
         for problem in exc.errors():
+            if not problem["loc"]:  # a rule between settings: its message names them
+                print(f"imgstream: {problem['msg']}", file=sys.stderr)
+                continue
             name = "IMGSTREAM_" + "_".join(str(piece) for piece in problem["loc"]).upper()
             print(f"imgstream: the setting {name} is not valid: {problem['msg']}",
                   file=sys.stderr)  # fmt: skip

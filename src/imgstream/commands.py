@@ -197,8 +197,13 @@ def gc(settings: Settings, _args: argparse.Namespace) -> int:
     import anyio
 
     from imgstream.janitor import sweep_once
+    from imgstream.storage import StorageUnavailable
 
-    sweep = anyio.run(sweep_once, _with_redis(settings))
+    try:
+        sweep = anyio.run(sweep_once, _with_redis(settings))
+    except StorageUnavailable as exc:
+        print(f"imgstream gc: {exc}", file=sys.stderr)
+        return 1
     if sweep is None:
         print("another retention sweep is running; try again shortly", file=sys.stderr)
         return 1

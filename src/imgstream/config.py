@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imgstream.operations import Limits
@@ -30,6 +30,22 @@ class AppendFsync(StrEnum):
     ALWAYS = "always"
     EVERYSEC = "everysec"
     NO = "no"
+
+
+class StorageKind(StrEnum):
+    """Where originals and results live: a local directory, or an S3-compatible bucket."""
+
+    LOCAL = "local"
+    S3 = "s3"
+
+
+class S3AddressingStyle(StrEnum):
+    """How the bucket is named in S3 URLs: ``auto`` lets botocore choose (path style with a
+    custom endpoint, virtual-hosted on AWS); ``path`` and ``virtual`` force one."""
+
+    AUTO = "auto"
+    PATH = "path"
+    VIRTUAL = "virtual"
 
 
 class LogFormat(StrEnum):
@@ -59,6 +75,57 @@ class Settings(BaseSettings):
         description="Common prefix of every Redis key; also the Redis Cluster hash tag.",
     )
     group: str = Field(default="imgstream-workers", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+    # Object storage (docs/storage.md). Credentials and region: the standard AWS chain.
+    storage: StorageKind = Field(
+        default=StorageKind.LOCAL,
+        description="local: files under IMGSTREAM_DATA_DIR; s3: objects in IMGSTREAM_S3_BUCKET.",
+    )
+    s3_bucket: str = Field(
+        default="",
+        pattern=r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="The bucket (it must exist; imgstream never creates it).",
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        pattern=r"^$|^https?://\S+$",
+        description="S3 endpoint of a self-hosted server; empty: AWS.",
+    )
+    s3_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9!_.*'()/-]{0,200}$",
+        description="Key prefix inside the bucket (a trailing / is added); empty: none.",
+    )
+    s3_presign: bool = Field(
+        default=False,
+        description="Answer result downloads with a 307 redirect to a presigned URL instead of "
+        "streaming the object through the API.",
+    )
+    s3_presign_ttl: int = Field(
+        default=300, ge=1, le=7 * 24 * 3600, description="Seconds a presigned URL stays valid."
+    )
+    s3_multipart_threshold: int = Field(
+        default=8 * MIB,
+        ge=5 * MIB,
+        le=5 * 1024 * MIB,
+        description="Uploads of this many bytes or more go to the bucket in parts.",
+    )
+    s3_part_bytes: int = Field(
+        default=8 * MIB,
+        ge=5 * MIB,
+        le=5 * 1024 * MIB,
+        description="Size of one part of a multipart upload (at most 4 are held in memory).",
+    )
+    s3_addressing_style: S3AddressingStyle = S3AddressingStyle.AUTO
+    s3_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds to connect to, or wait for a read from, the S3 endpoint.",
+    )
+    s3_max_connections: int = Field(
+        default=20, ge=1, le=1000, description="Connections in a process's S3 pool."
+    )
 
     # HTTP.
     host: str = "127.0.0.1"
@@ -276,6 +343,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds between retention sweeps across the fleet (0: only `imgstream gc`).",
     )
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> Settings:
+        if self.storage is StorageKind.S3 and not self.s3_bucket:
+            raise ValueError("IMGSTREAM_STORAGE=s3 needs IMGSTREAM_S3_BUCKET (an existing bucket)")
+        return self
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix_as_folder(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
 
     @field_validator("data_dir")
     @classmethod

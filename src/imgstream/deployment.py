@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from imgstream.config import Settings
+from imgstream.config import Settings, StorageKind
 from imgstream.connection import connect, connect_from
 from imgstream.deadletters import DeadLetters
 from imgstream.keys import Keys
@@ -49,7 +49,7 @@ class Deployment:
             metrics=JobMetrics(redis, keys),
             dead_letters=DeadLetters(redis, keys),
             presence=Presence(redis, keys),
-            storage=LocalStorage(settings.data_dir),
+            storage=open_storage(settings),
         )
 
     @property
@@ -58,3 +58,14 @@ class Deployment:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The backend ``IMGSTREAM_STORAGE`` names; boto3 is loaded only for ``s3``. Raises
+    ``StorageUnavailable`` when the S3 client cannot even be set up (the bucket itself is
+    checked by ``Storage.check`` at start-up)."""
+    if settings.storage is StorageKind.S3:
+        from imgstream.s3_storage import S3Storage
+
+        return S3Storage(settings)
+    return LocalStorage(settings.data_dir)

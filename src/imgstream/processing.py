@@ -2,8 +2,9 @@
 
 ``process_job`` is what a worker does with an entry once it holds the lease; its exceptions
 say what the worker should do next: ``JobFailure`` ends the job (another attempt would fail
-the same way), ``TransientFailure`` is worth another attempt, ``DiskFull`` is waited out
-without spending an attempt. The benchmark calls it directly, as the worker does.
+the same way), ``TransientFailure`` is worth another attempt, ``DiskFull`` (no room, or the
+store unreachable) is waited out without spending an attempt. The benchmark calls it
+directly, as the worker does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from imgstream import imaging, placeholder
 from imgstream.jobs import Placeholder, ResultInfo
 from imgstream.operations import JobSpec, Limits
-from imgstream.storage import Storage, is_disk_full
+from imgstream.storage import Storage, StorageUnavailable, is_disk_full
 
 
 class JobFailure(Exception):
@@ -28,7 +29,8 @@ class TransientFailure(Exception):
 
 
 class DiskFull(Exception):
-    """The result could not be written for want of space: wait, then write it again."""
+    """The result could not be written for want of space, or the store (an S3 bucket) is
+    unreachable: wait, then try again, without spending an attempt."""
 
 
 def process_job(
@@ -45,6 +47,10 @@ def process_job(
         source = storage.original_source(job_id)
     except FileNotFoundError:
         raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
+    except StorageUnavailable as exc:  # an outage of the store costs time, not the job
+        raise DiskFull(f"the original could not be read: {exc}") from None
+    except OSError as exc:
+        raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
     try:
         rendered = imaging.render(source, spec, limits, timeout=timeout, small_copy=placeholders)
     except imaging.ImagingError as exc:
@@ -59,7 +65,11 @@ def process_job(
         storage.save_result(job_id, rendered.data, rendered.format.extension)
     except OSError as exc:
         if is_disk_full(exc):
-            raise DiskFull(f"the result could not be stored: {exc.strerror}") from None
+            raise DiskFull(
+                f"the result could not be stored, the disk is full: {exc.strerror}"
+            ) from None
+        if isinstance(exc, StorageUnavailable):
+            raise DiskFull(f"the result could not be stored: {exc}") from None
         raise TransientFailure(f"the result could not be stored: {exc.strerror}") from None
     return ResultInfo(
         width=rendered.width,

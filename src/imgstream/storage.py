@@ -1,9 +1,10 @@
 """Where originals and results live.
 
-The interface is deliberately small (save, locate, delete) so an object-storage backend can
-sit beside ``LocalStorage`` later. Paths are built from validated job ids only, never from
-anything a client named; every write goes to a temporary name and is renamed into place,
-so a reader never sees half a file and a job written twice still has exactly one result.
+The ``Storage`` protocol is the only way to them: the API, the worker and the janitor never
+build a path or a key themselves, so ``LocalStorage`` (a directory) and ``S3Storage`` (a
+bucket, ``s3_storage``) are interchangeable. Names are built from validated job ids only,
+never from anything a client named; a reader never sees half a file, and a job written
+twice still has exactly one result.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -24,16 +26,52 @@ from imgstream.operations import OutputFormat
 
 
 class Storage(Protocol):
+    def check(self) -> None:
+        """Raise ``StorageUnavailable`` saying what is wrong when the store cannot be used."""
+        ...
+
     def save_original(self, job_id: str, source: BinaryIO) -> int: ...
-    def original_source(self, job_id: str) -> Path: ...
-    def save_result(self, job_id: str, data: bytes, extension: str) -> Path: ...
-    def result_path(self, job_id: str, extension: str) -> Path | None: ...
+    def original_source(self, job_id: str) -> Path | bytes: ...
+    def probe_source(self, job_id: str, upload: BinaryIO) -> Path | bytes:
+        """The original just saved from ``upload``, for the API's header probe."""
+        ...
+
+    def save_result(self, job_id: str, data: bytes, extension: str) -> object: ...
+    def find_result(self, job_id: str, extension: str) -> StoredResult | None: ...
     def delete(self, job_id: str) -> None: ...
     def free_bytes(self) -> int: ...
     def remove_dead_temporaries(self) -> int: ...
     def delete_job_files(self, job_id: str) -> tuple[int, int]: ...
     def scan(self, temporary_age: float, orphan_age: float) -> StorageScan: ...
     def remove_files(self, files: list[StoredFile]) -> tuple[int, int]: ...
+
+
+class StorageUnavailable(OSError):
+    """The store cannot be reached or refuses us (missing bucket, refused credentials, an
+    outage): a 503 for a client, an attempt to repeat for a worker. ``str()`` is the message
+    an operator acts on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EIO, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+Chunks = Iterator[bytes]
+"""A result's bytes in pieces (blocking reads: iterate in a worker thread)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """A stored result as the API serves it: a local ``path``, or an object read by ``open``
+    (a byte range, first and last inclusive, or all of it), or a presigned ``url``."""
+
+    size: int
+    path: Path | None = None
+    url: str | None = None
+    open: Callable[[tuple[int, int] | None], Chunks] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +161,10 @@ def writer_gone(name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class StoredFile:
-    """One file a ``scan`` found: where, ``originals`` or ``results``, and its size."""
+    """One file a ``scan`` found: where (a path, or an object key), ``originals`` or
+    ``results``, and its size."""
 
-    path: Path
+    name: str
     kind: str
     size: int
 
@@ -156,6 +195,9 @@ class LocalStorage:
         self.originals.mkdir(parents=True, exist_ok=True)
         self.results.mkdir(parents=True, exist_ok=True)
 
+    def check(self) -> None:
+        """Nothing to check: the directories exist once this object does."""
+
     def save_original(self, job_id: str, source: BinaryIO) -> int:
         """Copy an upload into place, durably, before its job is announced. Returns its size."""
         target = self._original(job_id)
@@ -177,6 +219,10 @@ class LocalStorage:
         if not path.is_file():
             raise FileNotFoundError(f"no original stored for job {job_id}")
         return path
+
+    def probe_source(self, job_id: str, upload: BinaryIO) -> Path:
+        """The stored file itself (what the worker will read)."""
+        return self.original_source(job_id)
 
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
         target = self._result(job_id, extension)
@@ -217,13 +263,20 @@ class LocalStorage:
         path = self._result(job_id, extension)
         return path if path.is_file() else None
 
+    def find_result(self, job_id: str, extension: str) -> StoredResult | None:
+        path = self._result(job_id, extension)
+        try:
+            return StoredResult(size=path.stat().st_size, path=path)
+        except FileNotFoundError:
+            return None
+
     def delete(self, job_id: str) -> None:
         self._original(job_id).unlink(missing_ok=True)
         for extension in RESULT_EXTENSIONS:
             self._result(job_id, extension).unlink(missing_ok=True)
 
     def _original(self, job_id: str) -> Path:
-        _require_job_id(job_id)
+        require_job_id(job_id)
         return self.originals / job_id
 
     def delete_job_files(self, job_id: str) -> tuple[int, int]:
@@ -235,7 +288,7 @@ class LocalStorage:
 
     def remove_files(self, files: list[StoredFile]) -> tuple[int, int]:
         """Delete files a ``scan`` listed; returns how many still existed and their bytes."""
-        return unlink_all([stored.path for stored in files])
+        return unlink_all([Path(stored.name) for stored in files])
 
     def scan(self, temporary_age: float, orphan_age: float) -> StorageScan:
         """Count what is stored, delete temporaries abandoned (older than ``temporary_age``,
@@ -274,18 +327,18 @@ class LocalStorage:
                     scan.usage[f"{kind}_bytes"] += stat.st_size
                     if age > orphan_age:
                         scan.old.setdefault(job_id, []).append(
-                            StoredFile(Path(entry.path), kind, stat.st_size)
+                            StoredFile(entry.path, kind, stat.st_size)
                         )
         return scan
 
     def _result(self, job_id: str, extension: str) -> Path:
-        _require_job_id(job_id)
+        require_job_id(job_id)
         if extension not in RESULT_EXTENSIONS:
             raise ValueError(f"unknown result extension {extension!r}")
         return self.results / f"{job_id}.{extension}"
 
 
-def _require_job_id(job_id: str) -> None:
+def require_job_id(job_id: str) -> None:
     if not is_valid_job_id(job_id):
         raise ValueError("invalid job id")
 

@@ -47,7 +47,7 @@ from imgstream.processing import (
 )
 from imgstream.queue import Delivery, JobQueue
 from imgstream.redis_health import eviction_problem, is_outage, refusal
-from imgstream.storage import Storage
+from imgstream.storage import Storage, StorageUnavailable
 from imgstream.telemetry import JobTelemetry
 
 log = logging.getLogger("imgstream.worker")
@@ -258,7 +258,7 @@ class Worker:
                     await self._hand_back([delivery.entry_id])
                     raise _Stopped() from None
                 log.error(
-                    "job %s: %s; the disk is full, retrying in %.0f s (the job is kept)",
+                    "job %s: %s; retrying in %.0f s (the job is kept)",
                     delivery.job_id,
                     exc,
                     pause,
@@ -369,7 +369,12 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
         cache_max_mem_mb=settings.vips_cache_mb,
         allow_untrusted=settings.allow_untrusted_formats,
     )
-    deployment = Deployment.open(settings, blocking_ms=settings.block_ms)
+    try:
+        deployment = Deployment.open(settings, blocking_ms=settings.block_ms)
+        await anyio.to_thread.run_sync(deployment.storage.check)
+    except StorageUnavailable as exc:
+        log.critical("worker refuses to start: %s", exc, extra={"event": "storage.unavailable"})
+        os._exit(EXIT_REFUSED)
     worker = Worker(settings, deployment.queue, deployment.storage)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tasks:
