@@ -14,6 +14,7 @@ from imgstream.config import Settings
 from imgstream.deployment import Deployment
 from imgstream.jobs import new_job_id
 from imgstream.keys import Keys, partition_of
+from imgstream.monitor import Monitor
 from redis_cluster import RedisCluster
 
 from images import encode, photo
@@ -56,6 +57,9 @@ async def test_queue_scripts_run_on_the_cluster(
         assert await deployment.queue.ping()
         await deployment.queue.ensure_group()
         assert await deployment.queue.backlog() == 0
+        snapshot = await Monitor.of(deployment).snapshot()
+        assert snapshot.backlog == 0
+        assert snapshot.memory is not None
     finally:
         await deployment.aclose()
 
