@@ -20,6 +20,7 @@ from imgstream.config import Settings, StorageKind
 from imgstream.connection import connect
 from imgstream.queue import JobQueue, Keys
 from imgstream.redis_server import RedisServer
+from redis_cluster import RedisCluster
 from seaweed import SeaweedS3
 
 from inprocess import client_for
@@ -89,3 +90,10 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app of ``settings``, in-process, its lifespan run around use."""
     async with client_for(create_app(settings)) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster on free loopback ports, for the whole session."""
+    with RedisCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster

@@ -181,6 +181,11 @@ class Settings(BaseSettings):
     )
 
     # Redis client of each process.
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names one node of a Redis Cluster: every process uses redis-py's "
+        "cluster client (slots discovered from that node, MOVED/ASK followed).",
+    )
     redis_max_connections: int = Field(
         default=50, ge=2, le=10_000, description="Connections in a process's Redis pool."
     )

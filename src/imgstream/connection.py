@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from imgstream.config import Settings
@@ -40,6 +41,7 @@ def connect(
     timeout: float | None = None,
     max_connections: int | None = None,
     pool_wait: float = 1.0,
+    cluster: bool = False,
 ) -> Redis:
     """A client with the settings this project relies on (text replies, health checks).
 
@@ -55,12 +57,30 @@ def connect(
         "socket_timeout": timeout,
         "socket_keepalive": True,
     }
+    if cluster:
+        return connect_cluster(url, options, max_connections=max_connections)
     if max_connections is None:
         return Redis.from_url(url, **options)
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=pool_wait, **options
     )
     return Redis.from_pool(pool)
+
+
+def connect_cluster(
+    url: str, options: dict[str, Any], *, max_connections: int | None = None
+) -> Redis:
+    """A Redis Cluster client seeded from the node ``url`` names.
+
+    It is typed as ``Redis``: ``RedisCluster`` offers the same commands, scripts, pipelines
+    and pub/sub this project uses (each script and transaction names keys of one slot, see
+    ``keys``), and every caller stays one code path. Pub/sub is classic PUBLISH/SUBSCRIBE,
+    deliberately: the scripts' PUBLISH reaches every node, so one subscriber connection on
+    any node hears every job, whatever its slot (sharded pub/sub would need one per shard).
+    """
+    cluster_options = {k: v for k, v in options.items() if k != "health_check_interval"}
+    client = RedisCluster.from_url(url, max_connections=max_connections or 100, **cluster_options)
+    return cast(Redis, client)
 
 
 def connect_from(settings: Settings, *, blocking_ms: int = 0) -> Redis:
@@ -71,4 +91,5 @@ def connect_from(settings: Settings, *, blocking_ms: int = 0) -> Redis:
         timeout=settings.redis_timeout + blocking_ms / 1000,
         max_connections=settings.redis_max_connections,
         pool_wait=settings.redis_pool_wait,
+        cluster=settings.redis_cluster,
     )

@@ -38,7 +38,7 @@ class Deployment:
         time-limited client of ``connect_from`` (``blocking_ms`` more per command for one that
         blocks reading the stream); a ``one_shot`` command (CLI, stats) a plain client."""
         if one_shot:
-            redis = connect(settings.effective_redis_url)
+            redis = connect(settings.effective_redis_url, cluster=settings.redis_cluster)
         else:
             redis = connect_from(settings, blocking_ms=blocking_ms)
         keys = Keys(settings.key_prefix)

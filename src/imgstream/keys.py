@@ -1,32 +1,84 @@
 """Every Redis key name of one deployment, and the channel rule, in one place
 (docs/wire-format.md lists them).
 
-All keys share the hash tag ``{<prefix>}``, so every script touches a single Redis Cluster
-slot. Lua scripts are handed these names (and job ids, channels, statuses) by Python and
-never build or parse one themselves.
+Partitions (``IMGSTREAM_PARTITIONS``). Partition 0 keeps the hash tag ``{<prefix>}``, so a
+deployment with one partition has exactly the layout it always had; partition ``p >= 1``
+uses the tag ``{<prefix>:p}``. A partition's keys are its jobs stream, dead-letter stream,
+expiry set, metrics hash, and the hashes (and channels) of its jobs: everything one script
+touches lives under one tag, so every script touches one Redis Cluster slot, and the
+partitions spread over the cluster's masters. Keys no script shares with a partition's
+(presence, storage figures, janitor lock, rate buckets, rate limits, recent failures) stay
+under ``{<prefix>}``.
+
+Colocation rule, for every key added later: a key that a script updates together with a job
+(an idempotency record, a cached result, a batch member...) must be named with that job's
+partition tag (``Keys.partition(p).tag``, or ``Keys.partition_of(job_id)``), never the
+deployment-wide one. A key only read or written on its own may stay under ``{<prefix>}``.
+
+A job's partition is written in its id (``partition_of``), so any process finds it from the
+id alone. Lua scripts are handed these names (and job ids, channels, statuses) by Python
+and never build or parse one themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+PARTITION_VERSION_NIBBLE = "8"
+"""The UUID version digit (index 12 of the 32 hex digits) of an id that names its partition:
+RFC 9562's version 8 ("custom"), whose first 4 hex digits are the partition number. Ids of
+any other version (the UUID4 ids of a one-partition deployment) belong to partition 0."""
+
+MAX_PARTITIONS = 0x10000
+
+
+def partition_of(job_id: str) -> int:
+    """The partition a job belongs to, from its id alone (see ``PARTITION_VERSION_NIBBLE``)."""
+    if len(job_id) == 32 and job_id[12] == PARTITION_VERSION_NIBBLE:
+        try:
+            return int(job_id[:4], 16)
+        except ValueError:
+            return 0
+    return 0
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Redis key names of one deployment; ``prefix`` is also the Cluster hash tag."""
+    """Redis key names of one deployment (``prefix``) as seen from one of its partitions."""
 
     prefix: str
+    part: int = 0
+    """The partition whose stream, dead letters, expiry set and metrics these name."""
+
+    @property
+    def tag(self) -> str:
+        """This partition's hash tag, braces included."""
+        return f"{{{self.prefix}}}" if self.part == 0 else f"{{{self.prefix}:{self.part}}}"
+
+    @property
+    def base(self) -> str:
+        """The deployment-wide hash tag (partition 0's), for keys outside any partition."""
+        return f"{{{self.prefix}}}"
+
+    def partition(self, part: int) -> Keys:
+        """The keys of partition ``part`` of the same deployment."""
+        return Keys(self.prefix, part)
+
+    def of_job(self, job_id: str) -> Keys:
+        """The keys of the partition ``job_id`` belongs to."""
+        return self.partition(partition_of(job_id))
 
     @property
     def stream(self) -> str:
-        return f"{{{self.prefix}}}:jobs"
+        return f"{self.tag}:jobs"
 
     @property
     def dead(self) -> str:
-        return f"{{{self.prefix}}}:dead"
+        return f"{self.tag}:dead"
 
     def job(self, job_id: str) -> str:
-        return f"{{{self.prefix}}}:job:{job_id}"
+        """A job's hash, under the tag of the job's own partition (whatever ``part`` is)."""
+        return f"{self.of_job(job_id).tag}:job:{job_id}"
 
     def channel(self, job_id: str) -> str:
         """The pub/sub channel a job's status changes are announced on: its hash's name."""
@@ -34,42 +86,43 @@ class Keys:
 
     def job_of_channel(self, channel: str) -> str:
         """The job id a ``channel`` announces (the inverse of ``channel``)."""
-        return channel.removeprefix(self.channel(""))
+        return channel.rpartition(":job:")[2]
 
     # Operating (``metrics``, ``monitor``, ``janitor``): see docs/wire-format.md.
 
     @property
     def expiry(self) -> str:
-        return f"{{{self.prefix}}}:expiry"
+        return f"{self.tag}:expiry"
 
     @property
     def metrics(self) -> str:
-        return f"{{{self.prefix}}}:metrics"
+        """This partition's counters (summed over partitions on read)."""
+        return f"{self.tag}:metrics"
 
     @property
     def failures(self) -> str:
-        return f"{{{self.prefix}}}:failures"
+        return f"{self.base}:failures"
 
     def rate(self, bucket: int) -> str:
-        return f"{{{self.prefix}}}:rate:{bucket}"
+        return f"{self.base}:rate:{bucket}"
 
     def rate_limit(self, client: str, kind: str = "") -> str:
         """A client's token bucket; ``kind`` ("" for work created, "read") names the limit."""
         kind_part = f"{kind}:" if kind else ""
-        return f"{{{self.prefix}}}:ratelimit:{kind_part}{client}"
+        return f"{self.base}:ratelimit:{kind_part}{client}"
 
     @property
     def workers(self) -> str:
-        return f"{{{self.prefix}}}:workers"
+        return f"{self.base}:workers"
 
     @property
     def storage(self) -> str:
-        return f"{{{self.prefix}}}:storage"
+        return f"{self.base}:storage"
 
     @property
     def janitor_lock(self) -> str:
-        return f"{{{self.prefix}}}:janitor:lock"
+        return f"{self.base}:janitor:lock"
 
     @property
     def janitor_due(self) -> str:
-        return f"{{{self.prefix}}}:janitor:due"
+        return f"{self.base}:janitor:due"

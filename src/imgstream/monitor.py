@@ -179,14 +179,12 @@ class Monitor:
             pipe.xrevrange(keys.dead, count=DEAD_LETTERS_SHOWN)
             pipe.hgetall(keys.storage)
             pipe.zrange(keys.workers, 0, -1, withscores=True)
-            pipe.time()
-            pipe.info("memory")
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        backlog, groups, consumers, dead, counters, failures, letters, storage, beats, clock = (
-            replies[:10]
-        )
-        memory = None if isinstance(replies[10], Exception) else RedisMemory.from_info(replies[10])
-        for reply in (backlog, dead, counters, failures, letters, storage, beats, clock):
+        backlog, groups, consumers, dead, counters, failures, letters, storage, beats = replies
+        # TIME and INFO are asked outside the pipeline: a cluster client refuses them in one.
+        clock: Any = await self.redis.time()
+        memory = await self._memory()
+        for reply in (backlog, dead, counters, failures, letters, storage, beats):
             if isinstance(reply, Exception):
                 raise reply
         group = _group_info(groups, self.group)
@@ -212,6 +210,14 @@ class Monitor:
             else None,
             memory=memory,
         )
+
+    async def _memory(self) -> RedisMemory | None:
+        """Redis's memory figures, or None when ``INFO`` is refused (it may be disabled)."""
+        try:
+            info: Any = await self.redis.info("memory")
+        except ResponseError:
+            return None
+        return RedisMemory.from_info(info)
 
     async def worker_seen_within(self, seconds: float) -> bool:
         """Has any worker's heartbeat arrived in the last ``seconds``?"""

@@ -68,7 +68,7 @@ async def worker_alive_here(settings: Settings, seconds: float) -> bool:
 
     In a container, "this host" is the container: the check of a worker service.
     """
-    redis = connect(find_redis(settings)[0])
+    redis = connect(find_redis(settings)[0], cluster=settings.redis_cluster)
     try:
         names = await Presence(redis, Keys(settings.key_prefix)).beating(seconds)
     except RedisError:

@@ -1,0 +1,103 @@
+"""The service on a real 3-master Redis Cluster (``IMGSTREAM_REDIS_CLUSTER=true``): API and
+worker processes use the cluster client, every script touches one slot, live status works
+through classic pub/sub, and several deployments (prefixes) spread over the masters."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from imgstream.config import Settings
+from imgstream.deployment import Deployment
+from imgstream.jobs import new_job_id
+from imgstream.keys import Keys, partition_of
+from imgstream.monitor import Monitor
+from redis_cluster import RedisCluster
+
+from images import encode, photo
+from service import Service
+
+
+def test_partition_zero_keeps_the_one_node_layout() -> None:
+    keys = Keys("imgstream")
+    job_id = new_job_id()
+    assert partition_of(job_id) == 0
+    assert keys.stream == "{imgstream}:jobs"
+    assert keys.job(job_id) == f"{{imgstream}}:job:{job_id}"
+    assert keys.metrics == "{imgstream}:metrics"
+    assert keys.workers == "{imgstream}:workers"
+    assert keys.job_of_channel(keys.channel(job_id)) == job_id
+
+
+def test_a_partitioned_id_names_its_partition_and_its_tag() -> None:
+    job_id = "0002" + "a" * 8 + "8" + "b" * 19
+    keys = Keys("imgstream")
+    assert partition_of(job_id) == 2
+    assert keys.job(job_id) == f"{{imgstream:2}}:job:{job_id}"
+    assert keys.partition(2).stream == "{imgstream:2}:jobs"
+    assert keys.partition(2).workers == "{imgstream}:workers"
+    assert keys.job_of_channel(keys.channel(job_id)) == job_id
+
+
+@pytest.mark.anyio
+async def test_queue_scripts_run_on_the_cluster(
+    redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    settings = Settings(
+        redis_url=redis_cluster.url,
+        redis_cluster=True,
+        data_dir=tmp_path / "data",
+        key_prefix=f"c-{uuid.uuid4().hex[:8]}",
+    )
+    deployment = Deployment.open(settings)
+    try:
+        assert await deployment.queue.ping()
+        await deployment.queue.ensure_group()
+        assert await deployment.queue.backlog() == 0
+        snapshot = await Monitor.of(deployment).snapshot()
+        assert snapshot.backlog == 0
+        assert snapshot.memory is not None
+    finally:
+        await deployment.aclose()
+
+
+def test_jobs_end_done_on_the_cluster_across_deployments(
+    redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    services = [
+        Service.launch(
+            redis_cluster.url,
+            tmp_path / f"data{index}",
+            f"cl{index}-{uuid.uuid4().hex[:6]}",
+            IMGSTREAM_REDIS_CLUSTER="true",
+        )
+        for index in range(3)
+    ]
+    try:
+        data = encode(photo(64, 48), "png")
+        accepted = []
+        for service in services:
+            for _ in range(4):
+                response = service.submit(data, "a.png", operations='[{"op":"grayscale"}]')
+                assert response.status_code == 202, response.text
+                accepted.append((service, response.json()["id"]))
+        service, first = accepted[0]
+        with service.http.stream("GET", f"/api/jobs/{first}/events", timeout=60) as events:
+            assert events.status_code == 200
+            for line in events.iter_lines():
+                if line.startswith("data:") and json.loads(line[5:])["status"] == "done":
+                    break
+        for service, job_id in accepted:
+            assert service.wait(job_id, timeout=120)["status"] == "done"
+            result = service.http.get(f"/api/jobs/{job_id}/result")
+            assert result.status_code == 200
+        for service in services:
+            counters = redis_cluster.owner_reply("hgetall", Keys(service.prefix).metrics)
+            done = [int(v) for k, v in counters.items() if k.startswith("jobs:done:")]
+            assert sum(done) == 4, counters
+    finally:
+        statuses = [s.close() for s in services]
+    assert all(status == (0, 0) for status in statuses), services[0].log.read_text()[-3000:]
