@@ -108,7 +108,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "http": (
         3,
         "errors services api api_models ops_api middleware auth ratelimit http_server assets"
-        " upload_form events sse",
+        " upload_form events sse intake",
     ),
     "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
 }

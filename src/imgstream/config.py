@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     result_ttl: int = Field(default=24 * 3600, ge=60, description="Seconds a finished job is kept.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds to finish jobs on stop.")
     max_backlog: int = Field(default=10_000, ge=0, description="Outstanding jobs before 429.")
+    idempotency_ttl: int = Field(
+        default=24 * 3600,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="Seconds an Idempotency-Key names its job: a repeat within it creates nothing.",
+    )
 
     # Reliability.
     visibility_timeout: float = Field(

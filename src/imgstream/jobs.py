@@ -41,6 +41,9 @@ class Enqueued(IntEnum):
     ACCEPTED = 1
     BACKLOG_FULL = 0
     JOB_EXISTS = -1
+    REPLAYED = 2
+    """The idempotency key names a job already: nothing was created; its id and request
+    fingerprint come back."""
 
 
 class StartRefused(IntEnum):

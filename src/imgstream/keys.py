@@ -36,6 +36,10 @@ class Keys:
         """The job id a ``channel`` announces (the inverse of ``channel``)."""
         return channel.removeprefix(self.channel(""))
 
+    def idempotency(self, scope: str) -> str:
+        """The record of one ``Idempotency-Key``: ``scope`` digests the client and the key."""
+        return f"{{{self.prefix}}}:idempotency:{scope}"
+
     # Operating (``metrics``, ``monitor``, ``janitor``): see docs/wire-format.md.
 
     @property
