@@ -203,6 +203,31 @@ class Settings(BaseSettings):
         "outside resources. Off: refused with 415.",
     )
 
+    # Webhooks (docs/api.md#webhooks, docs/security.md).
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of every webhook's Imgstream-Signature (HMAC-SHA256); unset: "
+        "callback_url is refused with 422, since an unsigned call proves nothing.",
+    )
+    webhook_retry_for: float = Field(
+        default=3600.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds a webhook is retried (exponential backoff) after the job ended; "
+        "then it is listed as undeliverable.",
+    )
+    webhook_backoff: float = Field(
+        default=2.0, gt=0, le=3600, description="First webhook retry pause; doubles, to 10 min."
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds one webhook call may take, in all."
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow callback URLs whose host is loopback, private, link-local or "
+        "otherwise not public (tests, a private network). Off: refused with 422.",
+    )
+
     # Access control and abuse limits (docs/security.md).
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(),

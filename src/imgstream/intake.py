@@ -32,6 +32,7 @@ from imgstream.ratelimit import client_identity
 from imgstream.services import Services, services_of
 from imgstream.storage import is_disk_full
 from imgstream.upload_form import FormError, read_upload
+from imgstream.webhooks import RefusedUrl, parse_url, resolve
 
 log = logging.getLogger("imgstream.api")
 
@@ -40,6 +41,39 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
 _CHUNK = 1024 * 1024
+CALLBACK_FIELD = "callback_url"
+RESOLVE_TIMEOUT = 5.0
+"""Seconds the callback URL's host may take to resolve at upload."""
+
+
+async def checked_callback(services: Services, url: str) -> str:
+    """``url`` once it is fit to be called when the job ends ("" for none), else a 422."""
+    url = url.strip()
+    if not url:
+        return ""
+    settings = services.settings
+    if settings.webhook_secret is None:
+        raise ApiError(
+            422,
+            "webhooks_disabled",
+            "callback_url needs the operator to set IMGSTREAM_WEBHOOK_SECRET (calls are signed)",
+        )
+    try:
+        target = parse_url(url)
+        with anyio.fail_after(RESOLVE_TIMEOUT):
+            await anyio.to_thread.run_sync(
+                lambda: resolve(target, allow_private=settings.webhook_allow_private),
+                abandon_on_cancel=True,
+            )
+    except RefusedUrl as exc:
+        raise ApiError(422, "invalid_callback_url", str(exc)) from None
+    except TimeoutError:
+        raise ApiError(
+            422,
+            "invalid_callback_url",
+            f"callback_url's host did not resolve in {RESOLVE_TIMEOUT:g} s",
+        ) from None
+    return url
 
 
 def disk_full_message(free: int, reserve: int) -> str:
@@ -124,6 +158,7 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
     scope = idempotency_scope(request)
     try:
         upload = read_upload(form)
+        callback_url = await checked_callback(services, upload.fields.pop(CALLBACK_FIELD, ""))
         spec = spec_from_form(upload.fields, services.limits)
     except FormError as exc:
         raise ApiError(422, "invalid_request", str(exc)) from None
@@ -133,7 +168,7 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
     once = None
     if scope is not None:
         digest = await anyio.to_thread.run_sync(content_digest, image.file)
-        fingerprint = request_fingerprint(digest, spec, {})
+        fingerprint = request_fingerprint(digest, spec, {CALLBACK_FIELD: callback_url})
         prior = await services.queue.find_once(scope)
         if prior is not None:
             return await replay(services, prior, fingerprint)
@@ -201,6 +236,7 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
                 pages=info.pages,
             ),
             once=once,
+            callback_url=callback_url,
         )
     except Replayed as prior:  # a concurrent retry with the same key queued its job first
         await anyio.to_thread.run_sync(storage.delete, job_id)

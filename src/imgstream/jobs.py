@@ -218,6 +218,8 @@ class JobRecord:
     original: OriginalInfo | None = None
     options: tuple[tuple[str, str], ...] = ()
     """The output options besides ``format`` that the job gave (``ENTRY_OUTPUT_FIELDS``)."""
+    callback_url: str = ""
+    """Where the job's final status is POSTed when it ends (a webhook); empty: nowhere."""
 
     @classmethod
     def from_hash(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
@@ -254,6 +256,7 @@ class JobRecord:
             owner=fields.get("owner", ""),
             original=OriginalInfo.from_fields(fields),
             options=_options(fields),
+            callback_url=fields.get("callback_url", ""),
         )
 
 

@@ -123,6 +123,7 @@ class JobQueue:
         max_backlog: int = 0,
         original: OriginalInfo | None = None,
         once: Once | None = None,
+        callback_url: str = "",
     ) -> str:
         """Add the job's hash and stream entry atomically; returns the entry id.
 
@@ -135,6 +136,7 @@ class JobQueue:
         job_fields = {
             **queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner),
             **(original.to_fields() if original is not None else {}),
+            **({"callback_url": callback_url} if callback_url else {}),
         }
         keys = [self.keys.stream, self.keys.job(job_id), self.keys.metrics]
         if once is not None:
@@ -288,6 +290,7 @@ class JobQueue:
             self.keys.dead,
             self.keys.expiry,
             self.keys.metrics,
+            self.keys.webhooks,
         ]
         reply = await self._finish(keys=keys, args=args)
         return Recorded(int(reply)) is Recorded.RECORDED
