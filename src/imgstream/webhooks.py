@@ -23,6 +23,13 @@ MAX_BACKOFF = 600.0
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+_SPECIAL = tuple(
+    ipaddress.ip_network(net)
+    for net in ("192.0.0.0/24", "100.64.0.0/10", "64:ff9b:1::/48", "2001::/23", "2001:db8::/32")
+)
+"""Special-purpose ranges some Python versions call global: IETF protocol assignments,
+shared address space, local-use NAT64, IETF protocol assignments (IPv6), documentation."""
+
 
 class RefusedUrl(ValueError):
     """A callback URL that will not be called; the message says why, for a person."""
@@ -94,7 +101,7 @@ def address_refusal(address: IPAddress) -> str | None:
     for kind, applies in kinds:
         if applies:
             return f"{address} is a {kind} address"
-    if not address.is_global:
+    if not address.is_global or any(address in net for net in _SPECIAL):
         return f"{address} is not a public address"
     return None
 
