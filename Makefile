@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up test lint format bench bench-check soak clean browser
+.PHONY: up test lint format bench bench-check soak clean browser haproxy
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("imgstream needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -18,8 +18,19 @@ $(STAMP): pyproject.toml
 up: $(STAMP)  ## run API + web page + workers (+ a private Redis unless REDIS_URL is set)
 	$(BIN)/imgstream up
 
-test: lint browser  ## lint, type-check and run every test against private Redis servers
+test: lint browser haproxy  ## lint, type-check and run every test against private Redis servers
 	$(BIN)/python -m pytest
+
+# HAProxy for tests/test_compose.py and tests/test_load_balancer.py (`haproxy -c`, and the
+# real load balancer in front of two APIs). Installed like Chromium; elsewhere they skip.
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends haproxy >/dev/null; \
+	  else \
+	    echo "haproxy is missing and cannot be installed here: load balancer tests will skip"; \
+	  fi; }
 
 # Debian's Chromium for tests/test_browser.py. Installed when missing and we may (root with
 # apt, as on CI); anywhere else this says so and the browser tests skip with that reason.

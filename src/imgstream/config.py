@@ -170,6 +170,14 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(default=3, ge=1, le=100)
     job_timeout: float = Field(default=60.0, gt=0, description="Seconds one attempt may run.")
+    job_backstop: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds past the job timeout a render that libvips cannot stop (blocked in "
+        "a read) may take before its worker process exits with code 70; the supervisor starts "
+        "a fresh one and the job is recovered like a crashed worker's.",
+    )
     retry_backoff: float = Field(default=0.5, ge=0, description="First retry pause; doubles.")
     consumer_idle_ttl: float = Field(
         default=3600.0, gt=0, description="Seconds before an idle, empty consumer is forgotten."

@@ -56,9 +56,8 @@ log = logging.getLogger("imgstream.worker")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-BACKSTOP_SECONDS = 10.0
-"""How long past the job timeout a render may ignore libvips' kill before the process exits."""
 EXIT_STUCK = 70
+"""A render ignored libvips' kill for IMGSTREAM_JOB_BACKSTOP past its time limit."""
 CONSUMER_HYGIENE_INTERVAL = 60.0
 
 
@@ -278,7 +277,7 @@ class Worker:
         except SpecError as exc:
             raise JobFailure("invalid_spec", f"the job's parameters are invalid: {exc}") from None
         timeout = self.settings.job_timeout
-        with anyio.move_on_after(timeout + BACKSTOP_SECONDS):
+        with anyio.move_on_after(timeout + self.settings.job_backstop):
             return await anyio.to_thread.run_sync(
                 process_job,
                 self.storage,
