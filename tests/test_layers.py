@@ -101,17 +101,22 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 LAYERS: dict[str, tuple[int, str]] = {
-    "model": (0, "config steps operations jobs keys redis_health transforms imaging placeholder"),
+    "model": (
+        0,
+        "config steps operations jobs keys redis_health transforms imaging placeholder"
+        " api_models webhooks",
+    ),
     "store": (
         1,
-        "connection queue deadletters storage s3_storage metrics presence runtime deployment",
+        "connection queue deadletters storage s3_storage metrics presence runtime deployment"
+        " webhook_queue",
     ),
     "observe": (2, "monitor exposition logs"),
-    "worker": (3, "processing worker janitor telemetry supervisor processes"),
+    "worker": (3, "processing worker janitor telemetry supervisor processes webhook_sender"),
     "http": (
         3,
-        "errors services api api_models ops_api middleware auth ratelimit http_server assets"
-        " upload_form events sse result_download",
+        "errors services api ops_api middleware auth ratelimit http_server assets"
+        " upload_form events sse intake result_download",
     ),
     "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
 }

@@ -201,6 +201,29 @@ def test_cli_submit_and_status(service: Service, tmp_path: Path) -> None:
     assert json.loads(status.stdout)["status"] == "done"
 
 
+def test_cli_submit_with_an_idempotency_key_reruns_without_new_jobs(
+    service: Service, tmp_path: Path
+) -> None:
+    sources = [tmp_path / "a.png", tmp_path / "b.png"]
+    for number, source in enumerate(sources):
+        source.write_bytes(encode(photo(40 + number, 30), "png"))
+
+    def run() -> list[str]:
+        completed = subprocess.run(
+            [sys.executable, "-m", "imgstream", "submit", *map(str, sources), "--op",
+             "grayscale", "--idempotency-key", "nightly-42", "-o", str(tmp_path / "out"),
+             "--url", service.url],
+            env=service.env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr
+        return [line.split("queued as job ")[1] for line in completed.stderr.splitlines()
+                if "queued as job " in line]  # fmt: skip
+
+    first = run()
+    assert len(set(first)) == 2
+    assert run() == first
+
+
 def test_cli_help_is_written_for_users() -> None:
     from imgstream.cli import build_parser
 

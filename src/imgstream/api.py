@@ -22,7 +22,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
-from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -41,34 +40,30 @@ from imgstream.config import Settings
 from imgstream.deployment import Deployment
 from imgstream.errors import (
     RETRY_AFTER_BUSY,
-    RETRY_AFTER_DISK,
     RETRY_AFTER_MOMENT,
+    ApiError,
     error_response,
     retry_after,
 )
 from imgstream.events import EventHub, TooManyStreams
 from imgstream.http_server import RequestLimits
+from imgstream.intake import accept, disk_full_message
 from imgstream.jobs import (
     JobRecord,
     JobStatus,
-    OriginalInfo,
-    StreamEntry,
     is_valid_job_id,
-    new_job_id,
 )
-from imgstream.metrics import operation_label
 from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
 from imgstream.monitor import Monitor
-from imgstream.operations import Limits, OutputFormat, SpecError, check_geometry, spec_from_form
+from imgstream.operations import Limits, OutputFormat
 from imgstream.ops_api import install as install_operator_routes
-from imgstream.queue import BacklogFull
 from imgstream.ratelimit import RateLimit, client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
 from imgstream.result_download import result_response
 from imgstream.services import STATIC_DIR, Services, services_of
 from imgstream.sse import EventStreamResponse, StatusView, status_events
-from imgstream.storage import StorageUnavailable, is_disk_full
-from imgstream.upload_form import FormError, read_upload
+from imgstream.storage import StorageUnavailable
+from imgstream.upload_form import FormError
 
 log = logging.getLogger("imgstream.api")
 
@@ -78,20 +73,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 DOCS_ASSETS = "/docs-assets"
 
 
-class ApiError(Exception):
-    """An answer to the client other than success: status, machine code, human message."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-_IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -199,7 +180,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         except FormError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
         try:
-            return await _accept(request, who, form)
+            return await accept(request, who, form)
         finally:
             await form.close()
 
@@ -288,7 +269,7 @@ async def _readiness_problem(services: Services) -> tuple[str, str] | None:
         return "redis_unfit", problem
     free = await anyio.to_thread.run_sync(services.storage.free_bytes)
     if free < settings.min_free_bytes:
-        return "disk_full", _disk_full_message(free, settings.min_free_bytes)
+        return "disk_full", disk_full_message(free, settings.min_free_bytes)
     try:
         await anyio.to_thread.run_sync(services.storage.check, abandon_on_cancel=True)
     except StorageUnavailable as exc:
@@ -297,118 +278,6 @@ async def _readiness_problem(services: Services) -> tuple[str, str] | None:
     if age and not await Monitor.of(services.deployment).worker_seen_within(age):
         return "no_workers", f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)"
     return None
-
-
-def _disk_full_message(free: int, reserve: int) -> str:
-    return (
-        f"the data directory has {free} bytes free, under the {reserve} it keeps in reserve "
-        "(IMGSTREAM_MIN_FREE_BYTES); try again later"
-    )
-
-
-async def _accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
-    """Validate the form, store the original, queue the job: a 202 only once it is queued."""
-    services = services_of(request)
-    try:
-        upload = read_upload(form)
-        spec = spec_from_form(upload.fields, services.limits)
-    except FormError as exc:
-        raise ApiError(422, "invalid_request", str(exc)) from None
-    except SpecError as exc:  # a limit too: the parameters are to change, not the image
-        raise ApiError(422, "invalid_parameters", str(exc)) from None
-    image = upload.image
-    job_id = new_job_id()
-    storage = services.storage
-    free = await anyio.to_thread.run_sync(storage.free_bytes)
-    if free < services.settings.min_free_bytes:
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            _disk_full_message(free, services.settings.min_free_bytes),
-            retry_after(RETRY_AFTER_DISK),
-        )
-    try:
-        size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
-    except OSError as exc:
-        if isinstance(exc, StorageUnavailable):
-            raise
-        if not is_disk_full(exc):
-            raise
-        log.error("upload refused, the data directory is full: %s", exc)
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            "the data directory is full; the upload was not stored, try again later",
-            retry_after(RETRY_AFTER_DISK),
-        ) from None
-    try:
-        if size == 0:
-            raise ApiError(415, "unsupported_format", "the uploaded file is empty")
-        if size > services.settings.max_upload_bytes:
-            raise ApiError(
-                413,
-                "too_large",
-                f"the upload is larger than {services.settings.max_upload_bytes} bytes "
-                "(IMGSTREAM_MAX_UPLOAD_BYTES)",
-            )
-        source = await anyio.to_thread.run_sync(storage.probe_source, job_id, image.file)
-        try:
-            info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
-        except imaging.ImagingError as exc:
-            raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
-        try:
-            single = bool(upload.fields.get("operation", "").strip())
-            check_geometry(spec, info.width, info.height, single_step=single)
-        except SpecError as exc:
-            raise ApiError(422, "invalid_parameters", str(exc)) from None
-        output = spec.output_fields()
-        entry = StreamEntry(
-            job_id=job_id,
-            operations=spec.operations_json(),
-            format=output.pop("format", ""),
-            options=tuple(output.items()),
-        )
-        await services.queue.enqueue(
-            job_id,
-            entry,
-            filename=image.filename or "",
-            owner=who.owner,
-            max_backlog=services.settings.max_backlog,
-            original=OriginalInfo(
-                width=info.width,
-                height=info.height,
-                format=info.format,
-                has_alpha=info.has_alpha,
-                pages=info.pages,
-            ),
-        )
-    except BacklogFull as exc:
-        await _discard(services, job_id)
-        raise ApiError(
-            429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
-        ) from None
-    except BaseException:
-        await _discard(services, job_id)
-        raise
-    log.info(
-        "job %s accepted",
-        job_id,
-        extra={"event": "job.accepted", "job": job_id, "bytes": size,
-               "operation": operation_label(entry.operations)},
-    )  # fmt: skip
-    view = JobAccepted.for_job(job_id, services.settings.public_url)
-    return JSONResponse(
-        view.model_dump(mode="json"), status_code=202, headers={"Location": view.links.self}
-    )
-
-
-async def _discard(services: Services, job_id: str) -> None:
-    """Delete the files of an upload that was not queued; a store that fails now leaves
-    them to the janitor's orphan sweep rather than hide why the upload failed."""
-    try:
-        await anyio.to_thread.run_sync(services.storage.delete, job_id)
-    except OSError as exc:
-        log.warning("could not delete the files of refused job %s: %s", job_id, exc)
 
 
 # Live status (Server-Sent Events): kept in a block of its own, apart from the other routes.

@@ -52,8 +52,10 @@ class JobAccepted(BaseModel):
     links: Links
 
     @classmethod
-    def for_job(cls, job_id: str, base_url: str) -> JobAccepted:
-        return cls(id=job_id, status=JobStatus.QUEUED, links=job_links(job_id, base_url))
+    def for_job(
+        cls, job_id: str, base_url: str, status: JobStatus = JobStatus.QUEUED
+    ) -> JobAccepted:
+        return cls(id=job_id, status=status, links=job_links(job_id, base_url))
 
 
 class PlaceholderView(BaseModel):

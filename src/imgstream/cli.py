@@ -196,6 +196,16 @@ def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="keep EXIF, XMP and comments (default: removed)",
     )
     submit.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="a public http(s) URL the API POSTs each job's final status to (signed webhook)",
+    )
+    submit.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="sent as Idempotency-Key (KEY:N for file N of several): a rerun makes no new jobs",
+    )
+    submit.add_argument(
         "-o",
         "--output",
         type=Path,

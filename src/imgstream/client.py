@@ -57,8 +57,13 @@ class Client:
         image: Path,
         fields: Mapping[str, str],
         on_progress: Callable[[int], None] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Upload ``image`` as one job; ``on_progress(bytes sent)`` as the upload goes."""
+        """Upload ``image`` as one job; ``on_progress(bytes sent)`` as the upload goes.
+
+        With ``idempotency_key`` a retry (this client's own, or a rerun) makes no second job.
+        """
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
 
         def post() -> httpx.Response:
             with image.open("rb") as stream:
@@ -68,7 +73,10 @@ class Client:
                     else cast(IO[bytes], _Counting(stream, on_progress))
                 )
                 return self.http.post(
-                    "/api/jobs", files={"image": (image.name, body)}, data=dict(fields)
+                    "/api/jobs",
+                    files={"image": (image.name, body)},
+                    data=dict(fields),
+                    headers=headers,
                 )
 
         accepted: dict[str, Any] = self._patiently(post).json()

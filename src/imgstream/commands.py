@@ -121,6 +121,7 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
             fields,
             output=args.output,
             timeout=args.timeout,
+            idempotency_key=args.idempotency_key,
             err=Console(stderr=True),
             out=Console(soft_wrap=True),
         )

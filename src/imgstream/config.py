@@ -227,6 +227,12 @@ class Settings(BaseSettings):
     result_ttl: int = Field(default=24 * 3600, ge=60, description="Seconds a finished job is kept.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds to finish jobs on stop.")
     max_backlog: int = Field(default=10_000, ge=0, description="Outstanding jobs before 429.")
+    idempotency_ttl: int = Field(
+        default=24 * 3600,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="Seconds an Idempotency-Key names its job: a repeat within it creates nothing.",
+    )
 
     # Reliability.
     visibility_timeout: float = Field(
@@ -275,6 +281,31 @@ class Settings(BaseSettings):
         default=False,
         description="Accept SVG (and PDF where libvips has it): formats that can reference "
         "outside resources. Off: refused with 415.",
+    )
+
+    # Webhooks (docs/api.md#webhooks, docs/security.md).
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of every webhook's Imgstream-Signature (HMAC-SHA256); unset: "
+        "callback_url is refused with 422, since an unsigned call proves nothing.",
+    )
+    webhook_retry_for: float = Field(
+        default=3600.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds a webhook is retried (exponential backoff) after the job ended; "
+        "then it is listed as undeliverable.",
+    )
+    webhook_backoff: float = Field(
+        default=2.0, gt=0, le=3600, description="First webhook retry pause; doubles, to 10 min."
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds one webhook call may take, in all."
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow callback URLs whose host is loopback, private, link-local or "
+        "otherwise not public (tests, a private network). Off: refused with 422.",
     )
 
     # Access control and abuse limits (docs/security.md).

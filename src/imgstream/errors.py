@@ -19,6 +19,19 @@ RETRY_AFTER_DISK = 30
 """Seconds a client waits while the data directory is full."""
 
 
+class ApiError(Exception):
+    """An answer to the client other than success: status, machine code, human message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
 def retry_after(seconds: int) -> dict[str, str]:
     """The ``Retry-After`` header of a refusal that is worth trying again."""
     return {"Retry-After": str(seconds)}

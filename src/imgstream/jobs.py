@@ -41,6 +41,9 @@ class Enqueued(IntEnum):
     ACCEPTED = 1
     BACKLOG_FULL = 0
     JOB_EXISTS = -1
+    REPLAYED = 2
+    """The idempotency key names a job already: nothing was created; its id and request
+    fingerprint come back."""
 
 
 class StartRefused(IntEnum):
@@ -215,6 +218,8 @@ class JobRecord:
     original: OriginalInfo | None = None
     options: tuple[tuple[str, str], ...] = ()
     """The output options besides ``format`` that the job gave (``ENTRY_OUTPUT_FIELDS``)."""
+    callback_url: str = ""
+    """Where the job's final status is POSTed when it ends (a webhook); empty: nowhere."""
 
     @classmethod
     def from_hash(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
@@ -251,6 +256,7 @@ class JobRecord:
             owner=fields.get("owner", ""),
             original=OriginalInfo.from_fields(fields),
             options=_options(fields),
+            callback_url=fields.get("callback_url", ""),
         )
 
 

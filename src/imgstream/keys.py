@@ -88,6 +88,25 @@ class Keys:
         """The job id a ``channel`` announces (the inverse of ``channel``)."""
         return channel.rpartition(":job:")[2]
 
+    def idempotency(self, scope: str) -> str:
+        """The record of one ``Idempotency-Key``: ``scope`` digests the client and the key."""
+        return f"{{{self.prefix}}}:idempotency:{scope}"
+
+    @property
+    def webhooks(self) -> str:
+        """Sorted set: ended jobs with a callback URL to call, by when (Redis ms) it is due."""
+        return f"{{{self.prefix}}}:webhooks"
+
+    @property
+    def webhook_attempts(self) -> str:
+        """Hash: job id -> tries of its webhook so far (while it is scheduled)."""
+        return f"{{{self.prefix}}}:webhooks:attempts"
+
+    @property
+    def webhook_failures(self) -> str:
+        """List: the latest undeliverable webhooks, newest first (JSON)."""
+        return f"{{{self.prefix}}}:webhooks:undeliverable"
+
     # Operating (``metrics``, ``monitor``, ``janitor``): see docs/wire-format.md.
 
     @property

@@ -26,6 +26,7 @@ from imgstream.metrics import Counters, Failure, Rates, read_rates
 from imgstream.presence import Presence
 from imgstream.queue import Keys
 from imgstream.storage import StorageUse
+from imgstream.webhook_queue import Undeliverable, WebhookQueue
 
 THROUGHPUT_WINDOW = 60
 """Seconds over which the stats report throughput and failure rate."""
@@ -82,6 +83,10 @@ class Snapshot:
     storage: StorageUse | None
     rates: Rates | None = field(default=None)
     memory: RedisMemory | None = field(default=None)
+    webhooks_pending: int = 0
+    """Webhooks waiting for a first or next try."""
+    undeliverable: list[Undeliverable] = field(default_factory=list)
+    """The latest webhooks given up on, newest first."""
 
     @property
     def live_consumers(self) -> int:
@@ -129,6 +134,10 @@ class Snapshot:
             "dead_letters": [asdict(letter) for letter in self.letters],
             "storage": asdict(self.storage) if self.storage else None,
             "redis_memory": asdict(self.memory) if self.memory else None,
+            "webhooks": {
+                "pending": self.webhooks_pending,
+                "undeliverable": [asdict(failure) for failure in self.undeliverable],
+            },
         }
 
     def _throughput(self) -> dict[str, Any] | None:
@@ -194,6 +203,7 @@ class Monitor:
         pending = int(group.get("pending") or 0)
         lag = group.get("lag")
         now = float(clock[0]) + float(clock[1]) / 1e6
+        webhooks = WebhookQueue(self.redis, keys)
         return Snapshot(
             at=now,
             backlog=int(backlog),
@@ -209,6 +219,8 @@ class Monitor:
             if rates
             else None,
             memory=memory,
+            webhooks_pending=await webhooks.pending(),
+            undeliverable=await webhooks.undeliverable(DEAD_LETTERS_SHOWN),
         )
 
     async def _memory(self) -> RedisMemory | None:

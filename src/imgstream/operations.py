@@ -129,8 +129,10 @@ FORM_FIELDS = (
     "operations",
     *dict.fromkeys(field for fields in STEP_FIELDS.values() for field in fields),
     *OUTPUT_FIELDS,
+    "callback_url",
 )
-"""Every field of the upload form (``POST /api/jobs``); any other is refused."""
+"""Every field of the upload form (``POST /api/jobs``); any other is refused. ``callback_url``
+is the API's (a webhook), not the job spec's."""
 
 
 class JobSpec(BaseModel):

@@ -64,6 +64,7 @@ async def stats(request: Request, who: Annotated[Caller, Depends(caller)]) -> di
     if not who.sees_everything:
         view["recent_failures"] = []
         view["dead_letters"] = []
+        view["webhooks"]["undeliverable"] = []
     return view
 
 

@@ -51,6 +51,25 @@ class BacklogFull(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Once:
+    """An idempotency key as the enqueue script keeps it: whose key (``scope``, a digest of
+    the client and the key), what was asked (``request``, a fingerprint) and for how long."""
+
+    scope: str
+    request: str
+    ttl: int
+
+
+class Replayed(Exception):
+    """The idempotency key names a job already (``job_id``, made for ``request``)."""
+
+    def __init__(self, job_id: str, request: str) -> None:
+        super().__init__(f"the idempotency key names job {job_id}")
+        self.job_id = job_id
+        self.request = request
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """An entry handed to this consumer. ``entry`` is None when the fields are malformed."""
 
@@ -103,33 +122,52 @@ class JobQueue:
         owner: str = "",
         max_backlog: int = 0,
         original: OriginalInfo | None = None,
+        once: Once | None = None,
+        callback_url: str = "",
     ) -> str:
         """Add the job's hash and stream entry atomically; returns the entry id.
 
         The original must already be stored: once this returns, a worker may start.
-        ``original`` describes it in the job's hash from the start.
+        ``original`` describes it in the job's hash from the start. With ``once``, the
+        idempotency record is written in the same step, and ``Replayed`` is raised instead
+        when the record names a job already (then nothing was created).
         """
         stream_fields = StreamEntry(job_id, entry.operations, entry.format, entry.options)
         job_fields = {
             **queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner),
             **(original.to_fields() if original is not None else {}),
+            **({"callback_url": callback_url} if callback_url else {}),
         }
+        keys = [self.keys.stream, self.keys.job(job_id), self.keys.metrics]
+        if once is not None:
+            keys.append(self.keys.idempotency(once.scope))
         reply = await self._enqueue(
-            keys=[self.keys.stream, self.keys.job(job_id), self.keys.metrics],
+            keys=keys,
             args=[
                 max_backlog,
                 submitted_field(entry.operations),
+                once.ttl if once else 0,
+                job_id,
+                once.request if once else "",
                 len(stream_fields.to_fields()),
                 *pairs(stream_fields.to_fields()),
                 *pairs(job_fields),
             ],
         )
         outcome, detail = Enqueued(int(reply[0])), reply[1]
+        if outcome is Enqueued.REPLAYED:
+            raise Replayed(str(detail), str(reply[2]))
         if outcome is Enqueued.BACKLOG_FULL:
             raise BacklogFull(int(detail))
         if outcome is Enqueued.JOB_EXISTS:
             raise ValueError(f"job {job_id} exists already")
         return str(detail)
+
+    async def find_once(self, scope: str) -> Replayed | None:
+        """The job an idempotency key (its ``scope``) already names, or None."""
+        found = await self.redis.hmget(self.keys.idempotency(scope), ["job", "request"])
+        job_id, request = cast(list[str | None], found)
+        return Replayed(job_id, request or "") if job_id else None
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         fields = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
@@ -252,6 +290,7 @@ class JobQueue:
             self.keys.dead,
             self.keys.expiry,
             self.keys.metrics,
+            self.keys.webhooks,
         ]
         reply = await self._finish(keys=keys, args=args)
         return Recorded(int(reply)) is Recorded.RECORDED

@@ -56,8 +56,13 @@ def submit_files(
     timeout: float,
     err: Console,
     out: Console,
+    idempotency_key: str | None = None,
 ) -> int:
-    """Upload, follow and save every file; 0 when every job ended ``done``."""
+    """Upload, follow and save every file; 0 when every job ended ``done``.
+
+    With ``idempotency_key``, file N of several is sent with ``<key>:<N>`` (one file: the
+    key itself), so a rerun after a lost answer finds the jobs it made instead of new ones.
+    """
     if output is not None and len(files) > 1:
         output.mkdir(parents=True, exist_ok=True)
     progress = Progress(
@@ -74,21 +79,31 @@ def submit_files(
                 escape(path.name), total=path.stat().st_size + 1, state="waiting"))
             for path in files
         ]  # fmt: skip
-        for upload in uploads:
-            _send(client, progress, upload, fields)
+        for number, upload in enumerate(uploads, 1):
+            key = idempotency_key
+            if key is not None and len(uploads) > 1:
+                key = f"{key}:{number}"
+            _send(client, progress, upload, fields, key)
         _follow(client, progress, [u for u in uploads if u.job], output, timeout)
     for upload in uploads:
         out.print(_summary(client, upload), highlight=False, soft_wrap=True)
     return 0 if all(u.job and u.job["status"] == "done" for u in uploads) else 1
 
 
-def _send(client: Client, progress: Progress, upload: _Upload, fields: Mapping[str, str]) -> None:
+def _send(
+    client: Client,
+    progress: Progress,
+    upload: _Upload,
+    fields: Mapping[str, str],
+    idempotency_key: str | None,
+) -> None:
     progress.update(upload.task, state="uploading")
     try:
         accepted = client.submit(
             upload.path,
             fields,
             on_progress=lambda sent: progress.update(upload.task, completed=sent),
+            idempotency_key=idempotency_key,
         )
     except ClientError as exc:
         upload.error = str(exc)

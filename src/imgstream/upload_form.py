@@ -254,5 +254,11 @@ def _properties(limits: Limits) -> dict[str, Any]:
             "description": "Remove EXIF (GPS, camera), XMP, IPTC and comments; `false` keeps "
             "them. Orientation is always applied and colours are always sRGB.",
         },
+        "callback_url": {
+            "type": "string",
+            **none,
+            "description": "A public http(s) URL the job's final status is POSTed to when it "
+            "ends (a signed webhook, `Imgstream-Signature`).",
+        },
     }
     return properties

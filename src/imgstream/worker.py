@@ -49,6 +49,7 @@ from imgstream.queue import Delivery, JobQueue
 from imgstream.redis_health import eviction_problem, is_outage, refusal
 from imgstream.storage import Storage, StorageUnavailable
 from imgstream.telemetry import JobTelemetry
+from imgstream.webhook_sender import run_webhook_sender
 
 log = logging.getLogger("imgstream.worker")
 
@@ -390,6 +391,7 @@ async def serve(settings: Settings, *, burst: bool = False) -> None:
                 run_heartbeat, settings, deployment.presence, worker.consumer, worker.reading
             )
             tasks.start_soon(run_janitor, deployment, worker.consumer)
+            tasks.start_soon(run_webhook_sender, deployment)
             try:
                 await worker.run(burst=burst)
             except UnfitRedis as exc:

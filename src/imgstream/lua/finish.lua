@@ -8,8 +8,10 @@
 -- janitor deletes the job's files once its hash has expired.
 -- The outcome is counted (the counter's field is named by the caller) in the same step,
 -- so a job counts once, whatever the retries, take-overs and duplicate deliveries.
+-- A job with a 'callback_url' is added to the webhook schedule, due now, in the same step,
+-- so its webhook is sent at least once.
 -- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] dead-letter stream, KEYS[4] expiry set,
--- KEYS[5] metrics hash
+-- KEYS[5] metrics hash, KEYS[6] webhook schedule
 -- ARGV[1] lease, ARGV[2] group, ARGV[3] entry id, ARGV[4] ttl seconds,
 -- ARGV[5] dead-letter reason ('' for none), ARGV[6] now, ARGV[7] the outcome counter's field,
 -- ARGV[8] job id, ARGV[9] the job's channel, ARGV[10] and ARGV[11] the final statuses,
@@ -33,6 +35,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 local id = ARGV[8]
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[4], tonumber(clock[1]) + tonumber(ARGV[4]), id)
+if redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
+  redis.call('ZADD', KEYS[6], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000), id)
+end
 if ARGV[5] ~= '' then
   local job = redis.call('HMGET', KEYS[1], 'operations', 'format', 'attempts')
   redis.call('XADD', KEYS[3], '*',

@@ -116,6 +116,15 @@ function renderFailures(stats) {
   ])));
 }
 
+function renderWebhooks(stats) {
+  const webhooks = stats.webhooks || { pending: 0, undeliverable: [] };
+  $("#webhooks-pending").textContent = webhooks.pending;
+  fillTable("#webhooks-body", "#webhooks-empty", webhooks.undeliverable.map((failure) => row([
+    failure.at, jobLink(failure.job), element("code", failure.url), failure.attempts,
+    element("td", failure.error, "error-text"),
+  ])));
+}
+
 function renderDeadLetters(stats) {
   fillTable("#dead-body", "#dead-empty", stats.dead_letters.map((letter) => {
     const button = element("button", "Retry");
@@ -229,6 +238,7 @@ async function refresh() {
     renderOperations(body);
     renderFailures(body);
     renderDeadLetters(body);
+    renderWebhooks(body);
     renderStorage(body);
     setConnection(true, "live");
     $("#updated").textContent = `updated ${when(body.at)}`;

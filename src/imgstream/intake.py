@@ -1,0 +1,270 @@
+"""Taking an upload in: validate the form, store the original, queue the job, and answer.
+
+Promises: a ``202`` is sent only once the original is stored and the job is queued; an
+``Idempotency-Key`` sent again by the same client within ``IMGSTREAM_IDEMPOTENCY_TTL``
+creates nothing and answers with the job it first made (``409 idempotency_conflict`` when
+the request differs), and two concurrent retries make one job: the key's record is written
+by the same script that queues the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from typing import BinaryIO
+
+import anyio.to_thread
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import FormData
+
+from imgstream import imaging
+from imgstream.api_models import JobAccepted
+from imgstream.auth import Caller
+from imgstream.errors import RETRY_AFTER_BUSY, RETRY_AFTER_DISK, ApiError, retry_after
+from imgstream.jobs import JobStatus, OriginalInfo, StreamEntry, new_job_id
+from imgstream.metrics import operation_label
+from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_form
+from imgstream.queue import BacklogFull, Once, Replayed
+from imgstream.ratelimit import client_identity
+from imgstream.services import Services, services_of
+from imgstream.storage import StorageUnavailable, is_disk_full
+from imgstream.upload_form import FormError, read_upload
+from imgstream.webhooks import RefusedUrl, parse_url, resolve
+
+log = logging.getLogger("imgstream.api")
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
+_CHUNK = 1024 * 1024
+CALLBACK_FIELD = "callback_url"
+RESOLVE_TIMEOUT = 5.0
+"""Seconds the callback URL's host may take to resolve at upload."""
+
+
+async def checked_callback(services: Services, url: str) -> str:
+    """``url`` once it is fit to be called when the job ends ("" for none), else a 422."""
+    url = url.strip()
+    if not url:
+        return ""
+    settings = services.settings
+    if settings.webhook_secret is None:
+        raise ApiError(
+            422,
+            "webhooks_disabled",
+            "callback_url needs the operator to set IMGSTREAM_WEBHOOK_SECRET (calls are signed)",
+        )
+    try:
+        target = parse_url(url)
+        with anyio.fail_after(RESOLVE_TIMEOUT):
+            await anyio.to_thread.run_sync(
+                lambda: resolve(target, allow_private=settings.webhook_allow_private),
+                abandon_on_cancel=True,
+            )
+    except RefusedUrl as exc:
+        raise ApiError(422, "invalid_callback_url", str(exc)) from None
+    except TimeoutError:
+        raise ApiError(
+            422,
+            "invalid_callback_url",
+            f"callback_url's host did not resolve in {RESOLVE_TIMEOUT:g} s",
+        ) from None
+    return url
+
+
+def disk_full_message(free: int, reserve: int) -> str:
+    return (
+        f"the data directory has {free} bytes free, under the {reserve} it keeps in reserve "
+        "(IMGSTREAM_MIN_FREE_BYTES); try again later"
+    )
+
+
+def content_digest(source: BinaryIO) -> str:
+    """SHA-256 (hex) of everything ``source`` holds; leaves it rewound for the next reader."""
+    source.seek(0)
+    digest = hashlib.sha256()
+    while chunk := source.read(_CHUNK):
+        digest.update(chunk)
+    source.seek(0)
+    return digest.hexdigest()
+
+
+def request_fingerprint(image_digest: str, spec: JobSpec, extra: dict[str, str]) -> str:
+    """What makes two uploads the same request: the image's bytes, the steps, the output
+    options and ``extra`` fields (a callback URL); not the file's name."""
+    canonical = json.dumps(
+        {
+            "image": image_digest,
+            "operations": json.loads(spec.operations_json()),
+            "output": spec.output_fields(),
+            **extra,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def idempotency_scope(request: Request) -> str | None:
+    """The digest naming this client's ``Idempotency-Key``, or None when none was sent.
+
+    The client is the API key (its fingerprint), or the address while keys are off, so
+    two clients never share a key's record.
+    """
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters (a UUID, say)",
+        )
+    client = client_identity(request.scope, request.app.state.keyring)
+    return hashlib.sha256(f"{client}\n{key}".encode()).hexdigest()
+
+
+async def replay(services: Services, prior: Replayed, fingerprint: str) -> JSONResponse:
+    """The answer to a repeated key: its job as first accepted, or a conflict."""
+    if prior.request != fingerprint:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"this {IDEMPOTENCY_HEADER} was used for a different request (another image, "
+            "steps or output); use a new key for a new request",
+        )
+    record = await services.queue.get_job(prior.job_id)
+    status = record.status if record is not None else JobStatus.QUEUED
+    return accepted(services, prior.job_id, status, replayed=True)
+
+
+def accepted(
+    services: Services, job_id: str, status: JobStatus = JobStatus.QUEUED, *, replayed: bool = False
+) -> JSONResponse:
+    view = JobAccepted.for_job(job_id, services.settings.public_url, status)
+    headers = {"Location": view.links.self}
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
+    """Validate the form, store the original, queue the job: a 202 only once it is queued."""
+    services = services_of(request)
+    scope = idempotency_scope(request)
+    try:
+        upload = read_upload(form)
+        callback_url = await checked_callback(services, upload.fields.pop(CALLBACK_FIELD, ""))
+        spec = spec_from_form(upload.fields, services.limits)
+    except FormError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    except SpecError as exc:  # a limit too: the parameters are to change, not the image
+        raise ApiError(422, "invalid_parameters", str(exc)) from None
+    image = upload.image
+    once = None
+    if scope is not None:
+        digest = await anyio.to_thread.run_sync(content_digest, image.file)
+        fingerprint = request_fingerprint(digest, spec, {CALLBACK_FIELD: callback_url})
+        prior = await services.queue.find_once(scope)
+        if prior is not None:
+            return await replay(services, prior, fingerprint)
+        once = Once(scope, fingerprint, services.settings.idempotency_ttl)
+    job_id = new_job_id()
+    storage = services.storage
+    free = await anyio.to_thread.run_sync(storage.free_bytes)
+    if free < services.settings.min_free_bytes:
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            disk_full_message(free, services.settings.min_free_bytes),
+            retry_after(RETRY_AFTER_DISK),
+        )
+    try:
+        size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
+    except OSError as exc:
+        if isinstance(exc, StorageUnavailable):
+            raise
+        if not is_disk_full(exc):
+            raise
+        log.error("upload refused, the data directory is full: %s", exc)
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            "the data directory is full; the upload was not stored, try again later",
+            retry_after(RETRY_AFTER_DISK),
+        ) from None
+    try:
+        if size == 0:
+            raise ApiError(415, "unsupported_format", "the uploaded file is empty")
+        if size > services.settings.max_upload_bytes:
+            raise ApiError(
+                413,
+                "too_large",
+                f"the upload is larger than {services.settings.max_upload_bytes} bytes "
+                "(IMGSTREAM_MAX_UPLOAD_BYTES)",
+            )
+        source = await anyio.to_thread.run_sync(storage.probe_source, job_id, image.file)
+        try:
+            info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
+        except imaging.ImagingError as exc:
+            raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
+        try:
+            single = bool(upload.fields.get("operation", "").strip())
+            check_geometry(spec, info.width, info.height, single_step=single)
+        except SpecError as exc:
+            raise ApiError(422, "invalid_parameters", str(exc)) from None
+        output = spec.output_fields()
+        entry = StreamEntry(
+            job_id=job_id,
+            operations=spec.operations_json(),
+            format=output.pop("format", ""),
+            options=tuple(output.items()),
+        )
+        await services.queue.enqueue(
+            job_id,
+            entry,
+            filename=image.filename or "",
+            owner=who.owner,
+            max_backlog=services.settings.max_backlog,
+            original=OriginalInfo(
+                width=info.width,
+                height=info.height,
+                format=info.format,
+                has_alpha=info.has_alpha,
+                pages=info.pages,
+            ),
+            once=once,
+            callback_url=callback_url,
+        )
+    except Replayed as prior:  # a concurrent retry with the same key queued its job first
+        await _discard(services, job_id)
+        assert once is not None
+        return await replay(services, prior, once.request)
+    except BacklogFull as exc:
+        await _discard(services, job_id)
+        raise ApiError(
+            429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
+        ) from None
+    except BaseException:
+        await _discard(services, job_id)
+        raise
+    log.info(
+        "job %s accepted",
+        job_id,
+        extra={"event": "job.accepted", "job": job_id, "bytes": size,
+               "operation": operation_label(entry.operations)},
+    )  # fmt: skip
+    return accepted(services, job_id)
+
+
+async def _discard(services: Services, job_id: str) -> None:
+    """Delete the files of an upload that was not queued; a store that fails now leaves
+    them to the janitor's orphan sweep rather than hide why the upload failed."""
+    try:
+        await anyio.to_thread.run_sync(services.storage.delete, job_id)
+    except OSError as exc:
+        log.warning("could not delete the files of refused job %s: %s", job_id, exc)
