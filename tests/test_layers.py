@@ -103,7 +103,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 LAYERS: dict[str, tuple[int, str]] = {
     "model": (
         0,
-        "config steps operations jobs keys redis_health transforms imaging placeholder"
+        "config limits steps operations jobs keys redis_health transforms imaging placeholder"
         " api_models webhooks",
     ),
     "store": (

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from imgstream.operations import Limits
+from imgstream.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 MIB = 1024 * 1024
@@ -263,11 +263,11 @@ class Settings(BaseSettings):
         description="Free space the data directory keeps; below it "
         "uploads get 507 and /readyz says so.",
     )
-    max_pixels: int = Field(default=50_000_000, ge=1)
-    max_dimension: int = Field(default=20_000, ge=1, le=10_000_000)
-    max_frames: int = Field(default=100, ge=1)
-    max_steps: int = Field(default=10, ge=1, le=100)
-    max_sigma: float = Field(default=100.0, gt=0, le=1000)
+    max_pixels: int = Field(default=DEFAULT_LIMITS.max_pixels, ge=1)
+    max_dimension: int = Field(default=DEFAULT_LIMITS.max_dimension, ge=1, le=10_000_000)
+    max_frames: int = Field(default=DEFAULT_LIMITS.max_frames, ge=1)
+    max_steps: int = Field(default=DEFAULT_LIMITS.max_steps, ge=1, le=100)
+    max_sigma: float = Field(default=DEFAULT_LIMITS.max_sigma, gt=0, le=1000)
     placeholders: bool = Field(
         default=True,
         description="Compute each result's BlurHash, ThumbHash and dominant colour (from a "
@@ -439,13 +439,7 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         """The operator's bounds on what a job may ask for and what a source may be."""
-        return Limits(
-            max_steps=self.max_steps,
-            max_sigma=self.max_sigma,
-            max_dimension=self.max_dimension,
-            max_pixels=self.max_pixels,
-            max_frames=self.max_frames,
-        )
+        return Limits(**{name: getattr(self, name) for name in LIMIT_NAMES})
 
 
 def _comma_separated(value: Any) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -26,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from imgstream.limits import Limits
 from imgstream.steps import (
     ABSOLUTE_MAX_SIDE as ABSOLUTE_MAX_SIDE,
 )
@@ -178,17 +178,6 @@ class JobSpec(BaseModel):
             "strip": "" if self.strip else "false",
         }
         return {name: value for name, value in fields.items() if value}
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Operator-set bounds on what a job may ask for and what a source image may be."""
-
-    max_steps: int = 10
-    max_sigma: float = 100.0
-    max_dimension: int = 20_000
-    max_pixels: int = 50_000_000
-    max_frames: int = 100
 
 
 _OPERATIONS_ADAPTER: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])

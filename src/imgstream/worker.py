@@ -45,7 +45,7 @@ from imgstream.processing import (
     TransientFailure,
     process_job,
 )
-from imgstream.queue import Delivery, JobQueue
+from imgstream.queue import Delivery, JobQueue, MalformedDelivery, ValidDelivery
 from imgstream.redis_health import eviction_problem, is_outage, refusal
 from imgstream.storage import Storage, StorageUnavailable
 from imgstream.telemetry import JobTelemetry
@@ -168,7 +168,7 @@ class Worker:
 
     async def handle(self, delivery: Delivery) -> None:
         """Take one entry to its end: done, failed, dead-lettered, or left for recovery."""
-        if delivery.entry is None:
+        if isinstance(delivery, MalformedDelivery):
             log.error("discarding malformed entry %s: %s", delivery.entry_id, delivery.problem)
             await self._persist(self.queue.discard, delivery.entry_id)
             return
@@ -227,7 +227,7 @@ class Worker:
 
     async def _fail(
         self,
-        delivery: Delivery,
+        delivery: ValidDelivery,
         lease: str,
         code: str,
         message: str,
@@ -247,7 +247,7 @@ class Worker:
         if recorded:
             await self.telemetry.finished(delivery, "failed", began, code=code, error=message)
 
-    async def _process_when_room(self, delivery: Delivery) -> ResultInfo:
+    async def _process_when_room(self, delivery: ValidDelivery) -> ResultInfo:
         """Process; while the disk is full, wait and try again under the same attempt and
         lease (the entry stays ours, kept fresh), so a full disk costs time, not the job."""
         pause = 1.0
@@ -268,8 +268,7 @@ class Worker:
                 await anyio.sleep(pause)
                 pause = min(pause * 2, 30.0)
 
-    async def _process(self, delivery: Delivery) -> ResultInfo:
-        assert delivery.entry is not None
+    async def _process(self, delivery: ValidDelivery) -> ResultInfo:
         try:
             spec = spec_from_entry(delivery.entry.operations, delivery.entry.output(), self.limits)
         except LimitError as exc:
