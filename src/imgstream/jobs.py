@@ -88,6 +88,11 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_timestamp(text: str) -> datetime:
+    """A job field's timestamp (``format_timestamp``'s) read back, aware, in UTC."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
 def entry_id_ms(entry_id: str) -> int:
     """The Unix time in ms Redis stamped into an auto-generated stream entry id
     (``<ms>-<seq>``): when the entry was added."""
