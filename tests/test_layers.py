@@ -108,15 +108,15 @@ LAYERS: dict[str, tuple[int, str]] = {
     ),
     "store": (
         1,
-        "connection queue deadletters storage s3_storage metrics presence runtime deployment"
+        "connection queue deadletters storage s3_storage job_counters heartbeats runtime deployment"
         " webhook_queue",
     ),
-    "observe": (2, "monitor exposition logs"),
+    "observe": (2, "fleet_snapshot prometheus logs"),
     "worker": (3, "processing worker janitor telemetry supervisor processes webhook_sender"),
     "http": (
         3,
         "errors services api ops_api middleware auth ratelimit http_server assets"
-        " upload_form events sse intake result_download",
+        " upload_form job_changes sse intake result_download",
     ),
     "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
 }

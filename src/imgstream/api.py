@@ -45,16 +45,16 @@ from imgstream.errors import (
     error_response,
     retry_after,
 )
-from imgstream.events import EventHub, TooManyStreams
+from imgstream.fleet_snapshot import Monitor
 from imgstream.http_server import RequestLimits
 from imgstream.intake import accept, disk_full_message
+from imgstream.job_changes import EventHub, TooManyStreams
 from imgstream.jobs import (
     JobRecord,
     JobStatus,
     is_valid_job_id,
 )
 from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
-from imgstream.monitor import Monitor
 from imgstream.operations import Limits, OutputFormat
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ratelimit import RateLimit, client_identity, install_limiters

@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 from imgstream.config import Settings, StorageKind
 from imgstream.connection import connect, connect_from
 from imgstream.deadletters import DeadLetters
+from imgstream.heartbeats import Presence
+from imgstream.job_counters import JobMetrics
 from imgstream.keys import Keys
-from imgstream.metrics import JobMetrics
-from imgstream.presence import Presence
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage, Storage
 

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from imgstream.connection import load_script
+from imgstream.job_counters import outcome_field, submitted_field
 from imgstream.jobs import (
     FINAL_STATUSES,
     Enqueued,
@@ -39,7 +40,6 @@ from imgstream.jobs import (
     utc_now,
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
-from imgstream.metrics import outcome_field, submitted_field
 
 
 class BacklogFull(Exception):

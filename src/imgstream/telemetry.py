@@ -13,8 +13,8 @@ import logging
 import time
 from typing import Any
 
+from imgstream.job_counters import JobMetrics, operation_label
 from imgstream.jobs import entry_id_ms
-from imgstream.metrics import JobMetrics, operation_label
 from imgstream.queue import Delivery, ValidDelivery
 
 log = logging.getLogger("imgstream.worker")

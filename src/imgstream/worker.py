@@ -33,11 +33,11 @@ from redis.exceptions import RedisError
 from imgstream import imaging
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
+from imgstream.heartbeats import consumer_name, run_heartbeat
 from imgstream.janitor import run_janitor
+from imgstream.job_counters import JobMetrics
 from imgstream.jobs import ResultInfo, StartRefused
-from imgstream.metrics import JobMetrics
 from imgstream.operations import LimitError, SpecError, spec_from_entry
-from imgstream.presence import consumer_name, run_heartbeat
 from imgstream.processes import EXIT_REFUSED
 from imgstream.processing import (
     DiskFull,

@@ -23,8 +23,8 @@ from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imgstream.metrics import END_TO_END_BUCKETS, PROCESSING_BUCKETS
-from imgstream.monitor import Snapshot
+from imgstream.fleet_snapshot import Snapshot
+from imgstream.job_counters import END_TO_END_BUCKETS, PROCESSING_BUCKETS
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "<unmatched>"
