@@ -115,8 +115,11 @@ LAYERS: dict[str, tuple[int, str]] = {
     "worker": (3, "processing worker janitor telemetry supervisor processes webhook_sender"),
     "http": (
         3,
-        "errors services api ops_api middleware auth ratelimit http_server assets"
-        " upload_form job_changes sse intake result_download",
+        "errors services api ops_api auth ratelimit http_server assets"
+        " upload_form job_changes sse intake result_download middleware"
+        " middleware.api_keys middleware.body_limit middleware.cors middleware.head"
+        " middleware.http_metrics middleware.json_errors middleware.rate_limit"
+        " middleware.request_limits middleware.security_headers",
     ),
     "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
 }

@@ -22,7 +22,8 @@ from imgstream.api_models import ERROR_RESPONSES
 from imgstream.auth import Caller, caller, operator
 from imgstream.errors import error_response
 from imgstream.fleet_snapshot import Monitor
-from imgstream.prometheus import HttpMetrics, exposition
+from imgstream.middleware.http_metrics import HttpMetrics
+from imgstream.prometheus import exposition
 from imgstream.services import STATIC_DIR, services_of
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
