@@ -7,8 +7,6 @@ Nothing else in the package reads ``os.environ``: the process entry points build
 from __future__ import annotations
 
 import os
-import re
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,44 +14,17 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imgstream.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits
+from imgstream.setting_values import (
+    MIB,
+    AppendFsync,
+    LogFormat,
+    S3AddressingStyle,
+    StorageKind,
+    api_keys,
+    origins,
+)
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-MIB = 1024 * 1024
-MIN_API_KEY_CHARS = 16
-_API_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]+$")  # RFC 6750 b64token: fits a Bearer header
-_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
-
-
-class AppendFsync(StrEnum):
-    """How often the private Redis fsyncs its append-only file (the loss window on a crash)."""
-
-    ALWAYS = "always"
-    EVERYSEC = "everysec"
-    NO = "no"
-
-
-class StorageKind(StrEnum):
-    """Where originals and results live: a local directory, or an S3-compatible bucket."""
-
-    LOCAL = "local"
-    S3 = "s3"
-
-
-class S3AddressingStyle(StrEnum):
-    """How the bucket is named in S3 URLs: ``auto`` lets botocore choose (path style with a
-    custom endpoint, virtual-hosted on AWS); ``path`` and ``virtual`` force one."""
-
-    AUTO = "auto"
-    PATH = "path"
-    VIRTUAL = "virtual"
-
-
-class LogFormat(StrEnum):
-    """How log lines look: ``auto`` is JSON, unless stderr is a terminal (then text)."""
-
-    AUTO = "auto"
-    JSON = "json"
-    TEXT = "text"
 
 
 class Settings(BaseSettings):
@@ -400,29 +371,12 @@ class Settings(BaseSettings):
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: Any) -> Any:
-        keys = _comma_separated(value)
-        if not isinstance(keys, tuple):
-            return keys
-        for position, key in enumerate(keys, start=1):
-            text = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
-            if len(text) < MIN_API_KEY_CHARS or not _API_KEY.fullmatch(text):
-                raise ValueError(
-                    f"API key #{position} must be at least {MIN_API_KEY_CHARS} characters "
-                    "of A-Z a-z 0-9 . _ ~ + / = -"
-                )
-        return keys
+        return api_keys(value)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
-        origins = _comma_separated(value)
-        if not isinstance(origins, tuple):
-            return origins
-        cleaned = tuple(str(origin).rstrip("/") for origin in origins)
-        for origin in cleaned:
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
-                raise ValueError(f"{origin!r} is not an origin such as https://example.com")
-        return cleaned
+        return origins(value)
 
     @property
     def access_controlled(self) -> bool:
@@ -440,14 +394,3 @@ class Settings(BaseSettings):
     def limits(self) -> Limits:
         """The operator's bounds on what a job may ask for and what a source may be."""
         return Limits(**{name: getattr(self, name) for name in LIMIT_NAMES})
-
-
-def _comma_separated(value: Any) -> Any:
-    """``"a, b,,c"`` from the environment, or a list from code, as a tuple of non-empty items."""
-    if isinstance(value, str):
-        value = value.split(",")
-    if isinstance(value, list | tuple):
-        return tuple(
-            item for item in (i.strip() if isinstance(i, str) else i for i in value) if item != ""
-        )
-    return value
