@@ -16,6 +16,7 @@ PACKAGE = Path(imgstream.__file__).parent
 WEB_STACK = ("fastapi", "starlette", "uvicorn")
 WORKER_SIDE = (
     "imgstream.worker",
+    "imgstream.worker_process",
     "imgstream.janitor",
     "imgstream.telemetry",
     "imgstream.supervisor",
@@ -47,8 +48,8 @@ def test_the_api_process_does_not_load_the_worker_side() -> None:
 
 
 def test_a_worker_process_does_not_load_the_web_stack() -> None:
-    loaded = loaded_by("imgstream.supervisor", "imgstream.worker", "imgstream.janitor")
-    assert "imgstream.worker" in loaded
+    loaded = loaded_by("imgstream.supervisor", "imgstream.worker_process")
+    assert {"imgstream.worker", "imgstream.janitor"} <= loaded
     assert sorted({top_level(name) for name in loaded} & set(WEB_STACK)) == []
 
 
@@ -112,7 +113,10 @@ LAYERS: dict[str, tuple[int, str]] = {
         " webhook_queue",
     ),
     "observe": (2, "fleet_snapshot prometheus logs"),
-    "worker": (3, "processing worker janitor telemetry supervisor processes webhook_sender"),
+    "worker": (
+        3,
+        "processing worker worker_process janitor telemetry supervisor processes webhook_sender",
+    ),
     "http": (
         3,
         "errors services api ops_api auth ratelimit http_server assets"

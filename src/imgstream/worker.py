@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,15 +29,11 @@ import anyio
 import anyio.to_thread
 from redis.exceptions import RedisError
 
-from imgstream import imaging
 from imgstream.config import Settings
-from imgstream.deployment import Deployment
-from imgstream.heartbeats import consumer_name, run_heartbeat
-from imgstream.janitor import run_janitor
+from imgstream.heartbeats import consumer_name
 from imgstream.job_counters import JobMetrics
 from imgstream.jobs import ResultInfo, StartRefused
 from imgstream.operations import LimitError, SpecError, spec_from_entry
-from imgstream.processes import EXIT_REFUSED
 from imgstream.processing import (
     DiskFull,
     JobFailure,
@@ -47,9 +42,8 @@ from imgstream.processing import (
 )
 from imgstream.queue import Delivery, JobQueue, MalformedDelivery, ValidDelivery
 from imgstream.redis_health import eviction_problem, is_outage, refusal
-from imgstream.storage import Storage, StorageUnavailable
+from imgstream.storage import Storage
 from imgstream.telemetry import JobTelemetry
-from imgstream.webhook_sender import run_webhook_sender
 
 log = logging.getLogger("imgstream.worker")
 
@@ -360,42 +354,3 @@ class Worker:
     async def _leave_group(self) -> None:
         with contextlib.suppress(RedisError):
             await self.queue.remove_consumer_if_idle(self.consumer)
-
-
-async def serve(settings: Settings, *, burst: bool = False) -> None:
-    """Run one worker in this process until SIGTERM/SIGINT (or until drained, in burst mode)."""
-    imaging.configure(
-        concurrency=settings.vips_concurrency,
-        cache_max_mem_mb=settings.vips_cache_mb,
-        allow_untrusted=settings.allow_untrusted_formats,
-    )
-    try:
-        deployment = Deployment.open(settings, blocking_ms=settings.block_ms)
-        await anyio.to_thread.run_sync(deployment.storage.check)
-    except StorageUnavailable as exc:
-        log.critical("worker refuses to start: %s", exc, extra={"event": "storage.unavailable"})
-        os._exit(EXIT_REFUSED)
-    worker = Worker(settings, deployment.queue, deployment.storage)
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with anyio.create_task_group() as tasks:
-
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    log.info("worker %s stopping", worker.consumer)
-                    worker.stop()
-                    return
-
-            tasks.start_soon(stop_on_signal)
-            tasks.start_soon(
-                run_heartbeat, settings, deployment.presence, worker.consumer, worker.reading
-            )
-            tasks.start_soon(run_janitor, deployment, worker.consumer)
-            tasks.start_soon(run_webhook_sender, deployment)
-            try:
-                await worker.run(burst=burst)
-            except UnfitRedis as exc:
-                log.critical("worker refuses to start: %s", exc, extra={"event": "redis.unfit"})
-                os._exit(EXIT_REFUSED)
-            finally:
-                tasks.cancel_scope.cancel()
-                await deployment.aclose()
