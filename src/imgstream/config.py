@@ -379,10 +379,6 @@ class Settings(BaseSettings):
         return origins(value)
 
     @property
-    def access_controlled(self) -> bool:
-        return bool(self.api_keys or self.admin_keys)
-
-    @property
     def rate_limited(self) -> bool:
         return self.rate_limit_per_second > 0
 
