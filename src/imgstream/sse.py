@@ -19,7 +19,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from imgstream.errors import error_body
-from imgstream.events import Follower
+from imgstream.job_changes import Follower
 from imgstream.jobs import JobRecord
 
 log = logging.getLogger("imgstream.sse")

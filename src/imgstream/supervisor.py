@@ -31,7 +31,7 @@ HEALTHY_LIFETIME = 2.0
 
 def worker_process_main(settings: Settings, burst: bool = False) -> None:
     """Entry point of one worker process; ``burst``: return once the queue is empty."""
-    from imgstream.worker import serve  # imported here: the child sets up libvips itself
+    from imgstream.worker_process import serve  # imported here: the child sets up libvips itself
 
     die_with_parent()
     configure_logging(settings.log_level, settings.log_format)
