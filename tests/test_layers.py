@@ -103,8 +103,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 LAYERS: dict[str, tuple[int, str]] = {
     "model": (
         0,
-        "config steps operations jobs keys redis_health transforms imaging placeholder"
-        " api_models webhooks",
+        "config steps operations jobs keys redis_health transforms imaging image_errors"
+        " decoding encoding luma placeholder api_models webhooks",
     ),
     "store": (
         1,

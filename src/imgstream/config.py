@@ -266,6 +266,14 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=50_000_000, ge=1)
     max_dimension: int = Field(default=20_000, ge=1, le=10_000_000)
     max_frames: int = Field(default=100, ge=1)
+    max_luma_pixels: int = Field(
+        default=24_000_000,
+        ge=0,
+        le=1_000_000_000,
+        description="Largest JPEG (in pixels, after shrink-on-load) whose grayscale is decoded "
+        "as its luma plane alone, held whole in memory (one byte a pixel; 3-4x cheaper); larger "
+        "ones go through libvips in strips. 0: never.",
+    )
     max_steps: int = Field(default=10, ge=1, le=100)
     max_sigma: float = Field(default=100.0, gt=0, le=1000)
     placeholders: bool = Field(
@@ -445,6 +453,7 @@ class Settings(BaseSettings):
             max_dimension=self.max_dimension,
             max_pixels=self.max_pixels,
             max_frames=self.max_frames,
+            max_luma_pixels=self.max_luma_pixels,
         )
 
 
