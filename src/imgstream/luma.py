@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 import pyvips
-import simplejpeg
 
 from imgstream.steps import Grayscale, Operation, Resize
 
@@ -36,6 +35,8 @@ def decode(data: bytes, width: int, height: int, shrink: int) -> Any | None:
     data, a header that lies): libvips' own path then decodes it or reports the problem in
     the words the rest of the service uses.
     """
+    import simplejpeg  # here: numpy with it, which a process that never decodes need not load
+
     smallest = {"min_width": math.ceil(width / shrink), "min_height": math.ceil(height / shrink)}
     try:
         _, _, colourspace, _ = simplejpeg.decode_jpeg_header(data, **smallest)
