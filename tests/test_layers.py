@@ -105,7 +105,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "model": (
         0,
         "config setting_values limits output steps operations jobs keys redis_health"
-        " transforms imaging placeholder api_models webhooks",
+        " transforms imaging image_errors decoding encoding luma placeholder api_models"
+        " webhooks",
     ),
     "store": (
         1,

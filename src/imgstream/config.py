@@ -237,6 +237,14 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=DEFAULT_LIMITS.max_pixels, ge=1)
     max_dimension: int = Field(default=DEFAULT_LIMITS.max_dimension, ge=1, le=10_000_000)
     max_frames: int = Field(default=DEFAULT_LIMITS.max_frames, ge=1)
+    max_luma_pixels: int = Field(
+        default=DEFAULT_LIMITS.max_luma_pixels,
+        ge=0,
+        le=1_000_000_000,
+        description="Largest JPEG (in pixels, after shrink-on-load) whose grayscale is decoded "
+        "as its luma plane alone, held whole in memory (one byte a pixel; 3-4x cheaper); larger "
+        "ones go through libvips in strips. 0: never.",
+    )
     max_steps: int = Field(default=DEFAULT_LIMITS.max_steps, ge=1, le=100)
     max_sigma: float = Field(default=DEFAULT_LIMITS.max_sigma, gt=0, le=1000)
     placeholders: bool = Field(

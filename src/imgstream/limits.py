@@ -19,6 +19,9 @@ class Limits:
     max_dimension: int = 20_000
     max_pixels: int = 50_000_000
     max_frames: int = 100
+    max_luma_pixels: int = 24_000_000
+    """The largest luma plane a grayscale of a JPEG decodes whole (one byte a pixel); larger
+    ones are decoded by libvips in strips. 0: never."""
 
 
 DEFAULT_LIMITS = Limits()
