@@ -97,6 +97,13 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="worker processes (default: IMGSTREAM_CONCURRENCY, else CPUs)",
     )
     worker.add_argument(
+        "--operations",
+        dest="worker_operations",
+        metavar="OP,OP",
+        help="serve only these lanes (needs IMGSTREAM_STREAM_PER_OPERATION=true; default: "
+        "IMGSTREAM_WORKER_OPERATIONS, else every operation)",
+    )
+    worker.add_argument(
         "--burst",
         action="store_true",
         help="run one worker process and exit once the queue is empty",
@@ -297,8 +304,10 @@ def _add_operator_commands(commands: argparse._SubParsersAction[argparse.Argumen
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = getattr(args, "worker_operations", None)
+    overrides = {"worker_operations": given} if given is not None else {}
     try:
-        settings = Settings()
+        settings = Settings(**overrides)
     except ValidationError as exc:
         for problem in exc.errors():
             if not problem["loc"]:  # a rule between settings: its message names them
