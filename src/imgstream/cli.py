@@ -277,6 +277,29 @@ def _add_operator_commands(commands: argparse._SubParsersAction[argparse.Argumen
     )
     dlq.set_defaults(handler=run.dlq)
 
+    keda = _command(
+        commands,
+        "keda-triggers",
+        "print the KEDA ScaledObject triggers for the streams workers serve",
+        "One lag trigger and one pending trigger per partition and lane a worker of these\n"
+        "settings reads (IMGSTREAM_PARTITIONS, IMGSTREAM_STREAM_PER_OPERATION,\n"
+        "IMGSTREAM_WORKER_OPERATIONS, IMGSTREAM_REDIS_CLUSTER): paste them under the\n"
+        "ScaledObject's spec (deploy/k8s/worker-scaledobject.yaml).",
+    )
+    keda.add_argument(
+        "--addresses",
+        default="redis-cluster:6379",
+        help="the Redis address(es) KEDA connects to (redis-cluster:6379)",
+    )
+    keda.add_argument(
+        "--lag-count", type=int, default=20, metavar="N", help="waiting jobs per worker pod (20)"
+    )
+    keda.add_argument(
+        "--pending-count", type=int, default=4, metavar="N",
+        help="jobs in hand that keep a pod (4)",
+    )  # fmt: skip
+    keda.set_defaults(handler=run.keda_triggers)
+
     stats = _command(
         commands,
         "stats",
