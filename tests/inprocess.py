@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from imgstream.config import Settings
-from imgstream.jobs import StreamEntry, new_job_id
+from imgstream.jobs import StreamEntry
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage, Storage
 from imgstream.worker import Worker
@@ -36,7 +36,7 @@ async def store_and_enqueue(
 ) -> str:
     """A new job as the API makes one: the original stored first, then the job queued."""
     await queue.ensure_group()
-    job_id = new_job_id()
+    job_id = queue.new_job_id()
     storage.save_original(job_id, io.BytesIO(original))
     await queue.enqueue(job_id, StreamEntry(job_id, operations))
     return job_id

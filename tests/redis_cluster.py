@@ -7,12 +7,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
+from imgstream.keys import Keys
 from imgstream.redis_server import RedisServer, free_port
 
 
@@ -101,6 +104,29 @@ class RedisCluster:
             finally:
                 client.close()
         raise ClusterError(f"no node owns {key}")
+
+    def spread_prefix(self, partitions: int) -> str:
+        """A fresh key prefix whose partition tags live on as many masters as can be (all
+        different for ``partitions`` <= masters): spread by construction, not by chance."""
+        client = redis.Redis(port=self.nodes[0].port, decode_responses=True)
+        try:
+            ranges = [
+                (int(low), int(high), int(node[1]))
+                for low, high, node, *_ in client.cluster("slots")
+            ]
+        finally:
+            client.close()
+        masters = len({port for _, _, port in ranges})
+
+        def owner(key: str) -> int:
+            slot = key_slot(key.encode())
+            return next(port for low, high, port in ranges if low <= slot <= high)
+
+        while True:
+            keys = Keys(f"p-{uuid.uuid4().hex[:8]}")
+            owners = {owner(keys.partition(part).stream) for part in range(partitions)}
+            if len(owners) == min(partitions, masters):
+                return keys.prefix
 
     def stop(self) -> None:
         for node in self.nodes:

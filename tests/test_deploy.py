@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from imgstream.cli import build_parser
+from imgstream.cli import build_parser, main
 from imgstream.config import Settings
 from imgstream.keys import Keys
 
@@ -143,10 +143,12 @@ def test_workers_scale_to_zero_on_lag_per_stream_and_keep_one_while_jobs_are_in_
     settings = config()
     cluster = settings["IMGSTREAM_REDIS_CLUSTER"] == "true"
     group = settings["IMGSTREAM_GROUP"]
-    # One partition and one lane: the stream is the default layout's. Issue 13's partitions
-    # and lanes add a pair of triggers per stream they define.
-    assert settings["IMGSTREAM_PARTITIONS"] == "1"
-    streams = {Keys(settings["IMGSTREAM_KEY_PREFIX"]).stream}
+    # A pair of triggers per stream the workers read: each partition's, each lane's.
+    keys = Keys(settings["IMGSTREAM_KEY_PREFIX"])
+    lanes = settings_of_config().served_lanes
+    parts = range(int(settings["IMGSTREAM_PARTITIONS"]))
+    streams = {keys.partition(part).lane(lane) for part in parts for lane in lanes}
+    assert len(streams) > 1  # the shipped manifests show partitions
     lag, pending = {}, {}
     for trigger in scaled["spec"]["triggers"]:
         metadata = trigger["metadata"]
@@ -167,6 +169,22 @@ def test_workers_scale_to_zero_on_lag_per_stream_and_keep_one_while_jobs_are_in_
         for key, variable in trigger["metadata"].items():
             if key.endswith("FromEnv"):  # KEDA reads it from the worker container's env
                 assert variable in secret_keys | set(settings), variable
+
+
+def settings_of_config() -> Settings:
+    """The ConfigMap's imgstream settings, as a pod reads them."""
+    ours = {k: v for k, v in config().items() if k.startswith("IMGSTREAM_")}
+    return Settings(**{k.removeprefix("IMGSTREAM_").lower(): v for k, v in ours.items()})
+
+
+def test_the_triggers_are_what_imgstream_keda_triggers_prints(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in config().items():
+        monkeypatch.setenv(name, value)
+    assert main(["keda-triggers", "--addresses", "redis-cluster:6379"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["triggers"] == one("ScaledObject", "imgstream-worker")["spec"]["triggers"]
 
 
 def test_the_parts_refer_to_each_other_and_to_real_settings() -> None:

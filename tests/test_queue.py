@@ -117,7 +117,7 @@ async def test_malformed_entries_are_delivered_as_such(queue: JobQueue, redis: R
     await redis.xadd(queue.keys.stream, {"hello": "world"})
     [delivery] = await queue.read("c", count=1, block_ms=100)
     assert delivery.entry is None and "job" in delivery.problem
-    await queue.discard(delivery.entry_id)
+    await queue.discard(delivery)
     assert await redis.xlen(queue.keys.stream) == 0
 
 
@@ -172,8 +172,8 @@ async def test_keep_alive_refreshes_only_entries_still_held(queue: JobQueue, red
         queue.keys.stream, queue.group, "me", 0, [mine.entry_id], idle=ten_hours, justid=True
     )
     await redis.xclaim(queue.keys.stream, queue.group, "thief", 0, [stolen.entry_id], justid=True)
-    held = await queue.keep_alive("me", [mine.entry_id, stolen.entry_id])
-    assert held == {mine.entry_id}
+    held = await queue.keep_alive("me", [mine.ref, stolen.ref])
+    assert held == {mine.ref}
     owners = {
         entry["message_id"]: (entry["consumer"], entry["time_since_delivered"])
         for entry in await redis.xpending_range(queue.keys.stream, queue.group, "-", "+", 10)
@@ -187,7 +187,7 @@ async def test_released_entries_are_claimable_at_once(queue: JobQueue) -> None:
     job_id = new_job_id()
     await queue.enqueue(job_id, entry_for(job_id))
     [delivery] = await queue.read("leaving", count=1, block_ms=100)
-    await queue.release("leaving", [delivery.entry_id], idle_ms=30_000)
+    await queue.release("leaving", [delivery.ref], idle_ms=30_000)
     [taken] = await queue.claim_stale("other", min_idle_ms=30_000, count=10)
     assert taken.entry_id == delivery.entry_id
 

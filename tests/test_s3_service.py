@@ -21,8 +21,10 @@ import pytest
 from PIL import Image
 
 from imgstream.config import MIB
+from imgstream.keys import Keys, partition_of
 from imgstream.processes import EXIT_REFUSED
 from imgstream.redis_server import RedisServer, free_port
+from redis_cluster import RedisCluster
 from seaweed import SeaweedS3
 
 from images import encode, photo
@@ -167,6 +169,53 @@ def test_fleet_on_s3_shares_nothing_but_redis_and_the_bucket(
         assert wait_done(http, uploads.url, big_id)["status"] == "done"
         assert http.get(f"{reads.url}/api/jobs/{big_id}/result").status_code == 200
     for host in (uploads, reads, signer, worker):
+        assert host.files() == [], f"{host.data_dir.parent.name} kept files on local disk"
+
+
+def test_a_partitioned_cluster_fleet_on_s3_shares_nothing_but_redis_and_the_bucket(
+    s3_env: dict[str, str], redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    """Cluster + 3 partitions + S3, each API and worker with its own disk: jobs uploaded to
+    one API spread over the partitions (on three masters) and are read through another."""
+    prefix = redis_cluster.spread_prefix(3)
+    env = {
+        **s3_env,
+        "REDIS_URL": redis_cluster.url,
+        "IMGSTREAM_REDIS_CLUSTER": "true",
+        "IMGSTREAM_PARTITIONS": "3",
+        "IMGSTREAM_KEY_PREFIX": prefix,
+    }
+    hosts = [Host(tmp_path, name, env) for name in ("api-a", "api-b", "worker-a", "worker-b")]
+    uploads, reads, *workers = hosts
+    with (
+        running(uploads, "api"),
+        running(reads, "api"),
+        running(workers[0], "worker", "--concurrency", "1"),
+        running(workers[1], "worker", "--concurrency", "1"),
+        httpx.Client(timeout=60) as http,
+    ):
+        ids = []
+        for width in (30, 40, 50, 60, 70, 80):
+            response = http.post(
+                f"{uploads.url}/api/jobs",
+                files={"image": ("photo.jpg", encode(photo(160, 120), "jpeg"))},
+                data={"operation": "resize", "width": str(width), "format": "png"},
+            )
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+        assert {partition_of(job_id) for job_id in ids} == {0, 1, 2}
+        for job_id, width in zip(ids, (30, 40, 50, 60, 70, 80), strict=True):
+            assert wait_done(http, reads.url, job_id)["status"] == "done"
+            result = http.get(f"{reads.url}/api/jobs/{job_id}/result")
+            assert result.status_code == 200
+            assert Image.open(io.BytesIO(result.content)).size[0] == width
+        stats = http.get(f"{reads.url}/api/stats").json()
+        assert [p["partition"] for p in stats["partitions"]] == [0, 1, 2]
+        assert stats["jobs"]["done"] == 6 and stats["queue"]["backlog"] == 0
+        for part in range(3):
+            counters = redis_cluster.owner_reply("hgetall", Keys(prefix).partition(part).metrics)
+            assert int(counters.get("jobs:done:resize", 0)) == 2, counters
+    for host in hosts:
         assert host.files() == [], f"{host.data_dir.parent.name} kept files on local disk"
 
 

@@ -91,6 +91,13 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="worker processes (default: IMGSTREAM_CONCURRENCY, else CPUs)",
     )
     worker.add_argument(
+        "--operations",
+        dest="worker_operations",
+        metavar="OP,OP",
+        help="serve only these lanes (needs IMGSTREAM_STREAM_PER_OPERATION=true; default: "
+        "IMGSTREAM_WORKER_OPERATIONS, else every operation)",
+    )
+    worker.add_argument(
         "--burst",
         action="store_true",
         help="run one worker process and exit once the queue is empty",
@@ -264,6 +271,29 @@ def _add_operator_commands(commands: argparse._SubParsersAction[argparse.Argumen
     )
     dlq.set_defaults(handler=run.dlq)
 
+    keda = _command(
+        commands,
+        "keda-triggers",
+        "print the KEDA ScaledObject triggers for the streams workers serve",
+        "One lag trigger and one pending trigger per partition and lane a worker of these\n"
+        "settings reads (IMGSTREAM_PARTITIONS, IMGSTREAM_STREAM_PER_OPERATION,\n"
+        "IMGSTREAM_WORKER_OPERATIONS, IMGSTREAM_REDIS_CLUSTER): paste them under the\n"
+        "ScaledObject's spec (deploy/k8s/worker-scaledobject.yaml).",
+    )
+    keda.add_argument(
+        "--addresses",
+        default="redis-cluster:6379",
+        help="the Redis address(es) KEDA connects to (redis-cluster:6379)",
+    )
+    keda.add_argument(
+        "--lag-count", type=int, default=20, metavar="N", help="waiting jobs per worker pod (20)"
+    )
+    keda.add_argument(
+        "--pending-count", type=int, default=4, metavar="N",
+        help="jobs in hand that keep a pod (4)",
+    )  # fmt: skip
+    keda.set_defaults(handler=run.keda_triggers)
+
     stats = _command(
         commands,
         "stats",
@@ -291,8 +321,10 @@ def _add_operator_commands(commands: argparse._SubParsersAction[argparse.Argumen
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = getattr(args, "worker_operations", None)
+    overrides = {"worker_operations": given} if given is not None else {}
     try:
-        settings = Settings()
+        settings = Settings(**overrides)
     except ValidationError as exc:
         for problem in exc.errors():
             if not problem["loc"]:  # a rule between settings: its message names them

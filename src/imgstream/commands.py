@@ -11,9 +11,10 @@ import json
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imgstream.config import Settings
+from imgstream.keys import Keys
 
 if TYPE_CHECKING:
     from imgstream.client import Client
@@ -141,6 +142,51 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         client.close()
+
+
+def keda_triggers(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the ``triggers:`` of a KEDA ScaledObject for the streams these settings serve."""
+    print("  triggers:")
+    for trigger in scaler_triggers(
+        settings, args.addresses, lag_count=args.lag_count, pending_count=args.pending_count
+    ):
+        print(f"    - type: {trigger['type']}")
+        print(f"      name: {trigger['name']}")
+        print("      metadata:")
+        for key, value in trigger["metadata"].items():
+            print(f"        {key}: {json.dumps(value)}")
+    return 0
+
+
+def scaler_triggers(
+    settings: Settings, addresses: str, *, lag_count: int, pending_count: int
+) -> list[dict[str, Any]]:
+    """A lag and a pending trigger for every stream a worker of ``settings`` reads (each
+    partition's, each served lane's): so a backlog on any one of them wakes a worker, and
+    one stays while any job is in hand (docs/deployment.md#kubernetes)."""
+    keys = Keys(settings.key_prefix)
+    cluster = settings.redis_cluster
+    connection = (
+        {"addresses": addresses, "passwordFromEnv": "REDIS_PASSWORD"}
+        if cluster
+        else {"address": addresses, "passwordFromEnv": "REDIS_PASSWORD"}
+    )
+    triggers: list[dict[str, Any]] = []
+    for lane in settings.served_lanes:
+        for part in range(settings.partitions):
+            name = f"p{part}" + (f"-{lane}" if lane else "")
+            stream = {"stream": keys.partition(part).lane(lane), "consumerGroup": settings.group}
+            counts = {"lag": {"lagCount": str(lag_count)},
+                      "pending": {"pendingEntriesCount": str(pending_count)}}  # fmt: skip
+            for kind, count in counts.items():
+                triggers.append(
+                    {
+                        "type": "redis-cluster-streams" if cluster else "redis-streams",
+                        "name": f"jobs-{kind}-{name}",
+                        "metadata": {**connection, **stream, **count, "activationLagCount": "0"},
+                    }
+                )
+    return triggers
 
 
 def dlq(settings: Settings, args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from imgstream.keys import MAX_PARTITIONS
 from imgstream.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits
 from imgstream.setting_values import (
     MIB,
@@ -21,8 +22,10 @@ from imgstream.setting_values import (
     S3AddressingStyle,
     StorageKind,
     api_keys,
+    comma_separated,
     origins,
 )
+from imgstream.steps import OPERATION_NAMES
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -156,6 +159,24 @@ class Settings(BaseSettings):
         default=False,
         description="REDIS_URL names one node of a Redis Cluster: every process uses redis-py's "
         "cluster client (slots discovered from that node, MOVED/ASK followed).",
+    )
+    partitions: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_PARTITIONS,
+        description="Job streams, each under its own hash tag with its jobs, dead letters, "
+        "expiry set, metrics and webhook schedule, so they spread over a cluster's masters. "
+        "1 is the single-stream layout. Every process of a deployment must agree on it.",
+    )
+    stream_per_operation: bool = Field(
+        default=False,
+        description="One stream per operation (lane) in each partition; a chain goes to the "
+        "lane of its heaviest step (docs/wire-format.md). Every process must agree on it.",
+    )
+    worker_operations: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="With IMGSTREAM_STREAM_PER_OPERATION, the lanes a worker serves, comma "
+        "separated (`imgstream worker --operations`); empty: all of them.",
     )
     redis_max_connections: int = Field(
         default=50, ge=2, le=10_000, description="Connections in a process's Redis pool."
@@ -365,6 +386,15 @@ class Settings(BaseSettings):
             raise ValueError("IMGSTREAM_STORAGE=s3 needs IMGSTREAM_S3_BUCKET (an existing bucket)")
         return self
 
+    @model_validator(mode="after")
+    def _lanes_for_worker_operations(self) -> Settings:
+        if self.worker_operations and not self.stream_per_operation:
+            raise ValueError(
+                "IMGSTREAM_WORKER_OPERATIONS (imgstream worker --operations) needs "
+                "IMGSTREAM_STREAM_PER_OPERATION=true: without it every operation shares one stream"
+            )
+        return self
+
     @field_validator("s3_prefix")
     @classmethod
     def _prefix_as_folder(cls, value: str) -> str:
@@ -381,6 +411,19 @@ class Settings(BaseSettings):
     def _split_api_keys(cls, value: Any) -> Any:
         return api_keys(value)
 
+    @field_validator("worker_operations", mode="before")
+    @classmethod
+    def _split_operations(cls, value: Any) -> Any:
+        names = comma_separated(value)
+        if not isinstance(names, tuple):
+            return names
+        unknown = [name for name in names if name not in OPERATION_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown operation {unknown[0]!r}; use some of {', '.join(OPERATION_NAMES)}"
+            )
+        return tuple(dict.fromkeys(names))
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -393,6 +436,19 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def served_lanes(self) -> tuple[str, ...]:
+        """The lanes a worker of these settings reads: every operation's, or the ones
+        ``worker_operations`` names; ("",) is the one stream shared by all operations."""
+        if not self.stream_per_operation:
+            return ("",)
+        return self.worker_operations or OPERATION_NAMES
+
+    @property
+    def all_lanes(self) -> tuple[str, ...]:
+        """Every lane of the deployment (what producers, stats and the janitor see)."""
+        return OPERATION_NAMES if self.stream_per_operation else ("",)
 
     @property
     def limits(self) -> Limits:

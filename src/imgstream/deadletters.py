@@ -20,10 +20,12 @@ from imgstream.jobs import (
     JobStatus,
     StreamEntry,
     is_valid_job_id,
+    lane_of,
     pairs,
     queued_state,
     utc_now,
 )
+from imgstream.keys import partition_of
 from imgstream.queue import Keys
 
 
@@ -39,26 +41,47 @@ class DeadLetter:
 
 
 class DeadLetters:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    """The dead-letter streams of a deployment's ``partitions`` (each with its jobs); a
+    letter is named by its entry id, looked up in each partition's stream (the first that
+    holds it answers). With ``lanes``, a retried job goes back to the lane its steps name."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys, *, partitions: int = 1, per_operation: bool = False
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.partitions = partitions
+        self.per_operation = per_operation
         self._requeue = load_script(redis, "requeue")
 
+    @property
+    def _streams(self) -> list[str]:
+        return [self.keys.partition(part).dead for part in range(self.partitions)]
+
     async def list(self, count: int = 100) -> list[DeadLetter]:
-        """The oldest ``count`` dead letters."""
-        entries: Any = await self.redis.xrange(self.keys.dead, count=count)
-        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+        """The oldest ``count`` dead letters (of each partition, then the oldest of those)."""
+        letters: list[DeadLetter] = []
+        for stream in self._streams:
+            entries: Any = await self.redis.xrange(stream, count=count)
+            letters += decode_dead_letters(entries)
+        return sorted(letters, key=lambda letter: _entry_order(letter.entry_id))[:count]
 
     async def count(self) -> int:
-        return int(await self.redis.xlen(self.keys.dead))
+        return sum([int(await self.redis.xlen(stream)) for stream in self._streams])
 
     async def retry(self, entry_id: str) -> str | None:
-        """Queue the job again; returns its new stream entry id, None if no such dead letter."""
-        entries: Any = await self.redis.xrange(self.keys.dead, entry_id, entry_id)
-        if not entries:
-            return None
-        letter = _dead_letter(*entries[0])
-        if not is_valid_job_id(letter.job_id):
+        """Queue the job again (in its partition, and its lane); returns its new stream entry
+        id, None if no such dead letter."""
+        for part in range(self.partitions):
+            entries: Any = await self.redis.xrange(
+                self.keys.partition(part).dead, entry_id, entry_id
+            )
+            if entries:
+                return await self._retry(_dead_letter(*entries[0]), self.keys.partition(part))
+        return None
+
+    async def _retry(self, letter: DeadLetter, keys: Keys) -> str | None:
+        if not is_valid_job_id(letter.job_id) or partition_of(letter.job_id) != keys.part:
             return None
         # The dead letter names the steps and format; the other output options (quality,
         # max_bytes, strip) are read from the job's record, which keeps them while it lives.
@@ -67,15 +90,11 @@ class DeadLetters:
         options = tuple((name, value) for name, value in given if value)
         entry = StreamEntry(letter.job_id, letter.operations, letter.format, options)
         entry_fields = entry.to_fields()
+        lane = lane_of(letter.operations) if self.per_operation else ""
         reply = await self._requeue(
-            keys=[
-                self.keys.dead,
-                self.keys.stream,
-                self.keys.job(letter.job_id),
-                self.keys.metrics,
-            ],
+            keys=[keys.dead, keys.lane(lane), keys.job(letter.job_id), keys.metrics],
             args=[
-                entry_id,
+                letter.entry_id,
                 outcome_field(JobStatus.FAILED.value, letter.operations),
                 self.keys.channel(letter.job_id),
                 JobStatus.QUEUED.value,
@@ -94,19 +113,26 @@ class DeadLetters:
                 if await self.retry(letter.entry_id) is not None:
                     retried += 1
                 else:
-                    await self.redis.xdel(self.keys.dead, letter.entry_id)
+                    for stream in self._streams:
+                        await self.redis.xdel(stream, letter.entry_id)
         return retried
 
     async def purge(self) -> int:
         """Forget every dead letter; returns how many there were."""
         count = await self.count()
-        await self.redis.delete(self.keys.dead)
+        for stream in self._streams:
+            await self.redis.delete(stream)
         return count
 
 
 def decode_dead_letters(entries: Any) -> list[DeadLetter]:
     """Dead letters from an ``XRANGE``/``XREVRANGE`` reply."""
     return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, sequence = entry_id.partition("-")
+    return (int(ms or 0), int(sequence or 0))
 
 
 def _dead_letter(entry_id: str, fields: dict[str, str]) -> DeadLetter:

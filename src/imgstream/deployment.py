@@ -46,9 +46,21 @@ class Deployment:
         return cls(
             settings=settings,
             redis=redis,
-            queue=JobQueue(redis, keys, settings.group),
+            queue=JobQueue(
+                redis,
+                keys,
+                settings.group,
+                partitions=settings.partitions,
+                lanes=settings.all_lanes,
+                served=settings.served_lanes,
+            ),
             metrics=JobMetrics(redis, keys),
-            dead_letters=DeadLetters(redis, keys),
+            dead_letters=DeadLetters(
+                redis,
+                keys,
+                partitions=settings.partitions,
+                per_operation=settings.stream_per_operation,
+            ),
             presence=Presence(redis, keys),
             storage=open_storage(settings),
         )

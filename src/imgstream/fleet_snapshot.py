@@ -14,6 +14,8 @@ the group's: since it last read or claimed entries (unknown until it was first s
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,8 +25,8 @@ from redis.exceptions import ResponseError
 from imgstream.deadletters import DeadLetter, decode_dead_letters
 from imgstream.deployment import Deployment
 from imgstream.heartbeats import Presence
-from imgstream.job_counters import Counters, Failure, Rates, read_rates
-from imgstream.queue import Keys
+from imgstream.job_counters import Counters, Failure, Rates, read_rates, sum_counters
+from imgstream.queue import Keys, Lane
 from imgstream.storage import StorageUse
 from imgstream.webhook_queue import Undeliverable, WebhookQueue
 
@@ -64,6 +66,19 @@ class RedisMemory:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StreamFigures:
+    """One jobs stream (a partition's, of one lane) as its group sees it."""
+
+    partition: int
+    operation: str
+    """The lane; "" when every operation shares the partition's one stream."""
+    stream: str
+    backlog: int
+    waiting: int
+    pending: int
+
+
 @dataclass
 class Snapshot:
     """The state of one deployment at ``at`` (Unix time)."""
@@ -87,6 +102,10 @@ class Snapshot:
     """Webhooks waiting for a first or next try."""
     undeliverable: list[Undeliverable] = field(default_factory=list)
     """The latest webhooks given up on, newest first."""
+    streams: list[StreamFigures] = field(default_factory=list)
+    """Each jobs stream's figures (the totals above are their sums)."""
+    partition_dead_letters: list[int] = field(default_factory=list)
+    """Dead letters of each partition."""
 
     @property
     def live_consumers(self) -> int:
@@ -120,6 +139,8 @@ class Snapshot:
                 "pending": self.pending,
                 "dead_letters": self.dead_letters,
             },
+            "streams": [asdict(figures) for figures in self.streams],
+            "partitions": self._partitions(),
             "consumers": [asdict(consumer) for consumer in self.consumers],
             "live_consumers": self.live_consumers,
             "jobs": {
@@ -140,6 +161,22 @@ class Snapshot:
             },
         }
 
+    def _partitions(self) -> list[dict[str, int]]:
+        """Each partition's backlog, waiting, pending and dead letters (summed over lanes)."""
+        shown = []
+        for part, dead in enumerate(self.partition_dead_letters):
+            mine = [figures for figures in self.streams if figures.partition == part]
+            shown.append(
+                {
+                    "partition": part,
+                    "backlog": sum(figures.backlog for figures in mine),
+                    "waiting": sum(figures.waiting for figures in mine),
+                    "pending": sum(figures.pending for figures in mine),
+                    "dead_letters": dead,
+                }
+            )
+        return shown
+
     def _throughput(self) -> dict[str, Any] | None:
         if self.rates is None:
             return None
@@ -158,11 +195,23 @@ class Snapshot:
 class Monitor:
     """Read-only view of one deployment's queue, workers and counters."""
 
-    def __init__(self, redis: Redis, keys: Keys, group: str, *, live_within: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        group: str,
+        *,
+        live_within: float,
+        partitions: int = 1,
+        lanes: Sequence[Lane] | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.group = group
         self.live_within = live_within
+        self.partitions = partitions
+        self.lanes = tuple(lanes) if lanes is not None else (Lane(0, "", keys.stream),)
+        """The streams shown (default: the one of a single-stream layout)."""
 
     @classmethod
     def of(cls, deployment: Deployment) -> Monitor:
@@ -174,53 +223,80 @@ class Monitor:
             deployment.keys,
             settings.group,
             live_within=settings.visibility_timeout,
+            partitions=settings.partitions,
+            lanes=deployment.queue.lanes,
         )
 
     async def snapshot(self, *, rates: bool = True) -> Snapshot:
         keys = self.keys
+        parts = [keys.partition(part) for part in range(self.partitions)]
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(keys.stream)
-            pipe.xinfo_groups(keys.stream)
-            pipe.xinfo_consumers(keys.stream, self.group)
-            pipe.xlen(keys.dead)
-            pipe.hgetall(keys.metrics)
+            for lane in self.lanes:
+                pipe.xlen(lane.stream)
+                pipe.xinfo_groups(lane.stream)
+                pipe.xinfo_consumers(lane.stream, self.group)
+            for part in parts:
+                pipe.xlen(part.dead)
+                pipe.hgetall(part.metrics)
+                pipe.xrevrange(part.dead, count=DEAD_LETTERS_SHOWN)
+                pipe.zcard(part.webhooks)
             pipe.lrange(keys.failures, 0, -1)
-            pipe.xrevrange(keys.dead, count=DEAD_LETTERS_SHOWN)
             pipe.hgetall(keys.storage)
             pipe.zrange(keys.workers, 0, -1, withscores=True)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        backlog, groups, consumers, dead, counters, failures, letters, storage, beats = replies
+        lane_replies = replies[: 3 * len(self.lanes)]
+        part_replies = replies[3 * len(self.lanes) : -3]
+        failures, storage, beats = replies[-3:]
         # TIME and INFO are asked outside the pipeline: a cluster client refuses them in one.
         clock: Any = await self.redis.time()
         memory = await self._memory()
-        for reply in (backlog, dead, counters, failures, letters, storage, beats):
+        for reply in (*lane_replies[::3], *part_replies, failures, storage, beats):
             if isinstance(reply, Exception):
                 raise reply
-        group = _group_info(groups, self.group)
-        consumer_list = [] if isinstance(consumers, ResponseError) else consumers
-        if isinstance(consumers, Exception) and not isinstance(consumers, ResponseError):
-            raise consumers
-        pending = int(group.get("pending") or 0)
-        lag = group.get("lag")
+        streams: list[StreamFigures] = []
+        consumer_list: list[dict[str, Any]] = []
+        for index, lane in enumerate(self.lanes):
+            backlog, groups, consumers = lane_replies[3 * index : 3 * index + 3]
+            group = _group_info(groups, self.group)
+            if isinstance(consumers, Exception) and not isinstance(consumers, ResponseError):
+                raise consumers
+            if not isinstance(consumers, ResponseError):
+                consumer_list += consumers
+            pending = int(group.get("pending") or 0)
+            lag = group.get("lag")
+            waiting = int(lag) if lag is not None else max(0, int(backlog) - pending)
+            streams.append(
+                StreamFigures(
+                    lane.part, lane.operation, lane.stream, int(backlog), waiting, pending
+                )
+            )
+        dead_counts = [int(reply) for reply in part_replies[0::4]]
+        letters = sorted(
+            (letter for reply in part_replies[2::4] for letter in decode_dead_letters(reply)),
+            key=lambda letter: letter.failed_at,
+            reverse=True,
+        )[:DEAD_LETTERS_SHOWN]
         now = float(clock[0]) + float(clock[1]) / 1e6
         webhooks = WebhookQueue(self.redis, keys)
         return Snapshot(
             at=now,
-            backlog=int(backlog),
-            waiting=int(lag) if lag is not None else max(0, int(backlog) - pending),
-            pending=pending,
-            dead_letters=int(dead),
+            backlog=sum(figures.backlog for figures in streams),
+            waiting=sum(figures.waiting for figures in streams),
+            pending=sum(figures.pending for figures in streams),
+            dead_letters=sum(dead_counts),
             consumers=self._consumers(consumer_list, beats, now),
-            counters=Counters.from_hash(counters),
+            counters=Counters.from_hash(sum_counters(part_replies[1::4])),
             failures=[f for f in map(Failure.from_json, failures) if f is not None],
-            letters=decode_dead_letters(letters),
+            letters=letters,
             storage=StorageUse.from_hash(storage),
             rates=await read_rates(self.redis, keys, now=now, window=HISTORY_WINDOW)
             if rates
             else None,
             memory=memory,
-            webhooks_pending=await webhooks.pending(),
+            webhooks_pending=sum(int(reply) for reply in part_replies[3::4]),
             undeliverable=await webhooks.undeliverable(DEAD_LETTERS_SHOWN),
+            streams=streams,
+            partition_dead_letters=dead_counts,
         )
 
     async def _memory(self) -> RedisMemory | None:
@@ -239,8 +315,12 @@ class Monitor:
         self, group: list[dict[str, Any]], beats: list[tuple[str, float]], now: float
     ) -> list[Consumer]:
         """Consumers the group knows and workers that sent a heartbeat, by name."""
-        idle = {str(item["name"]): int(item["idle"]) / 1000 for item in group}
-        pending = {str(item["name"]): int(item["pending"]) for item in group}
+        idle: dict[str, float] = {}
+        pending: dict[str, int] = {}
+        for item in group:  # a consumer of several streams: its freshest idle, its total
+            name = str(item["name"])
+            idle[name] = min(idle.get(name, math.inf), int(item["idle"]) / 1000)
+            pending[name] = pending.get(name, 0) + int(item["pending"])
         seen = {str(name): max(0.0, now - score / 1000) for name, score in beats}
         return [
             Consumer(

@@ -25,7 +25,7 @@ from imgstream.api_models import JobAccepted
 from imgstream.auth import Caller
 from imgstream.errors import RETRY_AFTER_BUSY, RETRY_AFTER_DISK, ApiError, retry_after
 from imgstream.job_counters import operation_label
-from imgstream.jobs import JobStatus, OriginalInfo, StreamEntry, new_job_id
+from imgstream.jobs import JobStatus, OriginalInfo, StreamEntry
 from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_form
 from imgstream.queue import BacklogFull, Once, Replayed
 from imgstream.ratelimit import client_identity
@@ -173,7 +173,7 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
         if prior is not None:
             return await replay(services, prior, fingerprint)
         once = Once(scope, fingerprint, services.settings.idempotency_ttl)
-    job_id = new_job_id()
+    job_id = services.queue.new_job_id(scope)
     storage = services.storage
     free = await anyio.to_thread.run_sync(storage.free_bytes)
     if free < services.settings.min_free_bytes:

@@ -83,8 +83,10 @@ class Janitor:
         *,
         temporary_age: float = TEMPORARY_AGE,
         orphan_age: float = ORPHAN_AGE,
+        partitions: int = 1,
     ) -> None:
         self.redis = redis
+        self.partitions = partitions
         self.keys = keys
         self.storage = storage
         self.temporary_age = temporary_age
@@ -111,12 +113,15 @@ class Janitor:
 
     async def _remove_expired(self, sweep: Sweep) -> None:
         seconds, _ = await self.redis.time()
+        for part in range(self.partitions):
+            await self._remove_expired_of(self.keys.partition(part).expiry, int(seconds), sweep)
+
+    async def _remove_expired_of(self, expiry: str, seconds: int, sweep: Sweep) -> None:
+        """The expired jobs one partition's expiry set names (its jobs' hashes share its tag)."""
         while True:
             due = cast(
                 list[str],
-                await self.redis.zrangebyscore(
-                    self.keys.expiry, "-inf", seconds, start=0, num=BATCH
-                ),
+                await self.redis.zrangebyscore(expiry, "-inf", seconds, start=0, num=BATCH),
             )
             if not due:
                 return
@@ -131,9 +136,9 @@ class Janitor:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for job_id, ttl in zip(due, ttls, strict=True):
                     if ttl > 0:  # outlived the noted time: look again when it expires
-                        pipe.zadd(self.keys.expiry, {job_id: seconds + ttl})
+                        pipe.zadd(expiry, {job_id: seconds + ttl})
                     else:  # gone (files deleted), or retried and live again (no TTL)
-                        pipe.zrem(self.keys.expiry, job_id)
+                        pipe.zrem(expiry, job_id)
                 await pipe.execute()
             sweep.expired_jobs += len(gone)
             if len(due) < BATCH:
@@ -182,6 +187,7 @@ def janitor_for(deployment: Deployment) -> Janitor:
         deployment.storage,
         temporary_age=settings.temporary_age,
         orphan_age=settings.orphan_age,
+        partitions=settings.partitions,
     )
 
 

@@ -142,6 +142,25 @@ class Counters:
         return sum(count for (state, _), count in self.jobs.items() if state == status)
 
 
+def sum_counters(hashes: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """The metrics hashes of several partitions as one: each field summed (counts stay
+    integers, sums stay decimals), for ``Counters.from_hash``."""
+    total: dict[str, str] = {}
+    for fields in hashes:
+        for name, raw in fields.items():
+            if name not in total:
+                total[name] = raw
+                continue
+            try:
+                total[name] = str(int(total[name]) + int(raw))
+            except ValueError:
+                try:
+                    total[name] = repr(float(total[name]) + float(raw))
+                except ValueError:
+                    log.warning("ignoring malformed metrics field %s=%r", name, raw)
+    return total
+
+
 def _decode_histogram_field(histogram: Histogram, parts: Sequence[str], raw: str) -> None:
     if parts[0] == "bucket" and len(parts) == 2:
         histogram.buckets[parts[1]] = int(raw)
@@ -201,7 +220,7 @@ class JobMetrics:
         """Count one recorded outcome's durations, its throughput bucket, and a failure's
         reason (the outcome itself was counted by ``finish.lua``)."""
         operation = operation_label(operations_json)
-        name = self.keys.metrics
+        name = self.keys.of_job(job_id).metrics
         bucket = int(now) // RATE_BUCKET_SECONDS * RATE_BUCKET_SECONDS
 
         def batch(pipe: Any) -> None:

@@ -7,6 +7,7 @@ Redis: ``queue`` moves these values, this module only gives them shape and meani
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 
+from imgstream.keys import MAX_PARTITIONS, PARTITION_VERSION_NIBBLE
 from imgstream.output import OUTPUT_FIELDS
+from imgstream.steps import OPERATION_NAMES, OPERATION_WEIGHTS
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 MAX_FILENAME_CHARS = 255
@@ -69,9 +72,31 @@ class WireError(ValueError):
     """A stream entry or job hash that does not follow the documented wire format."""
 
 
-def new_job_id() -> str:
-    """A fresh job id: UUID4 as 32 lowercase hex digits (122 random bits, unguessable)."""
-    return uuid.uuid4().hex
+def new_job_id(partition: int | None = None) -> str:
+    """A fresh job id as 32 lowercase hex digits: a UUID4 (122 random bits, unguessable), or,
+    for ``partition``, a UUIDv8 whose first 4 digits name the partition (``keys.partition_of``;
+    106 random bits remain)."""
+    random_id = uuid.uuid4().hex
+    if partition is None:
+        return random_id
+    if not 0 <= partition < MAX_PARTITIONS:
+        raise ValueError(f"partition {partition} is out of range")
+    return f"{partition:04x}{random_id[4:12]}{PARTITION_VERSION_NIBBLE}{random_id[13:]}"
+
+
+def lane_of(operations_json: str) -> str:
+    """The lane (operation) a chain is queued in when streams are per operation: its heaviest
+    step by ``OPERATION_WEIGHTS``, ties to the name first in alphabetical order. A chain whose
+    steps cannot be read goes to the lane of ``OPERATION_NAMES[0]`` (a worker finds it
+    malformed there and fails it)."""
+    try:
+        steps = json.loads(operations_json)
+        names = {str(step["op"]) for step in steps if step["op"] in OPERATION_WEIGHTS}
+    except (ValueError, TypeError, KeyError):
+        names = set()
+    if not names:
+        return OPERATION_NAMES[0]
+    return min(names, key=lambda name: (-OPERATION_WEIGHTS[name], name))
 
 
 def is_valid_job_id(value: str) -> bool:

@@ -7,8 +7,9 @@ uses the tag ``{<prefix>:p}``. A partition's keys are its jobs stream, dead-lett
 expiry set, metrics hash, and the hashes (and channels) of its jobs: everything one script
 touches lives under one tag, so every script touches one Redis Cluster slot, and the
 partitions spread over the cluster's masters. Keys no script shares with a partition's
-(presence, storage figures, janitor lock, rate buckets, rate limits, recent failures) stay
-under ``{<prefix>}``.
+(presence, storage figures, janitor lock, rate buckets, rate limits, recent failures, the
+undeliverable-webhook list) stay under ``{<prefix>}``. With ``IMGSTREAM_STREAM_PER_OPERATION``
+a partition holds one jobs stream per operation (``lane``), all under its tag.
 
 Colocation rule, for every key added later: a key that a script updates together with a job
 (an idempotency record, a cached result, a batch member...) must be named with that job's
@@ -22,6 +23,7 @@ and never build or parse one themselves.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 PARTITION_VERSION_NIBBLE = "8"
@@ -40,6 +42,14 @@ def partition_of(job_id: str) -> int:
         except ValueError:
             return 0
     return 0
+
+
+def partition_of_scope(scope: str, partitions: int) -> int:
+    """The partition of the job an idempotency ``scope`` creates: fixed by the scope alone, so
+    every API instance looks the key up where ``enqueue.lua`` wrote it, with that job."""
+    if partitions <= 1:
+        return 0
+    return int(hashlib.sha256(scope.encode()).hexdigest()[:8], 16) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +80,13 @@ class Keys:
 
     @property
     def stream(self) -> str:
+        """This partition's jobs stream (the only one unless streams are per operation)."""
         return f"{self.tag}:jobs"
+
+    def lane(self, operation: str) -> str:
+        """This partition's jobs stream of one lane: ``operation`` ("" for the one stream of a
+        deployment without ``IMGSTREAM_STREAM_PER_OPERATION``, which is ``stream``)."""
+        return f"{self.stream}:{operation}" if operation else self.stream
 
     @property
     def dead(self) -> str:
@@ -89,18 +105,21 @@ class Keys:
         return channel.rpartition(":job:")[2]
 
     def idempotency(self, scope: str) -> str:
-        """The record of one ``Idempotency-Key``: ``scope`` digests the client and the key."""
-        return f"{{{self.prefix}}}:idempotency:{scope}"
+        """The record of one ``Idempotency-Key`` (``scope`` digests the client and the key),
+        under this partition's tag: ``enqueue.lua`` writes it with the job, so ``scope``
+        picks the job's partition (``partition_of_scope``)."""
+        return f"{self.tag}:idempotency:{scope}"
 
     @property
     def webhooks(self) -> str:
-        """Sorted set: ended jobs with a callback URL to call, by when (Redis ms) it is due."""
-        return f"{{{self.prefix}}}:webhooks"
+        """Sorted set: this partition's ended jobs with a callback URL to call, by when (Redis
+        ms) it is due (``finish.lua`` adds a job with its outcome; senders poll each)."""
+        return f"{self.tag}:webhooks"
 
     @property
     def webhook_attempts(self) -> str:
         """Hash: job id -> tries of its webhook so far (while it is scheduled)."""
-        return f"{{{self.prefix}}}:webhooks:attempts"
+        return f"{self.tag}:webhooks:attempts"
 
     @property
     def webhook_failures(self) -> str:

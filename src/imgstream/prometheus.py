@@ -24,6 +24,41 @@ from imgstream.fleet_snapshot import Snapshot
 from imgstream.job_counters import END_TO_END_BUCKETS, PROCESSING_BUCKETS
 
 
+def _stream_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """Each jobs stream's backlog, lag and pending, labelled by partition and lane ("" when
+    operations share a stream), and each partition's dead letters: the sums are above."""
+    labels = ["partition", "lane"]
+    families = {
+        "backlog": GaugeMetricFamily(
+            "imgstream_stream_backlog",
+            "Entries in one jobs stream: waiting + pending.",
+            labels=labels,
+        ),
+        "waiting": GaugeMetricFamily(
+            "imgstream_stream_waiting",
+            "Entries of one stream not yet delivered (lag).",
+            labels=labels,
+        ),
+        "pending": GaugeMetricFamily(
+            "imgstream_stream_pending",
+            "Entries of one stream delivered, not finished.",
+            labels=labels,
+        ),
+    }
+    for figures in snapshot.streams:
+        names = [str(figures.partition), figures.operation]
+        families["backlog"].add_metric(names, figures.backlog)
+        families["waiting"].add_metric(names, figures.waiting)
+        families["pending"].add_metric(names, figures.pending)
+    yield from families.values()
+    dead = GaugeMetricFamily(
+        "imgstream_partition_dead_letters", "Dead letters of one partition.", labels=["partition"]
+    )
+    for part, count in enumerate(snapshot.partition_dead_letters):
+        dead.add_metric([str(part)], count)
+    yield dead
+
+
 class FleetCollector(Collector):
     """The families of one snapshot; a fresh one is registered for each scrape. Without a
     snapshot (Redis unreachable) only ``imgstream_redis_up 0`` is reported."""
@@ -92,6 +127,8 @@ class FleetCollector(Collector):
              snapshot.live_consumers),
         ):  # fmt: skip
             yield GaugeMetricFamily(name, documentation, value=value)
+
+        yield from _stream_families(snapshot)
 
         pending = GaugeMetricFamily(
             "imgstream_consumer_pending",

@@ -2,20 +2,27 @@
 
 Delivery is at least once: an entry stays pending in the consumer group until the worker
 that holds the job's lease has stored the result and recorded the outcome, and the outcome
-and the acknowledgement happen in one script. Acknowledged entries are deleted, so the
+and the acknowledgement happen in one script. Acknowledged entries are deleted, so a
 stream holds outstanding work only and its length is the backlog.
 
-All keys of one deployment share the hash tag ``{<prefix>}`` (``keys``), so every script
-touches a single Redis Cluster slot. Key names and fields are documented in
-``docs/wire-format.md``. The job counters change in the same scripts as the job's status, so
-a job counts once as submitted and once under its one final outcome.
+The layout (``docs/wire-format.md``): ``IMGSTREAM_PARTITIONS`` partitions, each under its own
+hash tag (``keys``), each with one jobs stream, or one per operation (a *lane*) with
+``IMGSTREAM_STREAM_PER_OPERATION``. A job's id names its partition and its steps name its
+lane, so the stream it was queued in, its hash, dead letters, expiry set, metrics and
+webhook schedule share one tag, and every script touches one Redis Cluster slot. A consumer
+reads each of its streams with a command of its own (one ``XREADGROUP`` over several tags
+fails with ``CROSSSLOT``), in turn, so none is starved. The job counters change in the same
+scripts as the job's status, so a job counts once as submitted and once under its one
+final outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import math
+import random
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -32,6 +39,8 @@ from imgstream.jobs import (
     ResultInfo,
     StreamEntry,
     WireError,
+    lane_of,
+    new_job_id,
     pairs,
     queued_job_fields,
     queued_state,
@@ -40,6 +49,7 @@ from imgstream.jobs import (
     utc_now,
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
+from imgstream.keys import partition_of, partition_of_scope
 
 
 class BacklogFull(Exception):
@@ -70,16 +80,38 @@ class Replayed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Lane:
+    """One jobs stream of the layout: partition ``part``'s, for ``operation`` ("": all)."""
+
+    part: int
+    operation: str
+    stream: str
+
+
+class EntryRef(NamedTuple):
+    """An entry as a consumer holds it: entry ids are unique within a stream only."""
+
+    stream: str
+    entry_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ValidDelivery:
     """An entry handed to this consumer whose fields decode: the only kind a job is started,
     finished or failed with."""
 
     entry_id: str
     entry: StreamEntry
+    stream: str = ""
+    """The stream it was read from (whose group holds it pending)."""
 
     @property
     def job_id(self) -> str:
         return self.entry.job_id
+
+    @property
+    def ref(self) -> EntryRef:
+        return EntryRef(self.stream, self.entry_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +121,14 @@ class MalformedDelivery:
 
     entry_id: str
     problem: str
+    stream: str = ""
+    """The stream it was read from (whose group holds it pending)."""
     entry: None = None
     job_id: None = None
+
+    @property
+    def ref(self) -> EntryRef:
+        return EntryRef(self.stream, self.entry_id)
 
 
 Delivery = ValidDelivery | MalformedDelivery
@@ -98,21 +136,72 @@ Delivery = ValidDelivery | MalformedDelivery
 
 
 class JobQueue:
-    """The jobs stream, its consumer group and the job hashes of one deployment."""
+    """The jobs streams, their consumer group and the job hashes of one deployment.
 
-    def __init__(self, redis: Redis, keys: Keys, group: str) -> None:
+    ``partitions`` and ``lanes`` give the layout (every process of a deployment must agree on
+    them); ``served`` names the lanes this process consumes (default: all). With the
+    defaults there is one stream, ``keys.stream``, exactly the layout of a deployment that
+    sets none of the scaling settings.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        group: str,
+        *,
+        partitions: int = 1,
+        lanes: Sequence[str] = ("",),
+        served: Collection[str] | None = None,
+    ) -> None:
         self.redis = redis
-        self.keys = keys
+        self.keys = keys.partition(0)
         self.group = group
+        self.partitions = partitions
+        self.lanes = tuple(
+            Lane(part, lane, keys.partition(part).lane(lane))
+            for lane in lanes
+            for part in range(partitions)
+        )
+        """Every stream of the layout, lane by lane, partition by partition."""
+        self.served = tuple(
+            lane for lane in self.lanes if served is None or lane.operation in served
+        )
+        """The streams this process consumes."""
+        self.per_operation = tuple(lanes) != ("",)
+        self._by_stream = {lane.stream: lane for lane in self.lanes}
+        self._next = 0
+        self._next_partition = random.randrange(partitions)
         self._enqueue = load_script(redis, "enqueue")
         self._start = load_script(redis, "start")
         self._finish = load_script(redis, "finish")
         self._heartbeat = load_script(redis, "heartbeat")
 
+    def lane_for(self, job_id: str, operations: str) -> Lane:
+        """The stream a job goes to: its id's partition, its heaviest step's lane."""
+        part = partition_of(job_id)
+        operation = lane_of(operations) if self.per_operation else ""
+        return Lane(part, operation, self.keys.partition(part).lane(operation))
+
+    def new_job_id(self, scope: str | None = None) -> str:
+        """A fresh job id in the next partition in turn (from a random one: producers do not
+        move in step), or, for an idempotency ``scope``, in the scope's partition (where its
+        record is kept with the job)."""
+        if self.partitions == 1:
+            return new_job_id()
+        if scope is not None:
+            return new_job_id(partition_of_scope(scope, self.partitions))
+        self._next_partition = (self._next_partition + 1) % self.partitions
+        return new_job_id(self._next_partition)
+
     async def ensure_group(self) -> None:
-        """Create the stream and its group if missing; harmless when they exist."""
+        """Create every stream and its group if missing; harmless when they exist."""
+        for lane in self.lanes:
+            await self._ensure_group(lane.stream)
+
+    async def _ensure_group(self, stream: str) -> None:
         try:
-            await self.redis.xgroup_create(self.keys.stream, self.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -143,22 +232,26 @@ class JobQueue:
 
         The original must already be stored: once this returns, a worker may start.
         ``original`` describes it in the job's hash from the start. With ``once``, the
-        idempotency record is written in the same step, and ``Replayed`` is raised instead
-        when the record names a job already (then nothing was created).
+        idempotency record is written in the same step (in the job's partition), and
+        ``Replayed`` is raised instead when the record names a job already (then nothing was
+        created). ``max_backlog`` bounds the deployment: each partition's streams hold at
+        most their share of it.
         """
+        lane = self.lane_for(job_id, entry.operations)
+        keys = self.keys.partition(lane.part)
         stream_fields = StreamEntry(job_id, entry.operations, entry.format, entry.options)
         job_fields = {
             **queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner),
             **(original.to_fields() if original is not None else {}),
             **({"callback_url": callback_url} if callback_url else {}),
         }
-        keys = [self.keys.stream, self.keys.job(job_id), self.keys.metrics]
+        script_keys = [lane.stream, keys.job(job_id), keys.metrics]
         if once is not None:
-            keys.append(self.keys.idempotency(once.scope))
+            script_keys.append(keys.idempotency(once.scope))
         reply = await self._enqueue(
-            keys=keys,
+            keys=script_keys,
             args=[
-                max_backlog,
+                math.ceil(max_backlog / self.partitions),
                 submitted_field(entry.operations),
                 once.ttl if once else 0,
                 job_id,
@@ -172,14 +265,15 @@ class JobQueue:
         if outcome is Enqueued.REPLAYED:
             raise Replayed(str(detail), str(reply[2]))
         if outcome is Enqueued.BACKLOG_FULL:
-            raise BacklogFull(int(detail))
+            raise BacklogFull(int(detail) * self.partitions)
         if outcome is Enqueued.JOB_EXISTS:
             raise ValueError(f"job {job_id} exists already")
         return str(detail)
 
     async def find_once(self, scope: str) -> Replayed | None:
         """The job an idempotency key (its ``scope``) already names, or None."""
-        found = await self.redis.hmget(self.keys.idempotency(scope), ["job", "request"])
+        keys = self.keys.partition(partition_of_scope(scope, self.partitions))
+        found = await self.redis.hmget(keys.idempotency(scope), ["job", "request"])
         job_id, request = cast(list[str | None], found)
         return Replayed(job_id, request or "") if job_id else None
 
@@ -190,20 +284,47 @@ class JobQueue:
     # Consuming.
 
     async def read(self, consumer: str, *, count: int, block_ms: int) -> list[Delivery]:
-        """New entries for this consumer; they stay pending until finished."""
+        """New entries for this consumer from its streams; they stay pending until finished.
+
+        One stream: a blocking read, as ever. Several: each is read in turn, without
+        blocking, from a stream that moves on by one every call, until ``count`` entries
+        are in hand; when all are empty, the read blocks on the next stream for a short
+        share of ``block_ms`` (so a job queued anywhere waits at most about ``block_ms``).
+        """
+        served = self.served
+        if len(served) == 1:
+            return await self._read(served[0].stream, consumer, count, block_ms)
+        first = self._next % len(served)
+        self._next += 1
+        found: list[Delivery] = []
+        for lane in (*served[first:], *served[:first]):
+            found += await self._read(lane.stream, consumer, count - len(found), None)
+            if len(found) >= count:
+                return found
+        if found:
+            return found
+        share = max(10, block_ms // len(served))
+        return await self._read(served[first].stream, consumer, count, share)
+
+    async def _read(
+        self, stream: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[Delivery]:
         try:
             reply: Any = await self.redis.xreadgroup(
-                self.group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
+                self.group, consumer, {stream: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group()  # Redis lost its data (or someone deleted the stream)
+            await self._ensure_group(stream)  # Redis lost its data (or the stream was deleted)
             return []
         if not reply:
             return []
         _stream, entries = reply[0]
-        return [_delivery(entry_id, fields) for entry_id, fields in entries]
+        return [self._delivery(stream, entry_id, fields) for entry_id, fields in entries]
+
+    def _partition_keys(self, delivery: Delivery) -> Keys:
+        return self.keys.partition(self._by_stream[delivery.stream].part)
 
     async def start(
         self, delivery: ValidDelivery, lease: str, consumer: str, max_attempts: int
@@ -215,20 +336,21 @@ class JobQueue:
         ended: bury it.
         """
         entry = delivery.entry
+        keys = self._partition_keys(delivery)
         if_missing = {
             **queued_state(entry),
             "created_at": stream_id_timestamp(delivery.entry_id),
             "entry": delivery.entry_id,
         }
         reply = await self._start(
-            keys=[self.keys.job(entry.job_id), self.keys.metrics],
+            keys=[keys.job(entry.job_id), keys.metrics],
             args=[
                 lease,
                 utc_now(),
                 consumer,
                 max_attempts,
                 submitted_field(entry.operations),
-                self.keys.channel(entry.job_id),
+                keys.channel(entry.job_id),
                 JobStatus.PROCESSING.value,
                 *FINAL_STATUSES,
                 *pairs(if_missing),
@@ -272,11 +394,11 @@ class JobQueue:
             delivery, lease, outcome, ttl, dead_letter_reason=message if dead_letter else ""
         )
 
-    async def discard(self, entry_id: str) -> None:
+    async def discard(self, delivery: Delivery) -> None:
         """Acknowledge and delete an entry that must not be processed (ended or unreadable)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.stream, self.group, entry_id)
-            pipe.xdel(self.keys.stream, entry_id)
+            pipe.xack(delivery.stream, self.group, delivery.entry_id)
+            pipe.xdel(delivery.stream, delivery.entry_id)
             await pipe.execute()
 
     async def _record(
@@ -288,101 +410,111 @@ class JobQueue:
         dead_letter_reason: str = "",
     ) -> bool:
         job_id = delivery.job_id
+        keys = self._partition_keys(delivery)
         status = outcome["status"]
         args: list[Any] = [
             *(lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now()),
             outcome_field(status, delivery.entry.operations),
             job_id,
-            self.keys.channel(job_id),
+            keys.channel(job_id),
             *FINAL_STATUSES,
             status,
             *pairs(outcome),
         ]
-        keys = [
-            self.keys.job(job_id),
-            self.keys.stream,
-            self.keys.dead,
-            self.keys.expiry,
-            self.keys.metrics,
-            self.keys.webhooks,
+        script_keys = [
+            keys.job(job_id),
+            delivery.stream,
+            keys.dead,
+            keys.expiry,
+            keys.metrics,
+            keys.webhooks,
         ]
-        reply = await self._finish(keys=keys, args=args)
+        reply = await self._finish(keys=script_keys, args=args)
         return Recorded(int(reply)) is Recorded.RECORDED
 
     # Recovering.
 
     async def claim_stale(self, consumer: str, *, min_idle_ms: int, count: int) -> list[Delivery]:
-        """Take over entries another consumer has left idle for ``min_idle_ms`` (it died).
+        """Take over entries another consumer has left idle for ``min_idle_ms`` (it died), from
+        each stream this process serves, up to ``count`` in all.
 
         Entries deleted from the stream meanwhile are dropped from the pending list: Redis 7
         does it itself and lists them apart; Redis 6.2 returns them with no fields.
         """
-        reply: Any = await self.redis.xautoclaim(
-            self.keys.stream, self.group, consumer, min_idle_ms, "0-0", count=count
-        )
-        claimed = []
-        for entry_id, fields in reply[1]:
-            if fields is None:
-                await self.redis.xack(self.keys.stream, self.group, entry_id)
-            else:
-                claimed.append(_delivery(entry_id, fields))
+        claimed: list[Delivery] = []
+        for lane in self.served:
+            if len(claimed) >= count:
+                break
+            reply: Any = await self.redis.xautoclaim(
+                lane.stream, self.group, consumer, min_idle_ms, "0-0", count=count - len(claimed)
+            )
+            for entry_id, fields in reply[1]:
+                if fields is None:
+                    await self.redis.xack(lane.stream, self.group, entry_id)
+                else:
+                    claimed.append(self._delivery(lane.stream, entry_id, fields))
         return claimed
 
-    async def keep_alive(self, consumer: str, entry_ids: Collection[str]) -> set[str]:
+    async def keep_alive(self, consumer: str, refs: Collection[EntryRef]) -> set[EntryRef]:
         """Reset the idle time of the entries this consumer still holds; returns those."""
-        if not entry_ids:
-            return set()
-        held = await self._heartbeat(
-            keys=[self.keys.stream], args=[self.group, consumer, *entry_ids]
-        )
-        return set(held)
+        held: set[EntryRef] = set()
+        for stream in {ref.stream for ref in refs}:
+            entry_ids = [ref.entry_id for ref in refs if ref.stream == stream]
+            kept = await self._heartbeat(keys=[stream], args=[self.group, consumer, *entry_ids])
+            held.update(EntryRef(stream, entry_id) for entry_id in kept)
+        return held
 
-    async def release(self, consumer: str, entry_ids: Collection[str], *, idle_ms: int) -> None:
+    async def release(self, consumer: str, refs: Collection[EntryRef], *, idle_ms: int) -> None:
         """Hand entries this consumer will not process back to the group at once.
 
         Streams cannot un-deliver an entry; marking it idle for ``idle_ms`` (the visibility
         timeout) lets the next recovery pass of any live worker take it straight away.
         """
-        if entry_ids:
+        for stream in {ref.stream for ref in refs}:
+            entry_ids: list[Any] = [ref.entry_id for ref in refs if ref.stream == stream]
             await self.redis.xclaim(
-                self.keys.stream,
-                self.group,
-                consumer,
-                0,
-                list(entry_ids),
-                idle=idle_ms,
-                justid=True,
+                stream, self.group, consumer, 0, entry_ids, idle=idle_ms, justid=True
             )
 
     async def remove_idle_consumers(self, *, idle_ms: int) -> list[str]:
-        """Forget consumers that hold nothing and have not been seen for ``idle_ms``."""
-        removed = []
-        consumers: Any = await self.redis.xinfo_consumers(self.keys.stream, self.group)
-        for consumer in consumers:
-            if int(consumer["pending"]) == 0 and int(consumer["idle"]) >= idle_ms:
-                await self.redis.xgroup_delconsumer(self.keys.stream, self.group, consumer["name"])
-                removed.append(str(consumer["name"]))
-        return removed
+        """Forget consumers that hold nothing and have not been seen for ``idle_ms``, in each
+        stream this process serves; returns their names (once each)."""
+        removed: dict[str, None] = {}
+        for lane in self.served:
+            consumers: Any = await self.redis.xinfo_consumers(lane.stream, self.group)
+            for consumer in consumers:
+                if int(consumer["pending"]) == 0 and int(consumer["idle"]) >= idle_ms:
+                    await self.redis.xgroup_delconsumer(lane.stream, self.group, consumer["name"])
+                    removed[str(consumer["name"])] = None
+        return list(removed)
 
     async def remove_consumer_if_idle(self, consumer: str) -> bool:
-        """On a clean exit: leave the group unless entries are still pending for us."""
-        pending: Any = await self.redis.xpending_range(
-            self.keys.stream, self.group, min="-", max="+", count=1, consumername=consumer
-        )
-        if pending:
-            return False
-        await self.redis.xgroup_delconsumer(self.keys.stream, self.group, consumer)
-        return True
+        """On a clean exit: leave the group of every stream where nothing is pending for us;
+        True when it left them all."""
+        left = True
+        for lane in self.served:
+            pending: Any = await self.redis.xpending_range(
+                lane.stream, self.group, min="-", max="+", count=1, consumername=consumer
+            )
+            if pending:
+                left = False
+            else:
+                await self.redis.xgroup_delconsumer(lane.stream, self.group, consumer)
+        return left
 
     # Looking.
 
     async def backlog(self) -> int:
-        """Entries not yet acknowledged (waiting or in flight)."""
-        return int(await self.redis.xlen(self.keys.stream))
+        """Entries not yet acknowledged (waiting or in flight), in every stream."""
+        return sum([int(await self.redis.xlen(lane.stream)) for lane in self.lanes])
 
-
-def _delivery(entry_id: str, fields: Mapping[str, str] | None) -> Delivery:
-    try:
-        return ValidDelivery(entry_id, StreamEntry.from_fields(fields or {}))
-    except WireError as exc:
-        return MalformedDelivery(entry_id, str(exc))
+    def _delivery(self, stream: str, entry_id: str, fields: Mapping[str, str] | None) -> Delivery:
+        try:
+            entry = StreamEntry.from_fields(fields or {})
+        except WireError as exc:
+            return MalformedDelivery(entry_id, str(exc), stream)
+        part = self._by_stream[stream].part
+        if partition_of(entry.job_id) != part:
+            problem = f"job {entry.job_id} belongs to partition {partition_of(entry.job_id)}"
+            return MalformedDelivery(entry_id, f"{problem}, not to {part}", stream)
+        return ValidDelivery(entry_id, entry, stream)

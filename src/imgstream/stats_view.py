@@ -89,6 +89,15 @@ def render(stats: dict[str, Any]) -> RenderableType:
             "-" if mean is None else f"{mean:.3f}",
         )
 
+    streams = Table(title="Streams (partition, lane)", title_justify="left", expand=True)
+    for column in ("partition", "lane", "backlog", "waiting", "pending"):
+        streams.add_column(column)
+    for figures in stats.get("streams", []):
+        streams.add_row(
+            str(figures["partition"]), Text(figures["operation"] or "all"),
+            str(figures["backlog"]), str(figures["waiting"]), str(figures["pending"]),
+        )  # fmt: skip
+
     failures = Table(title="Recent failures", title_justify="left", expand=True)
     for column in ("when", "job", "code", "error"):
         failures.add_column(column, overflow="fold")
@@ -117,7 +126,10 @@ def render(stats: dict[str, Any]) -> RenderableType:
         else "stored: not measured yet (the janitor has not run)"
     )
     heading = Text(f"imgstream at {_when(stats['at'])}", style="bold")
-    return Group(heading, summary, workers, operations, failures, letters, Text(stored))
+    shown: list[RenderableType] = [heading, summary, workers, operations]
+    if len(stats.get("streams", [])) > 1:
+        shown.append(streams)
+    return Group(*shown, failures, letters, Text(stored))
 
 
 def show_stats(settings: Settings, *, as_json: bool, interval: float) -> int:

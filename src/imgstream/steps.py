@@ -161,6 +161,22 @@ STEPS: dict[str, type[_Step]] = {
     for model in (Resize, Grayscale, Blur, Crop, Rotate, Flip, Sharpen, Pixelate, Adjust, Trim)
 }
 OPERATION_NAMES = tuple(STEPS)
+OPERATION_WEIGHTS: dict[str, int] = {
+    "blur": 8,
+    "sharpen": 6,
+    "resize": 4,
+    "rotate": 3,
+    "trim": 3,
+    "pixelate": 2,
+    "adjust": 2,
+    "crop": 1,
+    "flip": 1,
+    "grayscale": 1,
+}
+"""How heavy each operation is, relative to the others (a convolution or a resampling costs
+more per pixel than a point operation or a copy). With ``IMGSTREAM_STREAM_PER_OPERATION`` a
+chain goes to the lane of its heaviest step (``jobs.lane_of``): slow work queues apart, and a
+worker serving only light lanes never waits behind it. Documented in docs/wire-format.md."""
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
     name: tuple(field for field in model.model_fields if field != "op")
     for name, model in STEPS.items()

@@ -33,37 +33,55 @@ class Undeliverable:
 
 
 class WebhookQueue:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    """The webhook schedules of a deployment's ``partitions`` (each under its partition's tag,
+    where ``finish.lua`` writes it with the job's outcome) and its one undeliverable list."""
+
+    def __init__(self, redis: Redis, keys: Keys, partitions: int = 1) -> None:
         self.redis = redis
         self.keys = keys
+        self.partitions = partitions
         self._claim = load_script(redis, "webhook_claim")
 
     async def claim(self, count: int, lease_ms: int) -> list[str]:
-        """Up to ``count`` job ids whose webhook is due, held for ``lease_ms``."""
-        taken = await self._claim(keys=[self.keys.webhooks], args=[count, lease_ms])
-        return [str(job_id) for job_id in taken]
+        """Up to ``count`` job ids whose webhook is due, held for ``lease_ms``, from each
+        partition's schedule in turn."""
+        taken: list[str] = []
+        for part in range(self.partitions):
+            if len(taken) >= count:
+                break
+            schedule = self.keys.partition(part).webhooks
+            due = await self._claim(keys=[schedule], args=[count - len(taken), lease_ms])
+            taken += [str(job_id) for job_id in due]
+        return taken
 
     async def attempted(self, job_id: str) -> int:
         """Count one more try of the job's webhook; returns the tries so far."""
-        return int(await self.redis.hincrby(self.keys.webhook_attempts, job_id, 1))
+        keys = self.keys.of_job(job_id)
+        return int(await self.redis.hincrby(keys.webhook_attempts, job_id, 1))
 
     async def delivered(self, job_id: str) -> None:
+        await self._unschedule(job_id)
+
+    async def _unschedule(self, job_id: str) -> None:
+        keys = self.keys.of_job(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.keys.webhooks, job_id)
-            pipe.hdel(self.keys.webhook_attempts, job_id)
+            pipe.zrem(keys.webhooks, job_id)
+            pipe.hdel(keys.webhook_attempts, job_id)
             await pipe.execute()
 
     async def retry_in(self, job_id: str, seconds: float) -> None:
         now = server_ms(await self.redis.time())
-        await self.redis.zadd(self.keys.webhooks, {job_id: now + int(seconds * 1000)}, xx=True)
+        schedule = self.keys.of_job(job_id).webhooks
+        await self.redis.zadd(schedule, {job_id: now + int(seconds * 1000)}, xx=True)
 
     async def give_up(self, failure: Undeliverable) -> None:
+        """Note the failure, then unschedule the call: two steps, as the list and a schedule
+        may live in different slots (a sender dying in between notes it twice at worst)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.keys.webhooks, failure.job)
-            pipe.hdel(self.keys.webhook_attempts, failure.job)
             pipe.lpush(self.keys.webhook_failures, json.dumps(asdict(failure)))
             pipe.ltrim(self.keys.webhook_failures, 0, UNDELIVERABLE_KEPT - 1)
             await pipe.execute()
+        await self._unschedule(failure.job)
 
     async def undeliverable(self, count: int = UNDELIVERABLE_KEPT) -> list[Undeliverable]:
         """The latest webhooks given up on, newest first."""
@@ -71,5 +89,6 @@ class WebhookQueue:
         return [Undeliverable(**json.loads(item)) for item in items]
 
     async def pending(self) -> int:
-        """Webhooks waiting for a (first or next) try."""
-        return int(await self.redis.zcard(self.keys.webhooks))
+        """Webhooks waiting for a (first or next) try, in every partition."""
+        schedules = [self.keys.partition(part).webhooks for part in range(self.partitions)]
+        return sum([int(await self.redis.zcard(schedule)) for schedule in schedules])

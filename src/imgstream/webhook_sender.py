@@ -161,7 +161,9 @@ def _age(record: JobRecord) -> float:
 async def run_webhook_sender(deployment: Deployment) -> None:
     """A worker's background task: send due webhooks, forever; Redis trouble is waited out."""
     sender = WebhookSender(
-        deployment.settings, deployment.queue, WebhookQueue(deployment.redis, deployment.queue.keys)
+        deployment.settings,
+        deployment.queue,
+        WebhookQueue(deployment.redis, deployment.keys, deployment.settings.partitions),
     )
     while True:
         try:

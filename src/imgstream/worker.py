@@ -40,7 +40,7 @@ from imgstream.processing import (
     TransientFailure,
     process_job,
 )
-from imgstream.queue import Delivery, JobQueue, MalformedDelivery, ValidDelivery
+from imgstream.queue import Delivery, EntryRef, JobQueue, MalformedDelivery, ValidDelivery
 from imgstream.redis_health import eviction_problem, is_outage, refusal
 from imgstream.storage import Storage
 from imgstream.telemetry import JobTelemetry
@@ -72,7 +72,7 @@ class Worker:
         self.storage = storage
         self.limits = settings.limits
         self.consumer = consumer_name()
-        self.held: set[str] = set()
+        self.held: set[EntryRef] = set()
         """Entries delivered to this consumer and not yet finished."""
         self._stopping = False
         self.reading = anyio.Event()
@@ -93,7 +93,8 @@ class Worker:
             await self._redis(self.queue.ensure_group)
         except _Stopped:
             return
-        log.info("worker %s reading %s", self.consumer, self.queue.keys.stream)
+        streams = ", ".join(lane.stream for lane in self.queue.served)
+        log.info("worker %s reading %s", self.consumer, streams)
         self.reading.set()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._keep_held_entries_fresh)
@@ -145,26 +146,26 @@ class Worker:
         return claimed
 
     async def _handle_batch(self, deliveries: Sequence[Delivery]) -> None:
-        self.held.update(delivery.entry_id for delivery in deliveries)
+        self.held.update(delivery.ref for delivery in deliveries)
         for index, delivery in enumerate(deliveries):
             if self._stopping:
-                unstarted = [d.entry_id for d in deliveries[index:] if d.entry_id in self.held]
+                unstarted = [d.ref for d in deliveries[index:] if d.ref in self.held]
                 await self._hand_back(unstarted)
                 return
-            if delivery.entry_id not in self.held:
+            if delivery.ref not in self.held:
                 continue  # taken over by another worker while it waited in our batch
             try:
                 await self.handle(delivery)
             except _Stopped:
                 return
             finally:
-                self.held.discard(delivery.entry_id)
+                self.held.discard(delivery.ref)
 
     async def handle(self, delivery: Delivery) -> None:
         """Take one entry to its end: done, failed, dead-lettered, or left for recovery."""
         if isinstance(delivery, MalformedDelivery):
             log.error("discarding malformed entry %s: %s", delivery.entry_id, delivery.problem)
-            await self._persist(self.queue.discard, delivery.entry_id)
+            await self._persist(self.queue.discard, delivery)
             return
         max_attempts = self.settings.max_attempts
         while True:
@@ -173,7 +174,7 @@ class Worker:
                 self.queue.start, delivery, lease, self.consumer, max_attempts
             )
             if attempt == StartRefused.ALREADY_ENDED:
-                await self._persist(self.queue.discard, delivery.entry_id)
+                await self._persist(self.queue.discard, delivery)
                 return
             if attempt == StartRefused.EXHAUSTED:
                 log.error("job %s is poison; dead-lettering it", delivery.job_id)
@@ -250,7 +251,7 @@ class Worker:
                 return await self._process(delivery)
             except DiskFull as exc:
                 if self._stopping:
-                    await self._hand_back([delivery.entry_id])
+                    await self._hand_back([delivery.ref])
                     raise _Stopped() from None
                 log.error(
                     "job %s: %s; retrying in %.0f s (the job is kept)",
@@ -343,13 +344,13 @@ class Worker:
                 log.warning("entries %s were taken over by another worker", sorted(lost))
             self.held &= still_held
 
-    async def _hand_back(self, entry_ids: list[str]) -> None:
-        if not entry_ids:
+    async def _hand_back(self, refs: list[EntryRef]) -> None:
+        if not refs:
             return
         # If Redis is down they are recovered after the visibility timeout instead.
         with contextlib.suppress(RedisError):
-            await self.queue.release(self.consumer, entry_ids, idle_ms=self._visibility_ms)
-        self.held.difference_update(entry_ids)
+            await self.queue.release(self.consumer, refs, idle_ms=self._visibility_ms)
+        self.held.difference_update(refs)
 
     async def _leave_group(self) -> None:
         with contextlib.suppress(RedisError):

@@ -109,6 +109,13 @@ function jobLink(jobId) {
   return link;
 }
 
+function renderStreams(stats) {
+  fillTable("#streams-body", "#streams-empty", (stats.streams || []).map((figures) => row([
+    figures.partition, element("code", figures.operation || "all"), figures.backlog,
+    figures.waiting, figures.pending,
+  ])));
+}
+
 function renderFailures(stats) {
   fillTable("#failures-body", "#failures-empty", stats.recent_failures.map((failure) => row([
     when(failure.at), jobLink(failure.job), element("code", failure.error_code),
@@ -236,6 +243,7 @@ async function refresh() {
     renderQueueChart(body);
     renderWorkers(body);
     renderOperations(body);
+    renderStreams(body);
     renderFailures(body);
     renderDeadLetters(body);
     renderWebhooks(body);
