@@ -104,19 +104,19 @@ LAYERS: dict[str, tuple[int, str]] = {
     "model": (
         0,
         "config steps operations jobs keys redis_health transforms imaging placeholder"
-        " api_models webhooks",
+        " api_models webhooks batches",
     ),
     "store": (
         1,
         "connection queue deadletters storage s3_storage metrics presence runtime deployment"
-        " webhook_queue",
+        " webhook_queue batch_queue",
     ),
     "observe": (2, "monitor exposition logs"),
     "worker": (3, "processing worker janitor telemetry supervisor processes webhook_sender"),
     "http": (
         3,
         "errors services api ops_api middleware auth ratelimit http_server assets"
-        " upload_form events sse intake result_download",
+        " upload_form events sse intake result_download batch_intake batch_api batch_archive",
     ),
     "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
 }

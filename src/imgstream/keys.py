@@ -92,6 +92,15 @@ class Keys:
         """The record of one ``Idempotency-Key``: ``scope`` digests the client and the key."""
         return f"{{{self.prefix}}}:idempotency:{scope}"
 
+    def batch(self, batch_id: str) -> str:
+        """A batch's hash. No script updates it with a job (its jobs may live in any
+        partition), so it stays under the deployment-wide tag."""
+        return f"{self.base}:batch:{batch_id}"
+
+    def batch_idempotency(self, scope: str) -> str:
+        """The record of one ``Idempotency-Key`` sent to ``POST /api/batches``."""
+        return f"{self.base}:idempotency:batch:{scope}"
+
     @property
     def webhooks(self) -> str:
         """Sorted set: ended jobs with a callback URL to call, by when (Redis ms) it is due."""
