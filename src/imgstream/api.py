@@ -47,7 +47,7 @@ from imgstream.errors import (
 )
 from imgstream.events import EventHub, TooManyStreams
 from imgstream.http_server import RequestLimits
-from imgstream.intake import accept, disk_full_message
+from imgstream.intake import accept, disk_full_message, with_form
 from imgstream.jobs import (
     JobRecord,
     JobStatus,
@@ -63,7 +63,6 @@ from imgstream.result_download import download_name, result_response
 from imgstream.services import STATIC_DIR, Services, services_of
 from imgstream.sse import EventStreamResponse, StatusView, status_events
 from imgstream.storage import StorageUnavailable
-from imgstream.upload_form import FormError
 
 log = logging.getLogger("imgstream.api")
 
@@ -174,14 +173,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         openapi_extra={"requestBody": upload_form.form_schema(limits)},
     )
     async def create_job(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
-        try:
-            form = await upload_form.parse(request)
-        except FormError as exc:
-            raise ApiError(422, "invalid_request", str(exc)) from None
-        try:
-            return await accept(request, who, form)
-        finally:
-            await form.close()
+        return await with_form(request, who, 2, accept)
 
     @app.get(
         "/api/jobs/{job_id}",

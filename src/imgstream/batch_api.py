@@ -18,19 +18,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from imgstream import upload_form
 from imgstream.api_models import ERROR_RESPONSES, BatchAccepted, BatchView, batch_view
 from imgstream.auth import Caller, caller
 from imgstream.batch_archive import Member, first_piece, unique_names, zip_stream
 from imgstream.batch_intake import accept_batch, batch_store
 from imgstream.batches import BatchCounts, BatchRecord, last_finished
 from imgstream.errors import ApiError
+from imgstream.intake import with_form
 from imgstream.jobs import JobRecord, JobStatus, is_valid_job_id
 from imgstream.operations import OutputFormat
 from imgstream.result_download import download_name
 from imgstream.services import Services, services_of
 from imgstream.storage import Chunks
-from imgstream.upload_form import FormError, TooManyFiles
 
 BATCHES_PATH = "/api/batches"
 
@@ -53,17 +52,9 @@ def install(app: FastAPI) -> None:
     ),
 )
 async def create_batch(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
-    max_files = services_of(request).settings.batch_max_files
-    try:
-        form = await upload_form.parse(request, max_files=max_files + 1)
-    except TooManyFiles as exc:
-        raise ApiError(413, "too_many_files", str(exc)) from None
-    except FormError as exc:
-        raise ApiError(422, "invalid_request", str(exc)) from None
-    try:
-        return await accept_batch(request, who, form)
-    finally:
-        await form.close()
+    # One more than the limit is spooled, so that the limit's own message refuses it.
+    max_files = services_of(request).settings.batch_max_files + 1
+    return await with_form(request, who, max_files, accept_batch)
 
 
 @router.get(

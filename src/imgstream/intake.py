@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -21,7 +22,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData, UploadFile
 
-from imgstream import imaging
+from imgstream import imaging, upload_form
 from imgstream.api_models import JobAccepted
 from imgstream.auth import Caller
 from imgstream.errors import RETRY_AFTER_BUSY, RETRY_AFTER_DISK, ApiError, retry_after
@@ -32,7 +33,7 @@ from imgstream.queue import BacklogFull, Once, Replayed
 from imgstream.ratelimit import client_identity
 from imgstream.services import Services, services_of
 from imgstream.storage import StorageUnavailable, is_disk_full
-from imgstream.upload_form import FormError, read_upload
+from imgstream.upload_form import FormError, TooManyFiles, read_upload
 from imgstream.webhooks import RefusedUrl, parse_url, resolve
 
 log = logging.getLogger("imgstream.api")
@@ -274,6 +275,24 @@ async def enqueue(
 
 def backlog_full(exc: BacklogFull) -> ApiError:
     return ApiError(429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY))
+
+
+Accept = Callable[[Request, Caller, FormData], Awaitable[JSONResponse]]
+
+
+async def with_form(request: Request, who: Caller, max_files: int, accept: Accept) -> JSONResponse:
+    """Read the upload form (at most ``max_files`` files spooled), hand it to ``accept``,
+    and remove its spooled files afterwards."""
+    try:
+        form = await upload_form.parse(request, max_files=max_files)
+    except TooManyFiles as exc:
+        raise ApiError(413, "too_many_files", str(exc)) from None
+    except FormError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    try:
+        return await accept(request, who, form)
+    finally:
+        await form.close()
 
 
 async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
