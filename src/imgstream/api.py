@@ -61,7 +61,7 @@ from imgstream.ratelimit import RateLimit, client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
 from imgstream.result_download import download_name, result_response
 from imgstream.services import STATIC_DIR, Services, services_of
-from imgstream.sse import EventStreamResponse, StatusView, status_events
+from imgstream.sse import EventStreamResponse, StatusView, status_events, stream_refused
 from imgstream.storage import StorageUnavailable
 
 log = logging.getLogger("imgstream.api")
@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     _install_error_handlers(app)
     _install_routes(app, settings.limits)
     _install_event_routes(app)
-    install_batch_routes(app)
+    install_batch_routes(app, settings.limits, settings.batch_max_files)
     app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
     # Listed innermost first: a request meets the header and URL limits, HEAD handling,
     # security headers, JSON errors, CORS, the rate limit, the key check and the upload limit
@@ -295,11 +295,7 @@ def _install_event_routes(app: FastAPI) -> None:
         try:
             follower = await services.hub.follow(job_id, client)
         except TooManyStreams as exc:
-            log.warning("event stream refused: %s", exc, extra={"event": "limit.streams"})
-            status, code = (429, "too_many_streams") if exc.scope == "client" else (503, "busy")
-            raise ApiError(
-                status, code, f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
-            ) from None
+            raise stream_refused(exc) from None
         try:
             first = _snapshot(services, await _find_job(services, job_id, who))
         except BaseException:

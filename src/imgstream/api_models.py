@@ -238,12 +238,17 @@ class BatchCountsView(BaseModel):
     """Jobs that ended and are no longer kept (their result TTL passed)."""
 
 
-class BatchView(BaseModel):
+class BatchSummary(BaseModel):
+    """A batch without its jobs: what each ``batch`` event of its stream carries."""
+
     id: str
     status: BatchStatus
     created_at: str
     total: int
     counts: BatchCountsView
+
+
+class BatchView(BatchSummary):
     jobs: list[JobView]
     """Every job still kept, in the order the images were sent."""
     links: BatchLinks
@@ -254,14 +259,20 @@ def batch_links(batch_id: str, base_url: str) -> BatchLinks:
     return BatchLinks(self=base, events=f"{base}/events", result=f"{base}/result")
 
 
-def batch_view(batch: BatchRecord, jobs: list[JobRecord | None], base_url: str) -> BatchView:
+def batch_summary(batch: BatchRecord, jobs: list[JobRecord | None]) -> BatchSummary:
     counts = BatchCounts.of(jobs)
-    return BatchView(
+    return BatchSummary(
         id=batch.id,
         status=counts.status,
         created_at=batch.created_at,
         total=len(batch.job_ids),
         counts=BatchCountsView(**asdict(counts)),
+    )
+
+
+def batch_view(batch: BatchRecord, jobs: list[JobRecord | None], base_url: str) -> BatchView:
+    return BatchView(
+        **dict(batch_summary(batch, jobs)),
         jobs=[job_view(job, base_url) for job in jobs if job is not None],
         links=batch_links(batch.id, base_url),
     )

@@ -18,17 +18,28 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from imgstream.api_models import ERROR_RESPONSES, BatchAccepted, BatchView, batch_view
+from imgstream import upload_form
+from imgstream.api_models import (
+    ERROR_RESPONSES,
+    BatchAccepted,
+    BatchView,
+    batch_summary,
+    batch_view,
+    job_view,
+)
 from imgstream.auth import Caller, caller
 from imgstream.batch_archive import Member, first_piece, unique_names, zip_stream
 from imgstream.batch_intake import accept_batch, batch_store
 from imgstream.batches import BatchCounts, BatchRecord, last_finished
 from imgstream.errors import ApiError
+from imgstream.events import TooManyStreams
 from imgstream.intake import with_form
 from imgstream.jobs import JobRecord, JobStatus, is_valid_job_id
-from imgstream.operations import OutputFormat
+from imgstream.operations import Limits, OutputFormat
+from imgstream.ratelimit import client_identity
 from imgstream.result_download import download_name
 from imgstream.services import Services, services_of
+from imgstream.sse import EventStreamResponse, StatusView, batch_events, stream_refused
 from imgstream.storage import Chunks
 
 BATCHES_PATH = "/api/batches"
@@ -36,21 +47,22 @@ BATCHES_PATH = "/api/batches"
 router = APIRouter()
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, limits: Limits, max_files: int) -> None:
+    app.post(
+        BATCHES_PATH,
+        status_code=202,
+        response_model=BatchAccepted,
+        responses=ERROR_RESPONSES,
+        summary="Upload several images with one set of steps: a job per image",
+        description=(
+            "The form of `POST /api/jobs` with one or more `image` parts (at most "
+            "`IMGSTREAM_BATCH_MAX_FILES`). All or nothing: one bad image refuses the batch."
+        ),
+        openapi_extra={"requestBody": upload_form.batch_form_schema(limits, max_files)},
+    )(create_batch)
     app.include_router(router)
 
 
-@router.post(
-    BATCHES_PATH,
-    status_code=202,
-    response_model=BatchAccepted,
-    responses=ERROR_RESPONSES,
-    summary="Upload several images with one set of steps: a job per image",
-    description=(
-        "The form of `POST /api/jobs` with one or more `image` parts (at most "
-        "`IMGSTREAM_BATCH_MAX_FILES`). All or nothing: one bad image refuses the batch."
-    ),
-)
 async def create_batch(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
     # One more than the limit is spooled, so that the limit's own message refuses it.
     max_files = services_of(request).settings.batch_max_files + 1
@@ -108,6 +120,47 @@ async def get_batch_result(
             "Cache-Control": "private, no-cache",
         },
     )
+
+
+@router.get(
+    BATCHES_PATH + "/{batch_id}/events",
+    response_class=StreamingResponse,  # the subclass's signature confuses the schema
+    responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+    summary="Live batch status (Server-Sent Events)",
+    description=(
+        "A `job` event for each job (as `GET /api/jobs/{id}` shows it) and a `batch` event "
+        "(the batch without its jobs) at once; then a `job` event for each change, followed "
+        "by the new `batch` summary; the stream ends with an `end` event (the final summary) "
+        "once every job has ended. One stream against `IMGSTREAM_MAX_STREAMS_PER_CLIENT`."
+    ),
+)
+async def batch_events_stream(
+    request: Request, batch_id: str, who: Annotated[Caller, Depends(caller)]
+) -> Response:
+    services = services_of(request)
+    batch, _ = await find_batch(services, batch_id, who)
+    client = client_identity(request.scope, request.app.state.keyring)
+    try:
+        follower = await services.hub.follow_batch(batch.job_ids, client)
+    except TooManyStreams as exc:
+        raise stream_refused(exc) from None
+    try:  # read after subscribing, so that no change falls between the two
+        jobs = dict(zip(batch.job_ids, await services.queue.get_jobs(batch.job_ids), strict=True))
+    except BaseException:
+        await follower.aclose()
+        raise
+    base = services.settings.public_url
+
+    def job_snapshot(record: JobRecord) -> str:
+        return job_view(record, base).model_dump_json()
+
+    def summary(records: list[JobRecord | None]) -> StatusView:
+        view = batch_summary(batch, records)
+        return StatusView(data=view.model_dump_json(), final=view.status.is_final)
+
+    keepalive = services.settings.sse_keepalive
+    events = batch_events(jobs, follower, job_snapshot, summary, keepalive)
+    return EventStreamResponse(events, on_close=follower.aclose)
 
 
 def archive_members(services: Services, jobs: list[JobRecord | None]) -> list[Member]:

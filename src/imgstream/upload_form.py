@@ -131,6 +131,22 @@ def form_schema(limits: Limits) -> dict[str, Any]:
     }
 
 
+def batch_form_schema(limits: Limits, max_files: int) -> dict[str, Any]:
+    """The ``requestBody`` of ``POST /api/batches``: the job form, ``image`` given 1 to
+    ``max_files`` times."""
+    schema = form_schema(limits)
+    body = schema["content"]["multipart/form-data"]["schema"]
+    image = body["properties"]["image"]
+    body["properties"]["image"] = {
+        "type": "array",
+        "items": image,
+        "minItems": 1,
+        "maxItems": max_files,
+        "description": "The images, one part each, in the order their jobs are listed.",
+    }
+    return schema
+
+
 def _step(operation: str, text: str) -> str:
     return f"`{operation}`: {text}"
 
