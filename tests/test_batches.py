@@ -252,3 +252,15 @@ async def test_the_zip_streams_from_s3_also_when_downloads_are_presigned(
                 direct = await bucket.get(redirect.headers["location"])
                 assert archive.read(name) == direct.content
     assert not any(path.is_file() for path in s3_settings.data_dir.rglob("*"))
+
+
+async def test_a_batch_draws_a_token_per_image_from_the_rate_limit(
+    settings: Settings, queue: JobQueue
+) -> None:
+    tight = settings.model_copy(update={"rate_limit_per_second": 0.01, "rate_limit_burst": 4})
+    async with client_for(create_app(tight)) as client:
+        assert (await post_batch(client, THREE)).status_code == 202  # 3 of the 4 tokens
+        refused = await post_batch(client, THREE[:2])
+        assert "counts as 2 uploads" in assert_error(refused, 429, "rate_limited")
+        assert int(refused.headers["retry-after"]) >= 1
+    assert await queue.backlog() == 3 and len(originals(settings)) == 3

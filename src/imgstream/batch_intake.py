@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 
 import anyio.to_thread
 from fastapi import Request
@@ -47,6 +48,7 @@ from imgstream.intake import (
 )
 from imgstream.jobs import BatchStatus, JobRecord, new_job_id, utc_now
 from imgstream.queue import BacklogFull
+from imgstream.ratelimit import take_more
 from imgstream.services import Services, services_of
 from imgstream.upload_form import FormError, TooManyFiles, read_batch_upload
 
@@ -71,6 +73,7 @@ async def accept_batch(request: Request, who: Caller, form: FormData) -> JSONRes
         raise ApiError(422, "invalid_request", str(exc)) from None
     callback_url = await checked_callback(services, upload.fields.pop(CALLBACK_FIELD, ""))
     spec = checked_form(services, upload.fields)
+    await _draw_tokens(request, len(upload.images))
     batches = batch_store(services)
     fingerprint = ""
     if scope is not None:
@@ -120,6 +123,21 @@ async def accept_batch(request: Request, who: Caller, form: FormData) -> JSONRes
         extra={"event": "batch.accepted", "batch": batch.id, "jobs": len(stored)},
     )
     return _accepted(services, batch)
+
+
+async def _draw_tokens(request: Request, images: int) -> None:
+    """A batch of N images draws N tokens of its client's rate limit, as N jobs would (the
+    request itself drew one before its body was read)."""
+    wait = await take_more(request.scope, request.app.state.keyring, images - 1)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"a batch of {images} images counts as {images} uploads; try again in {seconds} s "
+            "(IMGSTREAM_RATE_LIMIT_PER_SECOND)",
+            retry_after(seconds),
+        )
 
 
 async def _check_backlog(services: Services, jobs: int) -> None:
