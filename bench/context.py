@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgstream.config import AppendFsync, Settings
+from imgstream.config import Settings
 from imgstream.redis_server import RedisServer
+from imgstream.setting_values import AppendFsync
 
 import peers
 

@@ -24,11 +24,11 @@ def _same_as_imgstream(*names: str) -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in names]
 
 
-_IMAGING = _same_as_imgstream("pyvips", "pyvips-binary", "pydantic")
+_IMAGING = _same_as_imgstream("pyvips", "pyvips-binary", "pydantic", "simplejpeg", "numpy")
 
 PEERS: dict[str, list[str]] = {
     # Engine duel: every library in one environment, each measured in its own process.
-    "engines": ["pillow", "opencv-python-headless", "numpy", *_IMAGING],
+    "engines": ["pillow", "opencv-python-headless", *_IMAGING],
     "thumbor": ["thumbor"],
     "celery": ["celery[redis]", *_IMAGING],
     "rq": ["rq", *_IMAGING],

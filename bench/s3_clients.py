@@ -26,9 +26,10 @@ from typing import Any, BinaryIO, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from imgstream.config import Settings, StorageKind
+from imgstream.config import Settings
 from imgstream.jobs import new_job_id
 from imgstream.s3_storage import S3Storage
+from imgstream.setting_values import StorageKind
 from seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3  # type: ignore[import-not-found]
 
 

@@ -162,7 +162,7 @@ def worker_pids(supervisor: int) -> list[int]:
     found = []
     for pid in children(supervisor):
         try:
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
         except OSError:
             continue

@@ -8,8 +8,8 @@ MIB = 1024 * 1024
 
 
 def worker_pids(supervisor_pid: int) -> set[int]:
-    """The worker processes the supervisor has spawned (multiprocessing's ``spawn_main``; its
-    resource tracker is skipped); none once the supervisor is gone."""
+    """The worker processes the supervisor has forked (multiprocessing's resource tracker, should
+    one run, is skipped); none once the supervisor is gone."""
     pids: set[int] = set()
     try:
         tasks = list(Path(f"/proc/{supervisor_pid}/task").iterdir())
@@ -25,7 +25,7 @@ def worker_pids(supervisor_pid: int) -> set[int]:
                 command = Path(f"/proc/{child}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"spawn_main" in command:
+            if b"resource_tracker" not in command:
                 pids.add(int(child))
     return pids
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from imgstream.redis_server import free_port
@@ -195,6 +196,28 @@ class Service:
     def close(self) -> tuple[int, int]:
         self.http.close()
         return stop(self.api), stop(self.workers)
+
+
+def module_service(
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    concurrency: int = 2,
+    *,
+    clean_exit: bool = True,
+    **settings: str,
+) -> Iterator[Service]:
+    """The body of a module's ``service`` fixture: API and workers on a fresh prefix
+    (``<name>-…``) and data directory, with ``settings``; stopped afterwards, when (with
+    ``clean_exit``) both must have exited 0."""
+    root = tmp_path_factory.mktemp(name)
+    running = Service.launch(
+        redis_url, root / "data", f"{name}-{uuid.uuid4().hex[:8]}", concurrency, **settings
+    )
+    yield running
+    statuses = running.close()
+    if clean_exit:
+        assert statuses == (0, 0), running.log.read_text()[-3000:]
 
 
 def operations_lasting(seconds: float, max_steps: int = 10) -> tuple[str, float]:

@@ -30,7 +30,7 @@ from playwright.sync_api import (
 from imgstream.redis_server import RedisServer
 
 from images import encode, photo, png_declaring
-from service import Service
+from service import Service, module_service
 
 pytestmark = pytest.mark.slow
 
@@ -88,11 +88,10 @@ def browser() -> Iterator[Browser]:
 def service(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("browser")
-    running = Service.launch(
+    yield from module_service(
         redis_server.url,
-        root / "data",
-        f"web-{uuid.uuid4().hex[:8]}",
+        tmp_path_factory,
+        "web",
         IMGSTREAM_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
         IMGSTREAM_SHUTDOWN_GRACE="5",  # an event stream left open must not stall the stop
         # Limits the page can only know by asking the server (none is a default):
@@ -100,8 +99,6 @@ def service(
         IMGSTREAM_MAX_DIMENSION=str(MAX_DIMENSION),
         IMGSTREAM_MAX_STEPS=str(MAX_STEPS),
     )
-    yield running
-    assert running.close() == (0, 0), running.log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")

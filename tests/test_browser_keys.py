@@ -34,7 +34,7 @@ from test_browser import (
 from test_browser import browser as browser
 from test_browser import files as files
 
-from service import Service
+from service import Service, module_service
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +49,13 @@ SIZES = {"meadow.jpg": (400, 300), "tall hills.jpg": (300, 400), "square.jpg": (
 def service(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("browser-keys")
-    running = Service.launch(
+    yield from module_service(
         redis_server.url,
-        root / "data",
-        f"webkeys-{uuid.uuid4().hex[:8]}",
+        tmp_path_factory,
+        "webkeys",
         IMGSTREAM_API_KEYS=f"{KEY_A},{KEY_B}",
         IMGSTREAM_SHUTDOWN_GRACE="5",  # an event stream left open must not stall the stop
     )
-    yield running
-    assert running.close() == (0, 0), running.log.read_text()[-3000:]
 
 
 class KeyTab(Tab):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from test_browser import ARTIFACTS
 from test_browser import browser as browser
 
 from images import encode, flat, photo
-from service import Service
+from service import Service, module_service
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +33,13 @@ RESULT = re.compile(r"/api/jobs/[0-9a-f]{32}/result$")
 def service(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("browser-toolbox")
-    running = Service.launch(
-        redis_server.url, root / "data", f"webtools-{uuid.uuid4().hex[:8]}",
-        concurrency=1, IMGSTREAM_SHUTDOWN_GRACE="5",
-    )  # fmt: skip
-    yield running
-    assert running.close() == (0, 0), running.log.read_text()[-3000:]
+    yield from module_service(
+        redis_server.url,
+        tmp_path_factory,
+        "webtools",
+        1,
+        IMGSTREAM_SHUTDOWN_GRACE="5",
+    )
 
 
 @pytest.fixture

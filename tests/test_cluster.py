@@ -12,9 +12,9 @@ import pytest
 
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
+from imgstream.fleet_snapshot import Monitor
 from imgstream.jobs import new_job_id
 from imgstream.keys import Keys, partition_of
-from imgstream.monitor import Monitor
 from redis_cluster import RedisCluster
 
 from images import encode, photo

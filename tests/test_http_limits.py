@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import closing, suppress
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from imgstream.redis_server import RedisServer
 
 from images import encode, photo
-from service import Service
+from service import Service, module_service
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +34,12 @@ MAX_CONNECTIONS = 40
 def service(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("http-limits")
-    running = Service.launch(
+    yield from module_service(
         redis_server.url,
-        root / "data",
-        f"http-{uuid.uuid4().hex[:8]}",
-        concurrency=1,
+        tmp_path_factory,
+        "http",
+        1,
+        clean_exit=False,
         IMGSTREAM_HTTP_HEADER_TIMEOUT="1",
         IMGSTREAM_HTTP_BODY_WINDOW="1",
         IMGSTREAM_HTTP_MIN_BODY_RATE="1000",
@@ -48,8 +47,6 @@ def service(
         IMGSTREAM_HTTP_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
         IMGSTREAM_CORS_ORIGINS="https://allowed.example",
     )
-    yield running
-    running.close()
 
 
 def address(service: Service) -> tuple[str, int]:

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from imgstream.config import Settings
 from imgstream.deadletters import DeadLetters
+from imgstream.fleet_snapshot import Monitor
 from imgstream.janitor import TEMPORARY_AGE, Janitor
 from imgstream.jobs import JobStatus, ResultInfo, new_job_id
-from imgstream.monitor import Monitor
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 

@@ -16,6 +16,7 @@ PACKAGE = Path(imgstream.__file__).parent
 WEB_STACK = ("fastapi", "starlette", "uvicorn")
 WORKER_SIDE = (
     "imgstream.worker",
+    "imgstream.worker_process",
     "imgstream.janitor",
     "imgstream.telemetry",
     "imgstream.supervisor",
@@ -47,8 +48,8 @@ def test_the_api_process_does_not_load_the_worker_side() -> None:
 
 
 def test_a_worker_process_does_not_load_the_web_stack() -> None:
-    loaded = loaded_by("imgstream.supervisor", "imgstream.worker", "imgstream.janitor")
-    assert "imgstream.worker" in loaded
+    loaded = loaded_by("imgstream.supervisor", "imgstream.worker_process")
+    assert {"imgstream.worker", "imgstream.janitor"} <= loaded
     assert sorted({top_level(name) for name in loaded} & set(WEB_STACK)) == []
 
 
@@ -103,20 +104,28 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 LAYERS: dict[str, tuple[int, str]] = {
     "model": (
         0,
-        "config steps operations jobs keys redis_health transforms imaging placeholder"
-        " api_models webhooks batches",
+        "config setting_values limits output steps operations jobs keys redis_health"
+        " transforms imaging image_errors decoding encoding luma placeholder api_models"
+        " webhooks batches",
     ),
     "store": (
         1,
-        "connection queue deadletters storage s3_storage metrics presence runtime deployment"
+        "connection queue deadletters storage s3_storage job_counters heartbeats runtime deployment"
         " webhook_queue batch_queue",
     ),
-    "observe": (2, "monitor exposition logs"),
-    "worker": (3, "processing worker janitor telemetry supervisor processes webhook_sender"),
+    "observe": (2, "fleet_snapshot prometheus logs"),
+    "worker": (
+        3,
+        "processing worker worker_process janitor telemetry supervisor processes webhook_sender",
+    ),
     "http": (
         3,
-        "errors services api ops_api middleware auth ratelimit http_server assets"
-        " upload_form events sse intake result_download batch_intake batch_api batch_archive",
+        "errors services api ops_api auth ratelimit http_server assets"
+        " upload_form job_changes sse intake result_download middleware"
+        " middleware.api_keys middleware.body_limit middleware.cors middleware.head"
+        " middleware.http_metrics middleware.json_errors middleware.rate_limit"
+        " middleware.request_limits middleware.security_headers"
+        " batch_intake batch_api batch_archive",
     ),
     "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
 }

@@ -19,15 +19,15 @@ from redis.asyncio import Redis
 
 from imgstream.api import create_app
 from imgstream.config import Settings
-from imgstream.exposition import exposition
-from imgstream.jobs import new_job_id
-from imgstream.metrics import (
+from imgstream.fleet_snapshot import Monitor
+from imgstream.job_counters import (
     PROCESSING_BUCKETS,
     Counters,
     bucket_bound,
     operation_label,
 )
-from imgstream.monitor import Monitor
+from imgstream.jobs import new_job_id
+from imgstream.prometheus import exposition
 from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer, free_port
 from imgstream.storage import LocalStorage

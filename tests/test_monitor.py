@@ -22,9 +22,9 @@ from rich.console import Console
 
 from imgstream.api import create_app
 from imgstream.config import Settings
+from imgstream.fleet_snapshot import Monitor
+from imgstream.heartbeats import Presence
 from imgstream.jobs import JobStatus
-from imgstream.monitor import Monitor
-from imgstream.presence import Presence
 from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer
 from imgstream.stats_view import render

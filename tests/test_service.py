@@ -28,7 +28,7 @@ from imgstream.redis_server import RedisServer, free_port
 
 import reference
 from images import bars, encode, photo
-from service import Service, stop
+from service import Service, module_service, stop
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +37,12 @@ pytestmark = pytest.mark.slow
 def service(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("service")
-    running = Service.launch(
+    yield from module_service(
         redis_server.url,
-        root / "data",
-        f"e2e-{uuid.uuid4().hex[:8]}",
+        tmp_path_factory,
+        "e2e",
         IMGSTREAM_MAX_UPLOAD_BYTES=str(1024 * 1024),
     )
-    yield running
-    api_status, worker_status = running.close()
-    assert (api_status, worker_status) == (0, 0), running.log.read_text()[-3000:]
 
 
 CASES = [

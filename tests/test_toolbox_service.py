@@ -22,7 +22,7 @@ from imgstream.operations import Limits, spec_from_form
 from imgstream.redis_server import RedisServer
 
 from images import encode, photo, with_alpha
-from service import Service
+from service import Service, module_service
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +39,12 @@ CHAIN = json.dumps([
 def service(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("toolbox")
-    running = Service.launch(
-        redis_server.url, root / "data", f"toolbox-{uuid.uuid4().hex[:8]}", concurrency=1
+    yield from module_service(
+        redis_server.url,
+        tmp_path_factory,
+        "toolbox",
+        1,
     )
-    yield running
-    api_status, worker_status = running.close()
-    assert (api_status, worker_status) == (0, 0), running.log.read_text()[-3000:]
 
 
 def test_a_chain_of_new_steps_through_the_api(service: Service) -> None:

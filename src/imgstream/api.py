@@ -33,7 +33,7 @@ from imgstream.api_models import (
     job_view,
 )
 from imgstream.assets import StaticAssets
-from imgstream.auth import ApiKeyGate, Caller, KeyRing, caller
+from imgstream.auth import Caller, KeyRing, caller
 from imgstream.batch_api import BATCHES_PATH
 from imgstream.batch_api import install as install_batch_routes
 from imgstream.config import Settings
@@ -45,19 +45,25 @@ from imgstream.errors import (
     error_response,
     retry_after,
 )
-from imgstream.events import EventHub, TooManyStreams
-from imgstream.http_server import RequestLimits
+from imgstream.fleet_snapshot import Monitor
 from imgstream.intake import accept, disk_full_message, with_form
+from imgstream.job_changes import EventHub, TooManyStreams
 from imgstream.jobs import (
     JobRecord,
     JobStatus,
     is_valid_job_id,
 )
-from imgstream.middleware import BodySizeLimit, HeadAsGet, JsonErrors, SecurityHeaders, cors_options
-from imgstream.monitor import Monitor
+from imgstream.middleware.api_keys import ApiKeyGate
+from imgstream.middleware.body_limit import BodySizeLimit
+from imgstream.middleware.cors import cors_options
+from imgstream.middleware.head import HeadAsGet
+from imgstream.middleware.json_errors import JsonErrors
+from imgstream.middleware.rate_limit import RateLimit
+from imgstream.middleware.request_limits import RequestLimits
+from imgstream.middleware.security_headers import SecurityHeaders
 from imgstream.operations import Limits, OutputFormat
 from imgstream.ops_api import install as install_operator_routes
-from imgstream.ratelimit import RateLimit, client_identity, install_limiters
+from imgstream.ratelimit import client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
 from imgstream.result_download import download_name, result_response
 from imgstream.services import STATIC_DIR, Services, services_of

@@ -2,8 +2,9 @@
 
 Off unless ``IMGSTREAM_API_KEYS`` or ``IMGSTREAM_ADMIN_KEYS`` is set. Then every request
 under ``/api`` (and ``/metrics``) must carry ``Authorization: Bearer <key>``: the gate
-answers ``401`` before the body is read, so an unauthenticated upload costs neither disk nor
-a decode, and a route added later is covered without doing anything. The one exception is
+(``middleware.api_keys``) answers ``401`` before the body is read, so an unauthenticated
+upload costs neither disk nor a decode, and a route added later is covered without doing
+anything. The one exception is
 ``PUBLIC_API_PATHS``: the operator's limits, which the web page reads before it has a key.
 A job is visible only to the key that created it (``404`` to others). Operator keys
 (``IMGSTREAM_ADMIN_KEYS``) are keys too, and more: they alone see every job, other callers'
@@ -25,18 +26,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from imgstream.middleware import send_json_error
 
 API_PATH = "/api"
 PUBLIC_API_PATHS = frozenset({"/api/limits"})
 OPERATOR_PATHS = frozenset({"/metrics"})
 """Paths outside ``/api`` that the gate covers too: they need an operator key."""
 CHALLENGE = 'Bearer realm="imgstream"'
-_STATE_KEY = "imgstream_caller"
+CALLER_STATE_KEY = "imgstream_caller"
+"""Where ``middleware.api_keys`` leaves the caller it found, in the request's state."""
 
 
 def fingerprint(key: str) -> str:
@@ -109,44 +107,6 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
-class ApiKeyGate:
-    """Refuse ``/api`` requests without a valid key with ``401``, before the body is read.
-
-    The caller it finds is left in the request state for the ``caller`` dependency.
-    """
-
-    def __init__(self, app: ASGIApp, *, keyring: KeyRing) -> None:
-        self.app = app
-        self.keyring = keyring
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or not (is_api_path(path) or path in OPERATOR_PATHS)
-            or path in PUBLIC_API_PATHS
-        ):
-            await self.app(scope, receive, send)
-            return
-        authorization = Headers(scope=scope).get("authorization")
-        caller = self.keyring.identify(authorization)
-        if caller is None:
-            await _refuse(send, presented=authorization is not None)
-            return
-        scope.setdefault("state", {})[_STATE_KEY] = caller
-        await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, *, presented: bool) -> None:
-    if presented:
-        message = "the API key is not valid"
-        challenge = f'{CHALLENGE}, error="invalid_token"'
-    else:
-        message = "this API needs a key: send Authorization: Bearer <key>"
-        challenge = CHALLENGE
-    await send_json_error(send, 401, "unauthorized", message, {"www-authenticate": challenge})
-
-
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
@@ -160,7 +120,7 @@ async def caller(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Caller:
     """FastAPI dependency: the caller the gate identified (fails closed if it did not run)."""
-    found = getattr(request.state, _STATE_KEY, None)
+    found = getattr(request.state, CALLER_STATE_KEY, None)
     if isinstance(found, Caller):
         return found
     keyring: KeyRing = request.app.state.keyring

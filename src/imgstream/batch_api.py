@@ -32,8 +32,8 @@ from imgstream.batch_archive import Member, first_piece, unique_names, zip_strea
 from imgstream.batch_intake import accept_batch, batch_store
 from imgstream.batches import BatchCounts, BatchRecord, last_finished
 from imgstream.errors import ApiError
-from imgstream.events import TooManyStreams
 from imgstream.intake import with_form
+from imgstream.job_changes import TooManyStreams
 from imgstream.jobs import JobRecord, JobStatus, is_valid_job_id
 from imgstream.operations import Limits, OutputFormat
 from imgstream.ratelimit import client_identity

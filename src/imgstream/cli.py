@@ -11,14 +11,8 @@ from pydantic import ValidationError
 from imgstream import commands as run
 from imgstream.config import Settings
 from imgstream.logs import configure_logging
-from imgstream.operations import (
-    FORMAT_ALIASES,
-    OPERATION_NAMES,
-    Direction,
-    Fit,
-    Gravity,
-    OutputFormat,
-)
+from imgstream.operations import OPERATION_NAMES, Direction, Fit, Gravity
+from imgstream.output import FORMAT_ALIASES, OutputFormat
 
 DESCRIPTION = """\
 imgstream resizes, grayscales and blurs images. A web API takes uploads and queues them in

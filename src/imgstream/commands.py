@@ -222,7 +222,7 @@ def gc(settings: Settings, _args: argparse.Namespace) -> int:
 def health(settings: Settings, args: argparse.Namespace) -> int:
     import anyio
 
-    from imgstream.presence import worker_alive_here
+    from imgstream.heartbeats import worker_alive_here
 
     within = args.within or settings.visibility_timeout
     alive = anyio.run(worker_alive_here, settings, within)

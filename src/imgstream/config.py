@@ -7,53 +7,24 @@ Nothing else in the package reads ``os.environ``: the process entry points build
 from __future__ import annotations
 
 import os
-import re
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from imgstream.operations import Limits
+from imgstream.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits
+from imgstream.setting_values import (
+    MIB,
+    AppendFsync,
+    LogFormat,
+    S3AddressingStyle,
+    StorageKind,
+    api_keys,
+    origins,
+)
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-MIB = 1024 * 1024
-MIN_API_KEY_CHARS = 16
-_API_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]+$")  # RFC 6750 b64token: fits a Bearer header
-_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
-
-
-class AppendFsync(StrEnum):
-    """How often the private Redis fsyncs its append-only file (the loss window on a crash)."""
-
-    ALWAYS = "always"
-    EVERYSEC = "everysec"
-    NO = "no"
-
-
-class StorageKind(StrEnum):
-    """Where originals and results live: a local directory, or an S3-compatible bucket."""
-
-    LOCAL = "local"
-    S3 = "s3"
-
-
-class S3AddressingStyle(StrEnum):
-    """How the bucket is named in S3 URLs: ``auto`` lets botocore choose (path style with a
-    custom endpoint, virtual-hosted on AWS); ``path`` and ``virtual`` force one."""
-
-    AUTO = "auto"
-    PATH = "path"
-    VIRTUAL = "virtual"
-
-
-class LogFormat(StrEnum):
-    """How log lines look: ``auto`` is JSON, unless stderr is a terminal (then text)."""
-
-    AUTO = "auto"
-    JSON = "json"
-    TEXT = "text"
 
 
 class Settings(BaseSettings):
@@ -272,11 +243,19 @@ class Settings(BaseSettings):
         description="Free space the data directory keeps; below it "
         "uploads get 507 and /readyz says so.",
     )
-    max_pixels: int = Field(default=50_000_000, ge=1)
-    max_dimension: int = Field(default=20_000, ge=1, le=10_000_000)
-    max_frames: int = Field(default=100, ge=1)
-    max_steps: int = Field(default=10, ge=1, le=100)
-    max_sigma: float = Field(default=100.0, gt=0, le=1000)
+    max_pixels: int = Field(default=DEFAULT_LIMITS.max_pixels, ge=1)
+    max_dimension: int = Field(default=DEFAULT_LIMITS.max_dimension, ge=1, le=10_000_000)
+    max_frames: int = Field(default=DEFAULT_LIMITS.max_frames, ge=1)
+    max_luma_pixels: int = Field(
+        default=DEFAULT_LIMITS.max_luma_pixels,
+        ge=0,
+        le=1_000_000_000,
+        description="Largest JPEG (in pixels, after shrink-on-load) whose grayscale is decoded "
+        "as its luma plane alone, held whole in memory (one byte a pixel; 3-4x cheaper); larger "
+        "ones go through libvips in strips. 0: never.",
+    )
+    max_steps: int = Field(default=DEFAULT_LIMITS.max_steps, ge=1, le=100)
+    max_sigma: float = Field(default=DEFAULT_LIMITS.max_sigma, gt=0, le=1000)
     placeholders: bool = Field(
         default=True,
         description="Compute each result's BlurHash, ThumbHash and dominant colour (from a "
@@ -409,33 +388,12 @@ class Settings(BaseSettings):
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: Any) -> Any:
-        keys = _comma_separated(value)
-        if not isinstance(keys, tuple):
-            return keys
-        for position, key in enumerate(keys, start=1):
-            text = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
-            if len(text) < MIN_API_KEY_CHARS or not _API_KEY.fullmatch(text):
-                raise ValueError(
-                    f"API key #{position} must be at least {MIN_API_KEY_CHARS} characters "
-                    "of A-Z a-z 0-9 . _ ~ + / = -"
-                )
-        return keys
+        return api_keys(value)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
-        origins = _comma_separated(value)
-        if not isinstance(origins, tuple):
-            return origins
-        cleaned = tuple(str(origin).rstrip("/") for origin in origins)
-        for origin in cleaned:
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
-                raise ValueError(f"{origin!r} is not an origin such as https://example.com")
-        return cleaned
-
-    @property
-    def access_controlled(self) -> bool:
-        return bool(self.api_keys or self.admin_keys)
+        return origins(value)
 
     @property
     def rate_limited(self) -> bool:
@@ -448,21 +406,4 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         """The operator's bounds on what a job may ask for and what a source may be."""
-        return Limits(
-            max_steps=self.max_steps,
-            max_sigma=self.max_sigma,
-            max_dimension=self.max_dimension,
-            max_pixels=self.max_pixels,
-            max_frames=self.max_frames,
-        )
-
-
-def _comma_separated(value: Any) -> Any:
-    """``"a, b,,c"`` from the environment, or a list from code, as a tuple of non-empty items."""
-    if isinstance(value, str):
-        value = value.split(",")
-    if isinstance(value, list | tuple):
-        return tuple(
-            item for item in (i.strip() if isinstance(i, str) else i for i in value) if item != ""
-        )
-    return value
+        return Limits(**{name: getattr(self, name) for name in LIMIT_NAMES})

@@ -14,6 +14,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from imgstream.connection import load_script
+from imgstream.job_counters import outcome_field
 from imgstream.jobs import (
     ENTRY_OUTPUT_FIELDS,
     JobStatus,
@@ -23,7 +24,6 @@ from imgstream.jobs import (
     queued_state,
     utc_now,
 )
-from imgstream.metrics import outcome_field
 from imgstream.queue import Keys
 
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from imgstream.config import Settings, StorageKind
+from imgstream.config import Settings
 from imgstream.connection import connect, connect_from
 from imgstream.deadletters import DeadLetters
+from imgstream.heartbeats import Presence
+from imgstream.job_counters import JobMetrics
 from imgstream.keys import Keys
-from imgstream.metrics import JobMetrics
-from imgstream.presence import Presence
 from imgstream.queue import JobQueue
+from imgstream.setting_values import StorageKind
 from imgstream.storage import LocalStorage, Storage
 
 

@@ -1,12 +1,10 @@
 """The one shape of every imgstream error answer, ``{"error": {"code", "message"}}``.
 
-Routes, middlewares (plain ASGI ones too) and the event stream all build it here, so a
-client parses one format whatever refused it.
+Routes, middlewares (they send ``error_response``'s answer themselves), the HTTP server and
+the event stream all build it here, so a client parses one format whatever refused it.
 """
 
 from __future__ import annotations
-
-import json
 
 from starlette.responses import JSONResponse
 
@@ -42,13 +40,14 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
-def error_bytes(code: str, message: str) -> bytes:
-    """``error_body`` encoded, for middlewares that send raw ASGI messages."""
-    return json.dumps(error_body(code, message)).encode()
-
-
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """An error answer with ``status`` and optional extra headers (e.g. Retry-After)."""
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def error_bytes(code: str, message: str) -> bytes:
+    """``error_body`` encoded exactly as ``error_response`` sends it, for the HTTP server's own
+    refusals, written on the connection before any ASGI app runs."""
+    return bytes(error_response(400, code, message).body)

@@ -12,7 +12,7 @@ uvicorn's h11 protocol, with what it lacks for a service on the internet (docs/s
 - every refusal, and h11's own ``400`` for a malformed request, is the API's JSON error,
   and each one is logged (``event: limit.http``).
 The header count and the URL length of requests that fit are checked by ``RequestLimits``
-(ASGI middleware), and idle keep-alive connections are closed by uvicorn
+(``middleware.request_limits``), and idle keep-alive connections are closed by uvicorn
 (``IMGSTREAM_HTTP_KEEPALIVE_TIMEOUT``).
 """
 
@@ -24,12 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import h11
-from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from imgstream.config import Settings
 from imgstream.errors import RETRY_AFTER_MOMENT, error_bytes
-from imgstream.middleware import send_json_error
 
 log = logging.getLogger("imgstream.http")
 
@@ -213,32 +211,3 @@ def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
         (GuardedH11Protocol,),
         {"limits": HttpLimits.from_settings(settings)},
     )
-
-
-class RequestLimits:
-    """ASGI middleware: ``431`` for too many header fields, ``414`` for a too-long target, in
-    the API's JSON shape, before any other middleware looks at the request."""
-
-    def __init__(self, app: ASGIApp, *, max_headers: int, max_url_bytes: int) -> None:
-        self.app = app
-        self.max_headers = max_headers
-        self.max_url_bytes = max_url_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-            status = 0
-            if len(scope.get("headers", ())) > self.max_headers:
-                status, code = 431, "headers_too_large"
-                message = f"more than {self.max_headers} header fields (IMGSTREAM_HTTP_MAX_HEADERS)"
-            elif target > self.max_url_bytes:
-                status, code = 414, "uri_too_long"
-                message = (
-                    f"the request target is longer than {self.max_url_bytes} bytes "
-                    "(IMGSTREAM_HTTP_MAX_URL_BYTES)"
-                )
-            if status:
-                log.warning("refused: %s", message, extra={"event": "limit.http", "status": status})
-                await send_json_error(send, status, code, message, {"connection": "close"})
-                return
-        await self.app(scope, receive, send)

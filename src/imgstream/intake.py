@@ -26,8 +26,8 @@ from imgstream import imaging, upload_form
 from imgstream.api_models import JobAccepted
 from imgstream.auth import Caller
 from imgstream.errors import RETRY_AFTER_BUSY, RETRY_AFTER_DISK, ApiError, retry_after
+from imgstream.job_counters import operation_label
 from imgstream.jobs import JobStatus, OriginalInfo, StreamEntry, new_job_id
-from imgstream.metrics import operation_label
 from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_form
 from imgstream.queue import BacklogFull, Once, Replayed
 from imgstream.ratelimit import client_identity

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 
+from imgstream.output import OUTPUT_FIELDS
+
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 MAX_FILENAME_CHARS = 255
 
@@ -100,6 +102,11 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_timestamp(text: str) -> datetime:
+    """A job field's timestamp (``format_timestamp``'s) read back, aware, in UTC."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
 def entry_id_ms(entry_id: str) -> int:
     """The Unix time in ms Redis stamped into an auto-generated stream entry id
     (``<ms>-<seq>``): when the entry was added."""
@@ -111,7 +118,7 @@ def stream_id_timestamp(entry_id: str) -> str:
     return format_timestamp(datetime.fromtimestamp(entry_id_ms(entry_id) / 1000, UTC))
 
 
-ENTRY_OUTPUT_FIELDS = ("quality", "max_bytes", "strip")
+ENTRY_OUTPUT_FIELDS = tuple(name for name in OUTPUT_FIELDS if name != "format")
 """Output options a stream entry may carry besides ``format``; absent: the default."""
 
 

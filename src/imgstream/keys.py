@@ -116,7 +116,7 @@ class Keys:
         """List: the latest undeliverable webhooks, newest first (JSON)."""
         return f"{{{self.prefix}}}:webhooks:undeliverable"
 
-    # Operating (``metrics``, ``monitor``, ``janitor``): see docs/wire-format.md.
+    # Operating (``job_counters``, ``fleet_snapshot``, ``janitor``): see docs/wire-format.md.
 
     @property
     def expiry(self) -> str:

@@ -30,8 +30,8 @@ import redis
 
 from imgstream.config import Settings
 from imgstream.connection import server_ms
+from imgstream.heartbeats import consumer_origin
 from imgstream.keys import Keys
-from imgstream.presence import consumer_origin
 from imgstream.processes import die_with_parent, parent_of
 from imgstream.redis_server import RedisServer, RedisServerError
 from imgstream.runtime import AlreadyRunning, Runtime, hold_data_dir, remove_runtime, write_runtime

@@ -1,9 +1,10 @@
 """What a job asks for: the operation specs, validated, with no HTTP or Redis in sight.
 
 A job is a pipeline of steps applied in order (see ``steps``) and output options (format,
-quality, a size budget, metadata). The same models and the same operator limits validate
-the web form, the JSON ``operations`` list and every stream entry a worker reads, whoever
-wrote it. This module is the one place that names the form's fields and the output options.
+quality, a size budget, metadata; see ``output``). The same models and the same operator
+limits (``limits``) validate the web form, the JSON ``operations`` list and every stream
+entry a worker reads, whoever wrote it. This module is the one place that names the form's
+fields.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from pydantic import (
@@ -21,11 +20,22 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
+from imgstream.limits import Limits
+from imgstream.output import (
+    FORMAT_ALIASES,
+    LOSSY_FORMATS,
+    OUTPUT_FIELDS,
+    Format,
+    MaxBytes,
+    OutputFormat,
+    Quality,
+    lossless_problem,
+    output_fields,
+)
 from imgstream.steps import (
     ABSOLUTE_MAX_SIDE as ABSOLUTE_MAX_SIDE,
 )
@@ -51,8 +61,10 @@ from imgstream.steps import (
 
 __all__ = [
     "ABSOLUTE_MAX_SIDE",
+    "FORMAT_ALIASES",
     "LOSSY_FORMATS",
     "OPERATION_NAMES",
+    "OUTPUT_FIELDS",
     "STEPS",
     "STEP_FIELDS",
     "Adjust",
@@ -85,44 +97,6 @@ class LimitError(SpecError):
     """A valid spec beyond an operator's limit; the message names the setting."""
 
 
-class OutputFormat(StrEnum):
-    JPEG = "jpeg"
-    PNG = "png"
-    WEBP = "webp"
-    AVIF = "avif"
-    GIF = "gif"
-    TIFF = "tiff"
-
-    @property
-    def media_type(self) -> str:
-        return f"image/{self.value}"
-
-    @property
-    def extension(self) -> str:
-        return _EXTENSIONS.get(self, self.value)
-
-    @property
-    def default_quality(self) -> int | None:
-        """The quality used when a job names none; ``None`` for lossless formats."""
-        return _DEFAULT_QUALITY.get(self)
-
-    @classmethod
-    def parse(cls, value: Any) -> Any:
-        """The format a client named, by its name or a common alias (``jpg``, ``tif``), in any
-        case; anything else is returned as it came, for validation to refuse."""
-        if isinstance(value, str):
-            name = value.strip().lower()
-            return FORMAT_ALIASES.get(name, name)
-        return value
-
-
-_EXTENSIONS = {OutputFormat.JPEG: "jpg", OutputFormat.TIFF: "tif"}
-_DEFAULT_QUALITY = {OutputFormat.JPEG: 85, OutputFormat.WEBP: 80, OutputFormat.AVIF: 60}
-FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}
-LOSSY_FORMATS = tuple(_DEFAULT_QUALITY)
-OUTPUT_FIELDS = ("format", "quality", "max_bytes", "strip")
-"""The output options: form fields, stream entry fields and job hash fields alike."""
-
 FORM_FIELDS = (
     "image",
     "operation",
@@ -146,24 +120,16 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     operations: tuple[Operation, ...] = Field(min_length=1)
-    format: OutputFormat | None = None
-    quality: int | None = Field(default=None, ge=1, le=100)
-    max_bytes: int | None = Field(default=None, ge=1, le=2**40)
+    format: Format = None
+    quality: Quality = None
+    max_bytes: MaxBytes = None
     strip: bool = True
-
-    @field_validator("format", mode="before")
-    @classmethod
-    def _format_alias(cls, value: Any) -> Any:
-        return OutputFormat.parse(value)
 
     @model_validator(mode="after")
     def _lossy_options(self) -> JobSpec:
-        for name in ("quality", "max_bytes"):
-            if getattr(self, name) is not None and self.format not in (None, *LOSSY_FORMATS):
-                raise ValueError(
-                    f"{name}: {self.format} is lossless; {name} applies to "
-                    f"{', '.join(LOSSY_FORMATS)}"
-                )
+        problem = lossless_problem(self.format, self.quality, self.max_bytes)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def operations_json(self) -> str:
@@ -171,24 +137,7 @@ class JobSpec(BaseModel):
 
     def output_fields(self) -> dict[str, str]:
         """The output options as wire fields; options at their default are left out."""
-        fields = {
-            "format": self.format.value if self.format else "",
-            "quality": "" if self.quality is None else str(self.quality),
-            "max_bytes": "" if self.max_bytes is None else str(self.max_bytes),
-            "strip": "" if self.strip else "false",
-        }
-        return {name: value for name, value in fields.items() if value}
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Operator-set bounds on what a job may ask for and what a source image may be."""
-
-    max_steps: int = 10
-    max_sigma: float = 100.0
-    max_dimension: int = 20_000
-    max_pixels: int = 50_000_000
-    max_frames: int = 100
+        return output_fields(self.format, self.quality, self.max_bytes, self.strip)
 
 
 _OPERATIONS_ADAPTER: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])

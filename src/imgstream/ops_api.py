@@ -2,7 +2,7 @@
 and retrying a dead letter. ``install`` wires them (and the HTTP metrics middleware) into
 the app with one call from ``create_app``.
 
-These handlers only translate: every Redis command is in ``monitor``, ``metrics`` or
+These handlers only translate: every Redis command is in ``fleet_snapshot``, ``job_counters`` or
 ``deadletters``. Routes that change something live under ``/api/`` so the API's access
 control covers them.
 """
@@ -21,8 +21,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from imgstream.api_models import ERROR_RESPONSES
 from imgstream.auth import Caller, caller, operator
 from imgstream.errors import error_response
-from imgstream.exposition import HttpMetrics, exposition
-from imgstream.monitor import Monitor
+from imgstream.fleet_snapshot import Monitor
+from imgstream.middleware.http_metrics import HttpMetrics
+from imgstream.prometheus import exposition
 from imgstream.services import STATIC_DIR, services_of
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")

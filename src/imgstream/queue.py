@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from imgstream.connection import load_script
+from imgstream.job_counters import outcome_field, submitted_field
 from imgstream.jobs import (
     FINAL_STATUSES,
     Enqueued,
@@ -39,7 +40,6 @@ from imgstream.jobs import (
     utc_now,
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
-from imgstream.metrics import outcome_field, submitted_field
 
 
 class BacklogFull(Exception):
@@ -70,17 +70,31 @@ class Replayed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """An entry handed to this consumer. ``entry`` is None when the fields are malformed."""
+class ValidDelivery:
+    """An entry handed to this consumer whose fields decode: the only kind a job is started,
+    finished or failed with."""
 
     entry_id: str
-    fields: Mapping[str, str]
-    entry: StreamEntry | None
-    problem: str = ""
+    entry: StreamEntry
 
     @property
-    def job_id(self) -> str | None:
-        return self.entry.job_id if self.entry else None
+    def job_id(self) -> str:
+        return self.entry.job_id
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedDelivery:
+    """An entry handed to this consumer whose fields do not decode (``problem`` says why):
+    it is only ever discarded."""
+
+    entry_id: str
+    problem: str
+    entry: None = None
+    job_id: None = None
+
+
+Delivery = ValidDelivery | MalformedDelivery
+"""What reading the stream hands a consumer."""
 
 
 class JobQueue:
@@ -202,14 +216,15 @@ class JobQueue:
         _stream, entries = reply[0]
         return [_delivery(entry_id, fields) for entry_id, fields in entries]
 
-    async def start(self, delivery: Delivery, lease: str, consumer: str, max_attempts: int) -> int:
+    async def start(
+        self, delivery: ValidDelivery, lease: str, consumer: str, max_attempts: int
+    ) -> int:
         """Mark the job processing under ``lease``; returns the attempt number.
 
         ``StartRefused.ALREADY_ENDED`` means a duplicate delivery of an ended job (just discard
         it); ``StartRefused.EXHAUSTED`` means ``max_attempts`` attempts started and none
         ended: bury it.
         """
-        assert delivery.entry is not None
         entry = delivery.entry
         if_missing = {
             **queued_state(entry),
@@ -233,7 +248,7 @@ class JobQueue:
         return int(reply)
 
     async def complete(
-        self, delivery: Delivery, lease: str, result: ResultInfo, *, ttl: int
+        self, delivery: ValidDelivery, lease: str, result: ResultInfo, *, ttl: int
     ) -> bool:
         """Record success and acknowledge; False when the lease was lost (nothing written)."""
         outcome = {
@@ -245,7 +260,7 @@ class JobQueue:
 
     async def fail(
         self,
-        delivery: Delivery,
+        delivery: ValidDelivery,
         lease: str,
         *,
         code: str,
@@ -277,14 +292,13 @@ class JobQueue:
 
     async def _record(
         self,
-        delivery: Delivery,
+        delivery: ValidDelivery,
         lease: str,
         outcome: Mapping[str, str],
         ttl: int,
         dead_letter_reason: str = "",
     ) -> bool:
-        assert delivery.entry is not None
-        job_id = delivery.entry.job_id
+        job_id = delivery.job_id
         status = outcome["status"]
         args: list[Any] = [
             *(lease, self.group, delivery.entry_id, ttl, dead_letter_reason, utc_now()),
@@ -296,7 +310,7 @@ class JobQueue:
             *pairs(outcome),
         ]
         keys = [
-            self.keys.job(delivery.entry.job_id),
+            self.keys.job(job_id),
             self.keys.stream,
             self.keys.dead,
             self.keys.expiry,
@@ -379,8 +393,7 @@ class JobQueue:
 
 
 def _delivery(entry_id: str, fields: Mapping[str, str] | None) -> Delivery:
-    fields = fields or {}
     try:
-        return Delivery(entry_id=entry_id, fields=fields, entry=StreamEntry.from_fields(fields))
+        return ValidDelivery(entry_id, StreamEntry.from_fields(fields or {}))
     except WireError as exc:
-        return Delivery(entry_id=entry_id, fields=fields, entry=None, problem=str(exc))
+        return MalformedDelivery(entry_id, str(exc))

@@ -20,20 +20,15 @@ is full) a request that should draw on a bucket gets ``503`` with ``Retry-After`
 from __future__ import annotations
 
 import logging
-import math
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from starlette.datastructures import Headers, State
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from imgstream.auth import KeyRing, is_api_path
+from imgstream.auth import KeyRing
 from imgstream.config import Settings
 from imgstream.connection import load_script
-from imgstream.errors import RETRY_AFTER_MOMENT
 from imgstream.keys import Keys
-from imgstream.middleware import send_json_error
-from imgstream.redis_health import describe
 
 log = logging.getLogger("imgstream.ratelimit")
 
@@ -141,47 +136,3 @@ async def take_more(scope: Scope, keyring: KeyRing, tokens: int) -> float:
     if wait > 0:
         await limiter.take(client, -1)  # a negative cost puts back (the bucket stays capped)
     return wait
-
-
-class RateLimit:
-    """ASGI middleware: ``429`` with ``Retry-After`` once a client's bucket under ``/api`` is empty.
-
-    The limiters are looked up on the application's state (``install_limiters``, called at
-    start-up, where the Redis client is made); None there means that kind is not limited.
-    """
-
-    def __init__(self, app: ASGIApp, *, keyring: KeyRing) -> None:
-        self.app = app
-        self.keyring = keyring
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limiter: RateLimiter | None = None
-        if scope["type"] == "http" and is_api_path(scope["path"]):
-            limiter = limiter_for(scope, self.keyring)
-        if limiter is None:
-            await self.app(scope, receive, send)
-            return
-        try:
-            wait = await limiter.take(client_identity(scope, self.keyring))
-        except RedisError as exc:
-            log.warning("request refused, its rate limit cannot be checked: %s", exc)
-            code, message = describe(exc)
-            await send_json_error(
-                send, 503, code, message, {"retry-after": str(RETRY_AFTER_MOMENT)}
-            )
-            return
-        if wait > 0:
-            await _refuse(send, wait, limiter.setting)
-            return
-        await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, wait: float, setting: str) -> None:
-    seconds = max(1, math.ceil(wait))
-    await send_json_error(
-        send,
-        429,
-        "rate_limited",
-        f"too many requests; try again in {seconds} s ({setting})",
-        {"retry-after": str(seconds)},
-    )

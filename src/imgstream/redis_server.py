@@ -18,7 +18,7 @@ from types import TracebackType
 import redis
 
 from imgstream import processes
-from imgstream.config import AppendFsync
+from imgstream.setting_values import AppendFsync
 
 
 class RedisServerError(RuntimeError):

@@ -35,9 +35,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imgstream.config import Settings
 from imgstream.jobs import is_valid_job_id
-from imgstream.operations import OutputFormat
+from imgstream.output import RESULT_EXTENSIONS, OutputFormat
 from imgstream.storage import (
-    RESULT_EXTENSIONS,
     STORAGE_COUNTS,
     Chunks,
     StorageScan,

@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
-from imgstream.events import EventHub
+from imgstream.job_changes import EventHub
 from imgstream.operations import Limits
 from imgstream.queue import JobQueue
 from imgstream.storage import Storage

@@ -19,7 +19,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from imgstream.errors import RETRY_AFTER_BUSY, ApiError, error_body, retry_after
-from imgstream.events import BatchFollower, Follower, TooManyStreams
+from imgstream.job_changes import BatchFollower, Follower, TooManyStreams
 from imgstream.jobs import JobRecord
 
 log = logging.getLogger("imgstream.sse")

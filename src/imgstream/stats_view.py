@@ -1,6 +1,6 @@
 """``imgstream stats``: the dashboard's facts in a terminal, refreshed live, or one JSON snapshot.
 
-It reads Redis directly (``monitor``), not the HTTP API, so it works where only Redis is
+It reads Redis directly (``fleet_snapshot``), not the HTTP API, so it works where only Redis is
 reachable. ``render`` is a pure function of the ``/api/stats`` JSON, the one shape all
 three views share.
 """
@@ -19,7 +19,7 @@ from rich.text import Text
 
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
-from imgstream.monitor import Monitor
+from imgstream.fleet_snapshot import Monitor
 
 
 def _when(unix: float) -> str:

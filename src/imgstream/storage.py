@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from imgstream.jobs import is_valid_job_id
-from imgstream.operations import OutputFormat
+from imgstream.output import RESULT_EXTENSIONS
 
 
 class Storage(Protocol):
@@ -128,9 +128,6 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 def is_disk_full(exc: OSError) -> bool:
     return exc.errno in DISK_FULL_ERRNOS
 
-
-RESULT_EXTENSIONS = frozenset(output.extension for output in OutputFormat)
-"""The extension of every result file ``save_result`` may write."""
 
 QUIET_WRITER_SECONDS = 30.0
 """A temporary untouched this long, whose writer is gone, is surely abandoned."""

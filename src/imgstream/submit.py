@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 from imgstream.client import Client, ClientError
-from imgstream.operations import OutputFormat
+from imgstream.output import OutputFormat
 
 FINAL = ("done", "failed")
 

@@ -3,13 +3,21 @@
 A worker that dies (a native crash in a decoder, the OOM killer, a bug) is replaced, with a
 growing pause if they keep dying, so one bad process never takes the fleet down. SIGTERM or
 SIGINT asks every worker to finish its jobs in hand; after the grace period they are killed.
+
+Workers are forked from the supervisor once it has imported everything a worker runs
+(libvips and its Python binding included, before any libvips thread exists), so the fleet
+shares those pages instead of each process loading its own copy; each worker configures
+libvips and connects to Redis itself, after the fork.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,15 +35,38 @@ log = logging.getLogger("imgstream.supervisor")
 RESTART_PAUSE_MAX = 30.0
 HEALTHY_LIFETIME = 2.0
 """A worker that lived this long before dying is restarted at once; younger deaths back off."""
+PRELOADED = ("imgstream.worker_process", "simplejpeg")
+"""Imported by the supervisor before it forks: the worker loop, imaging, libvips, redis-py,
+and the luma decoder (``imgstream.luma`` loads it on first use)."""
 
 
 def worker_process_main(settings: Settings, burst: bool = False) -> None:
     """Entry point of one worker process; ``burst``: return once the queue is empty."""
-    from imgstream.worker import serve  # imported here: the child sets up libvips itself
+    from imgstream.worker_process import serve  # preloaded by a pool; in burst mode, loaded now
 
     die_with_parent()
     configure_logging(settings.log_level, settings.log_format)
     anyio.run(partial(serve, settings, burst=burst), backend_options={"use_uvloop": True})
+
+
+def _forked_worker_main(settings: Settings) -> None:
+    """A pool's worker, just forked: the supervisor's signal handlers are not its own."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    worker_process_main(settings)
+
+
+def preload() -> None:
+    """Import what every worker runs, once, in the process that forks them.
+
+    numpy (simplejpeg's) would start OpenBLAS threads at import, and a fork keeps only the
+    forking thread; workers never use BLAS, so it gets none. ``gc.freeze`` keeps the
+    collector from writing to the preloaded objects, so their pages stay shared.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    for name in PRELOADED:
+        importlib.import_module(name)
+    gc.freeze()
 
 
 @dataclass
@@ -50,14 +81,14 @@ class WorkerPool:
     def __init__(self, settings: Settings, concurrency: int) -> None:
         self.settings = settings
         self.concurrency = concurrency
-        self._context = multiprocessing.get_context("spawn")
+        self._context = multiprocessing.get_context("fork")
         self._slots: list[_Slot] = []
         self._stopping = False
         self._refused = False
 
     def _spawn(self) -> multiprocessing.process.BaseProcess:
         process = self._context.Process(
-            target=worker_process_main, args=(self.settings,), name="imgstream-worker"
+            target=_forked_worker_main, args=(self.settings,), name="imgstream-worker"
         )
         process.start()
         log.info("started worker process %s", process.pid)
@@ -70,6 +101,7 @@ class WorkerPool:
 
     def run(self) -> int:
         """Serve until signalled; returns the exit status for the command."""
+        preload()
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self._slots = [_Slot(self._spawn()) for _ in range(self.concurrency)]

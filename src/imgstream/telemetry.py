@@ -13,9 +13,9 @@ import logging
 import time
 from typing import Any
 
+from imgstream.job_counters import JobMetrics, operation_label
 from imgstream.jobs import entry_id_ms
-from imgstream.metrics import JobMetrics, operation_label
-from imgstream.queue import Delivery
+from imgstream.queue import Delivery, ValidDelivery
 
 log = logging.getLogger("imgstream.worker")
 
@@ -39,7 +39,7 @@ class JobTelemetry:
         fields.update(more)
         return fields
 
-    def started(self, delivery: Delivery, attempt: int) -> float:
+    def started(self, delivery: ValidDelivery, attempt: int) -> float:
         """Log the start of an attempt; returns the monotonic time it began."""
         log.info(
             "job %s started",
@@ -50,7 +50,7 @@ class JobTelemetry:
 
     async def finished(
         self,
-        delivery: Delivery,
+        delivery: ValidDelivery,
         outcome: str,
         began: float | None,
         *,
@@ -64,7 +64,6 @@ class JobTelemetry:
         the job was accepted (or requeued from the dead letters).
         """
         entry = delivery.entry
-        assert entry is not None
         now = time.time()
         duration = None if began is None else time.monotonic() - began
         queued_at = entry_id_ms(delivery.entry_id) / 1000

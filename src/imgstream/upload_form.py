@@ -20,14 +20,13 @@ from starlette.requests import Request
 from imgstream.operations import (
     ABSOLUTE_MAX_SIDE,
     FORM_FIELDS,
-    LOSSY_FORMATS,
     OPERATION_NAMES,
     Direction,
     Fit,
     Gravity,
     Limits,
-    OutputFormat,
 )
+from imgstream.output import LOSSY_FORMATS, OutputFormat
 
 MAX_FIELD_BYTES = 64 * 1024
 """The largest text field (a long ``operations`` list is a few KiB)."""

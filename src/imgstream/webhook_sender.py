@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 
 import anyio
 import anyio.to_thread
@@ -23,7 +22,7 @@ from redis.exceptions import RedisError
 from imgstream.api_models import job_view
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
-from imgstream.jobs import JobRecord, utc_now
+from imgstream.jobs import JobRecord, parse_timestamp, utc_now
 from imgstream.queue import JobQueue
 from imgstream.redis_health import is_outage
 from imgstream.webhook_queue import Undeliverable, WebhookQueue
@@ -156,8 +155,7 @@ def _age(record: JobRecord) -> float:
     """Seconds since the job ended (0 when the time is unknown)."""
     if not record.finished_at:
         return 0.0
-    ended = datetime.fromisoformat(record.finished_at.replace("Z", "+00:00"))
-    return max(0.0, time.time() - ended.timestamp())
+    return max(0.0, time.time() - parse_timestamp(record.finished_at).timestamp())
 
 
 async def run_webhook_sender(deployment: Deployment) -> None:

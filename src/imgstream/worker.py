@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,26 +29,21 @@ import anyio
 import anyio.to_thread
 from redis.exceptions import RedisError
 
-from imgstream import imaging
 from imgstream.config import Settings
-from imgstream.deployment import Deployment
-from imgstream.janitor import run_janitor
+from imgstream.heartbeats import consumer_name
+from imgstream.job_counters import JobMetrics
 from imgstream.jobs import ResultInfo, StartRefused
-from imgstream.metrics import JobMetrics
 from imgstream.operations import LimitError, SpecError, spec_from_entry
-from imgstream.presence import consumer_name, run_heartbeat
-from imgstream.processes import EXIT_REFUSED
 from imgstream.processing import (
     DiskFull,
     JobFailure,
     TransientFailure,
     process_job,
 )
-from imgstream.queue import Delivery, JobQueue
+from imgstream.queue import Delivery, JobQueue, MalformedDelivery, ValidDelivery
 from imgstream.redis_health import eviction_problem, is_outage, refusal
-from imgstream.storage import Storage, StorageUnavailable
+from imgstream.storage import Storage
 from imgstream.telemetry import JobTelemetry
-from imgstream.webhook_sender import run_webhook_sender
 
 log = logging.getLogger("imgstream.worker")
 
@@ -168,7 +162,7 @@ class Worker:
 
     async def handle(self, delivery: Delivery) -> None:
         """Take one entry to its end: done, failed, dead-lettered, or left for recovery."""
-        if delivery.entry is None:
+        if isinstance(delivery, MalformedDelivery):
             log.error("discarding malformed entry %s: %s", delivery.entry_id, delivery.problem)
             await self._persist(self.queue.discard, delivery.entry_id)
             return
@@ -227,7 +221,7 @@ class Worker:
 
     async def _fail(
         self,
-        delivery: Delivery,
+        delivery: ValidDelivery,
         lease: str,
         code: str,
         message: str,
@@ -247,7 +241,7 @@ class Worker:
         if recorded:
             await self.telemetry.finished(delivery, "failed", began, code=code, error=message)
 
-    async def _process_when_room(self, delivery: Delivery) -> ResultInfo:
+    async def _process_when_room(self, delivery: ValidDelivery) -> ResultInfo:
         """Process; while the disk is full, wait and try again under the same attempt and
         lease (the entry stays ours, kept fresh), so a full disk costs time, not the job."""
         pause = 1.0
@@ -268,8 +262,7 @@ class Worker:
                 await anyio.sleep(pause)
                 pause = min(pause * 2, 30.0)
 
-    async def _process(self, delivery: Delivery) -> ResultInfo:
-        assert delivery.entry is not None
+    async def _process(self, delivery: ValidDelivery) -> ResultInfo:
         try:
             spec = spec_from_entry(delivery.entry.operations, delivery.entry.output(), self.limits)
         except LimitError as exc:
@@ -361,42 +354,3 @@ class Worker:
     async def _leave_group(self) -> None:
         with contextlib.suppress(RedisError):
             await self.queue.remove_consumer_if_idle(self.consumer)
-
-
-async def serve(settings: Settings, *, burst: bool = False) -> None:
-    """Run one worker in this process until SIGTERM/SIGINT (or until drained, in burst mode)."""
-    imaging.configure(
-        concurrency=settings.vips_concurrency,
-        cache_max_mem_mb=settings.vips_cache_mb,
-        allow_untrusted=settings.allow_untrusted_formats,
-    )
-    try:
-        deployment = Deployment.open(settings, blocking_ms=settings.block_ms)
-        await anyio.to_thread.run_sync(deployment.storage.check)
-    except StorageUnavailable as exc:
-        log.critical("worker refuses to start: %s", exc, extra={"event": "storage.unavailable"})
-        os._exit(EXIT_REFUSED)
-    worker = Worker(settings, deployment.queue, deployment.storage)
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with anyio.create_task_group() as tasks:
-
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    log.info("worker %s stopping", worker.consumer)
-                    worker.stop()
-                    return
-
-            tasks.start_soon(stop_on_signal)
-            tasks.start_soon(
-                run_heartbeat, settings, deployment.presence, worker.consumer, worker.reading
-            )
-            tasks.start_soon(run_janitor, deployment, worker.consumer)
-            tasks.start_soon(run_webhook_sender, deployment)
-            try:
-                await worker.run(burst=burst)
-            except UnfitRedis as exc:
-                log.critical("worker refuses to start: %s", exc, extra={"event": "redis.unfit"})
-                os._exit(EXIT_REFUSED)
-            finally:
-                tasks.cancel_scope.cancel()
-                await deployment.aclose()

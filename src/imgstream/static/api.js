@@ -66,10 +66,11 @@ export async function describeHttpError(response, file = null) {
   const title = titleFor(status, code, message);
   let detail = message ? plain(message) : "";
   if (status === 413) {
-    const limit = formatBytes(currentLimits().max_upload_bytes);
+    const most = currentLimits().max_upload_bytes;
+    const limit = most === undefined ? "" : `: at most ${formatBytes(most)} per image`;
     detail = file
-      ? `This file (${formatBytes(file.size)}) is more than the server accepts: at most ${limit} per image.`
-      : `The file is more than the server accepts: at most ${limit} per image.`;
+      ? `This file (${formatBytes(file.size)}) is more than the server accepts${limit}.`
+      : `The file is more than the server accepts${limit}.`;
   } else if (status === 415) {
     const formats = "JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF";
     if (!/JPEG/.test(detail)) detail = [detail, `The server reads ${formats} images.`].filter(Boolean).join(" ");

@@ -1,19 +1,11 @@
 // What the server accepts (GET /api/limits, public), so that the page offers only that and
-// can say the limits in its messages. Until the answer arrives, or if it never does, the
-// server's documented defaults stand in.
+// can say the limits in its messages. The server is the one place that defines them: until
+// its answer arrives, or if it never does, the page bounds nothing itself (a limit is
+// `undefined`) and the server still has the last word.
 
-export const DEFAULT_LIMITS = Object.freeze({
-  max_upload_bytes: 25 * 1024 * 1024,
-  max_pixels: 50_000_000,
-  max_dimension: 20_000,
-  max_frames: 100,
-  max_steps: 10,
-  max_sigma: 100,
-});
+const limits = {};
 
-const limits = { ...DEFAULT_LIMITS };
-
-/** The limits as last learnt from the server (or the defaults). */
+/** The limits as last learnt from the server; a limit not learnt is `undefined`. */
 export const currentLimits = () => limits;
 
 /** Ask the server once; resolves to the limits, whatever the answer. */
@@ -22,13 +14,13 @@ export async function loadLimits() {
     const response = await fetch("/api/limits", { headers: { Accept: "application/json" }, cache: "no-store", signal: AbortSignal.timeout(5000) });
     if (response.ok) {
       const body = await response.json();
-      for (const name of Object.keys(DEFAULT_LIMITS)) {
-        if (Number.isFinite(body?.[name]) && body[name] > 0) limits[name] = body[name];
+      for (const [name, value] of Object.entries(body ?? {})) {
+        if (Number.isFinite(value) && value > 0) limits[name] = value;
       }
       document.documentElement.dataset.limits = "server";
     }
   } catch {
-    // offline or an old server: the defaults will do, and the server still has the last word
+    // offline or an old server: the page bounds nothing, and the server still refuses
   }
   return limits;
 }

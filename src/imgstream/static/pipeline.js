@@ -59,7 +59,7 @@ function toNumber(name, value) {
   const number = Number(value);
   if (value === "" || value === null || !Number.isFinite(number)) return null;
   if (bounds.integer && !Number.isInteger(number)) return null;
-  return number >= bounds.min() && number <= bounds.max() ? number : null;
+  return number >= bounds.min() && number <= (bounds.max() ?? Infinity) ? number : null;
 }
 
 // Whatever localStorage holds is rebuilt field by field from the defaults, never trusted as is.

@@ -3,11 +3,11 @@ dashboard, ``imgstream stats`` and the Prometheus gauges.
 
 Everything comes from what Redis already knows — the stream and its group (``XLEN``,
 ``XINFO GROUPS``, ``XINFO CONSUMERS``), the dead-letter stream — plus the counters
-``metrics`` keeps and the storage figures the janitor leaves. A snapshot costs one pipelined
+``job_counters`` keeps and the storage figures the janitor leaves. A snapshot costs one pipelined
 round trip (two when throughput is asked for), so it is cheap enough to take on every
 scrape and every dashboard refresh.
 
-A worker "is live" when its heartbeat (``presence``) arrived within the visibility timeout,
+A worker "is live" when its heartbeat (``heartbeats``) arrived within the visibility timeout,
 the time after which the fleet treats an entry's holder as dead too. Its ``idle`` time is
 the group's: since it last read or claimed entries (unknown until it was first served one).
 """
@@ -22,8 +22,8 @@ from redis.exceptions import ResponseError
 
 from imgstream.deadletters import DeadLetter, decode_dead_letters
 from imgstream.deployment import Deployment
-from imgstream.metrics import Counters, Failure, Rates, read_rates
-from imgstream.presence import Presence
+from imgstream.heartbeats import Presence
+from imgstream.job_counters import Counters, Failure, Rates, read_rates
 from imgstream.queue import Keys
 from imgstream.storage import StorageUse
 from imgstream.webhook_queue import Undeliverable, WebhookQueue

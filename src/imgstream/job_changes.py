@@ -43,9 +43,6 @@ SUBSCRIBE_TIMEOUT = 5.0
 LISTEN_TICK = 1.0
 """Seconds one read of the shared connection waits before looking again."""
 
-GONE = None
-"""What a follower is handed when the job's hash no longer exists (it expired)."""
-
 
 class TooManyStreams(Exception):
     """A cap on event streams is reached; ``scope`` says which ("client" or "process")."""
