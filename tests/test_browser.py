@@ -268,6 +268,10 @@ def test_a_batch_live_then_download_all_then_reload(
     assert "Not a supported image" in notes.inner_text()
     assert page.locator("[role=alert]").count() == 2
 
+    # Sent as batches, never as single jobs: the server refuses a batch whole and names the
+    # image, the page marks that card and sends the others again.
+    posted = [r.url for r in requests if r.method == "POST"]
+    assert [url.removeprefix(service.url) for url in posted] == ["/api/batches"] * 3
     # Followed over the event streams: one per job, and not a single status poll.
     ids = {card(page, name).get_attribute("data-job-id") for name in EXPECTED_SIZES}
     streamed = {m.group(1) for r in requests if (m := EVENTS_PATH.search(r.url))}
@@ -300,6 +304,17 @@ def test_a_batch_live_then_download_all_then_reload(
             image = pyvips.Image.new_from_buffer(
                 bundle.read(f"{Path(name).stem}-imgstream.webp"), ""
             )
+            assert (image.width, image.height) == EXPECTED_SIZES[name]
+
+    # The batch's own ZIP, streamed by the server: the three results, named after the files.
+    with page.expect_download() as download:
+        page.click("#batch-zip")
+    streamed = tmp_path / "batch.zip"
+    download.value.save_as(streamed)
+    with zipfile.ZipFile(streamed) as bundle:
+        assert bundle.namelist() == ["meadow.webp", "tall_hills.webp", "square.webp"]
+        for entry, name in zip(bundle.namelist(), EXPECTED_SIZES, strict=True):
+            image = pyvips.Image.new_from_buffer(bundle.read(entry), "")
             assert (image.width, image.height) == EXPECTED_SIZES[name]
 
     # After a reload: the three jobs again, refreshed from the API; an unknown one, expired.
@@ -442,10 +457,11 @@ def test_api_docs_try_it_out_queues_the_documented_example(
 
 @pytest.fixture
 def paced_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[Service]:
-    """A service that takes one upload per 5 s from a client: the page must wait its turn."""
+    """A service that takes one upload per 5 s from a client, two at once (a batch of two
+    draws both): the page must wait its turn."""
     running = Service.launch(
         redis_server.url, tmp_path / "data", f"paced-{uuid.uuid4().hex[:8]}", concurrency=1,
-        IMGSTREAM_RATE_LIMIT_PER_SECOND="0.2", IMGSTREAM_RATE_LIMIT_BURST="1",
+        IMGSTREAM_RATE_LIMIT_PER_SECOND="0.2", IMGSTREAM_RATE_LIMIT_BURST="2",
         IMGSTREAM_SHUTDOWN_GRACE="5",
     )  # fmt: skip
     yield running
@@ -462,12 +478,16 @@ def test_a_batch_waits_out_the_upload_rate_instead_of_failing(
         page.on("response", lambda response: answers.append((response.url, response.status)))
         page.goto(paced_service.url)
         page.wait_for_selector("html[data-ready]")
-        page.set_input_files("#file-input", [files["meadow.jpg"], files["square.jpg"]])
-        page.click("#submit")
-        wait_for_cards(page, 2)
-        for name in ("meadow.jpg", "square.jpg"):
-            assert card(page, name).get_attribute("data-status") == "done"
-        uploads = [status for url, status in answers if url.endswith("/api/jobs")]
+        for count, sent in (
+            (2, ["meadow.jpg", "square.jpg"]),
+            (4, ["tall hills.jpg", "square.jpg"]),
+        ):
+            page.set_input_files("#file-input", [files[name] for name in sent])
+            page.click("#submit")  # the second batch comes before the bucket holds two again
+            wait_for_cards(page, count)
+        statuses = page.locator(".job-card").evaluate_all("all => all.map(c => c.dataset.status)")
+        assert statuses == ["done"] * 4
+        uploads = [status for url, status in answers if url.endswith("/api/batches")]
         assert uploads.count(202) == 2 and set(uploads) <= {202, 429}
         reads = [status for url, status in answers if "/api/jobs/" in url]
         assert reads and 429 not in reads

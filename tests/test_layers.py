@@ -106,12 +106,12 @@ LAYERS: dict[str, tuple[int, str]] = {
         0,
         "config setting_values limits output steps operations jobs keys redis_health"
         " transforms imaging image_errors decoding encoding luma placeholder api_models"
-        " webhooks",
+        " webhooks batches",
     ),
     "store": (
         1,
         "connection queue deadletters storage s3_storage job_counters heartbeats runtime deployment"
-        " webhook_queue",
+        " webhook_queue batch_queue",
     ),
     "observe": (2, "fleet_snapshot prometheus logs"),
     "worker": (
@@ -124,7 +124,8 @@ LAYERS: dict[str, tuple[int, str]] = {
         " upload_form job_changes sse intake result_download middleware"
         " middleware.api_keys middleware.body_limit middleware.cors middleware.head"
         " middleware.http_metrics middleware.json_errors middleware.rate_limit"
-        " middleware.request_limits middleware.security_headers",
+        " middleware.request_limits middleware.security_headers"
+        " batch_intake batch_api batch_archive",
     ),
     "cli": (4, "cli commands client submit launcher redis_server stats_view __main__"),
 }

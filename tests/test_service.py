@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,9 +171,11 @@ def test_cli_submit_and_status(service: Service, tmp_path: Path) -> None:
     sources[1].write_bytes(encode(photo(300, 150), "jpeg"))
     target = tmp_path / "out"
     env = {**service.env, "IMGSTREAM_LOG_LEVEL": "INFO"}  # the libraries stay quiet even so
+    archive = tmp_path / "all.zip"
     completed = subprocess.run(
         [sys.executable, "-m", "imgstream", "submit", *map(str, sources), "--op", "resize",
-         "--width", "50", "--format", "webp", "-o", str(target), "--url", service.url],
+         "--width", "50", "--format", "webp", "-o", str(target), "--zip", str(archive),
+         "--url", service.url],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
@@ -190,6 +193,11 @@ def test_cli_submit_and_status(service: Service, tmp_path: Path) -> None:
         assert (image.width, image.height) == size
         assert line.startswith(f"{source} → {saved}  50x25 webp, ")
         assert line.endswith(f"{service.url}/api/jobs/{job_id}/result")
+    with zipfile.ZipFile(archive) as results:
+        assert results.namelist() == ["holiday_photo.webp", "beach.webp"]
+        for name, source, job_id in zip(results.namelist(), sources, job_ids, strict=True):
+            saved = target / f"{source.stem}-{job_id[:8]}.webp"
+            assert results.read(name) == saved.read_bytes()
     status = subprocess.run(
         [sys.executable, "-m", "imgstream", "status", job_ids[0], "--url", service.url],
         env=service.env, capture_output=True, text=True, timeout=30, check=True,
@@ -238,7 +246,7 @@ def test_cli_help_is_written_for_users() -> None:
                 assert action.help, f"imgstream {name} {action.dest}"
 
 
-def test_cli_submit_draws_a_progress_bar_per_file_on_a_terminal(
+def test_cli_submit_draws_one_progress_bar_for_a_batch_on_a_terminal(
     service: Service, tmp_path: Path
 ) -> None:
     sources = [tmp_path / "one.png", tmp_path / "two.png"]
@@ -259,8 +267,10 @@ def test_cli_submit_draws_a_progress_bar_per_file_on_a_terminal(
     os.close(leader)
     assert process.wait(30) == 0
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    assert re.search(r"✓ 2 images ━+ done: 2 done, 0 failed", text), text[-2000:]
     for source in sources:
-        assert re.search(rf"✓ {source.name} ━+ done 80x60 png", text), text[-2000:]
+        assert f"{source.name}: done, saved" in text
+        assert not re.search(rf"{source.name} ━", text)  # the batch's bar, none per file
     assert "HTTP Request" not in text
 
 
@@ -338,28 +348,30 @@ def test_cli_sends_its_key_and_waits_out_429(redis_server: RedisServer, tmp_path
     key = "k" * 24
     service = Service.launch(
         redis_server.url, tmp_path / "data", f"cli-{uuid.uuid4().hex[:8]}", concurrency=1,
-        IMGSTREAM_API_KEYS=key, IMGSTREAM_RATE_LIMIT_PER_SECOND="0.5",
-        IMGSTREAM_RATE_LIMIT_BURST="1",
+        IMGSTREAM_API_KEYS=key, IMGSTREAM_RATE_LIMIT_PER_SECOND="0.1",
+        IMGSTREAM_RATE_LIMIT_BURST="2",
     )  # fmt: skip
     sources = [tmp_path / "a.png", tmp_path / "b.png"]
     for source in sources:
         source.write_bytes(encode(photo(40, 30), "png"))
 
-    def submit(env_key: str | None) -> subprocess.CompletedProcess[str]:
+    def submit(env_key: str | None, *files: Path) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in service.env.items() if k != "IMGSTREAM_API_KEY"}
         if env_key:
             env["IMGSTREAM_API_KEY"] = env_key
         return subprocess.run(
-            [sys.executable, "-m", "imgstream", "submit", *map(str, sources), "--op",
+            [sys.executable, "-m", "imgstream", "submit", *map(str, files), "--op",
              "grayscale", "-o", str(tmp_path / "out"), "--url", service.url],
             env=env, capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip
 
     try:
-        refused = submit(None)
-        waited = submit(key)  # one upload empties the key's bucket: the second meets a 429
+        refused = submit(None, *sources)
+        first = submit(key, *sources)  # a batch of two empties the key's bucket
+        waited = submit(key, *sources)  # so this one meets a 429 (a token takes 10 s)
     finally:
         service.close()
     assert refused.returncode == 1 and "401" in refused.stdout
+    assert first.returncode == 0, first.stderr
     assert waited.returncode == 0, waited.stderr
     assert "answered 429; retrying" in waited.stderr

@@ -9,10 +9,8 @@ answers ``503`` with ``Retry-After`` and the cause, and while the disk is full `
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated
 
 import anyio.to_thread
@@ -36,6 +34,8 @@ from imgstream.api_models import (
 )
 from imgstream.assets import StaticAssets
 from imgstream.auth import Caller, KeyRing, caller
+from imgstream.batch_api import BATCHES_PATH
+from imgstream.batch_api import install as install_batch_routes
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
 from imgstream.errors import (
@@ -46,7 +46,7 @@ from imgstream.errors import (
     retry_after,
 )
 from imgstream.fleet_snapshot import Monitor
-from imgstream.intake import accept, disk_full_message
+from imgstream.intake import accept, disk_full_message, with_form
 from imgstream.job_changes import EventHub, TooManyStreams
 from imgstream.jobs import (
     JobRecord,
@@ -65,11 +65,10 @@ from imgstream.operations import Limits, OutputFormat
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ratelimit import client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
-from imgstream.result_download import result_response
+from imgstream.result_download import download_name, result_response
 from imgstream.services import STATIC_DIR, Services, services_of
-from imgstream.sse import EventStreamResponse, StatusView, status_events
+from imgstream.sse import EventStreamResponse, StatusView, status_events, stream_refused
 from imgstream.storage import StorageUnavailable
-from imgstream.upload_form import FormError
 
 log = logging.getLogger("imgstream.api")
 
@@ -77,15 +76,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 """Room for form fields and boundaries on top of the image's own size limit."""
 
 DOCS_ASSETS = "/docs-assets"
-
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def download_name(filename: str, job_id: str, extension: str) -> str:
-    """A harmless download name: the client's stem reduced to ``[A-Za-z0-9._-]``."""
-    stem = _SAFE_NAME.sub("_", Path(filename).stem).strip("._")[:64]
-    return f"{stem or job_id}.{extension}"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -135,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     _install_error_handlers(app)
     _install_routes(app, settings.limits)
     _install_event_routes(app)
+    install_batch_routes(app, settings.limits, settings.batch_max_files)
     app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
     # Listed innermost first: a request meets the header and URL limits, HEAD handling,
     # security headers, JSON errors, CORS, the rate limit, the key check and the upload limit
@@ -144,6 +135,13 @@ def create_app(settings: Settings) -> FastAPI:
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         reported_limit=settings.max_upload_bytes,
         paths=frozenset({"/api/jobs"}),
+    )
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.batch_max_bytes + MULTIPART_OVERHEAD,
+        reported_limit=settings.batch_max_bytes,
+        paths=frozenset({BATCHES_PATH}),
+        setting="IMGSTREAM_BATCH_MAX_BYTES",
     )
     _install_access_control(app, settings)
     app.add_middleware(JsonErrors)
@@ -181,14 +179,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         openapi_extra={"requestBody": upload_form.form_schema(limits)},
     )
     async def create_job(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
-        try:
-            form = await upload_form.parse(request)
-        except FormError as exc:
-            raise ApiError(422, "invalid_request", str(exc)) from None
-        try:
-            return await accept(request, who, form)
-        finally:
-            await form.close()
+        return await with_form(request, who, 2, accept)
 
     @app.get(
         "/api/jobs/{job_id}",
@@ -310,11 +301,7 @@ def _install_event_routes(app: FastAPI) -> None:
         try:
             follower = await services.hub.follow(job_id, client)
         except TooManyStreams as exc:
-            log.warning("event stream refused: %s", exc, extra={"event": "limit.streams"})
-            status, code = (429, "too_many_streams") if exc.scope == "client" else (503, "busy")
-            raise ApiError(
-                status, code, f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
-            ) from None
+            raise stream_refused(exc) from None
         try:
             first = _snapshot(services, await _find_job(services, job_id, who))
         except BaseException:

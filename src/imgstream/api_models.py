@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from imgstream.batches import BatchCounts, BatchRecord
 from imgstream.config import Settings
-from imgstream.jobs import JobRecord, JobStatus, OriginalInfo, Placeholder
+from imgstream.jobs import BatchStatus, JobRecord, JobStatus, OriginalInfo, Placeholder
 
 
 class ErrorDetail(BaseModel):
@@ -209,4 +211,68 @@ def _original(original: OriginalInfo | None) -> OriginalView | None:
         format=original.format,
         has_alpha=original.has_alpha,
         pages=original.pages,
+    )
+
+
+class BatchLinks(BaseModel):
+    self: str
+    events: str
+    result: str
+    """The ZIP of the finished results."""
+
+
+class BatchAccepted(BaseModel):
+    id: str
+    status: BatchStatus
+    jobs: list[JobAccepted]
+    """One per image, in the order sent."""
+    links: BatchLinks
+
+
+class BatchCountsView(BaseModel):
+    queued: int
+    processing: int
+    done: int
+    failed: int
+    expired: int
+    """Jobs that ended and are no longer kept (their result TTL passed)."""
+
+
+class BatchSummary(BaseModel):
+    """A batch without its jobs: what each ``batch`` event of its stream carries."""
+
+    id: str
+    status: BatchStatus
+    created_at: str
+    total: int
+    counts: BatchCountsView
+
+
+class BatchView(BatchSummary):
+    jobs: list[JobView]
+    """Every job still kept, in the order the images were sent."""
+    links: BatchLinks
+
+
+def batch_links(batch_id: str, base_url: str) -> BatchLinks:
+    base = f"{base_url.rstrip('/')}/api/batches/{batch_id}"
+    return BatchLinks(self=base, events=f"{base}/events", result=f"{base}/result")
+
+
+def batch_summary(batch: BatchRecord, jobs: list[JobRecord | None]) -> BatchSummary:
+    counts = BatchCounts.of(jobs)
+    return BatchSummary(
+        id=batch.id,
+        status=counts.status,
+        created_at=batch.created_at,
+        total=len(batch.job_ids),
+        counts=BatchCountsView(**asdict(counts)),
+    )
+
+
+def batch_view(batch: BatchRecord, jobs: list[JobRecord | None], base_url: str) -> BatchView:
+    return BatchView(
+        **dict(batch_summary(batch, jobs)),
+        jobs=[job_view(job, base_url) for job in jobs if job is not None],
+        links=batch_links(batch.id, base_url),
     )

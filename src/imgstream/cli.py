@@ -23,7 +23,7 @@ EPILOG = """\
 examples:
   imgstream up                                    Redis, API, web page and workers
   imgstream submit photo.jpg --op resize --width 800 -o small.jpg
-  imgstream submit *.png --op grayscale --format webp -o out/
+  imgstream submit *.png --op grayscale --format webp -o out/ --zip all.zip
   imgstream status JOB_ID                         a job, as JSON
   imgstream stats                                 queue, workers, speed, failures (live)
   imgstream dlq list                              jobs that failed for good
@@ -204,7 +204,14 @@ def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     submit.add_argument(
         "--idempotency-key",
         metavar="KEY",
-        help="sent as Idempotency-Key (KEY:N for file N of several): a rerun makes no new jobs",
+        help="sent as Idempotency-Key (with the one batch request for several files): "
+        "a rerun makes no new jobs",
+    )
+    submit.add_argument(
+        "--zip",
+        type=Path,
+        metavar="FILE",
+        help="also save all results as one ZIP (the files go as one batch; streamed to disk)",
     )
     submit.add_argument(
         "-o",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -82,6 +83,50 @@ class Client:
         accepted: dict[str, Any] = self._patiently(post).json()
         return accepted
 
+    def submit_batch(
+        self,
+        images: Sequence[Path],
+        fields: Mapping[str, str],
+        on_progress: Callable[[int], None] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``images`` as one batch (a job each); ``on_progress(bytes sent in all)``."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+
+        def post() -> httpx.Response:
+            with ExitStack() as files:
+                parts = []
+                offset = 0
+                for image in images:
+                    stream: IO[bytes] = files.enter_context(image.open("rb"))
+                    if on_progress is not None:
+                        stream = cast(IO[bytes], _Counting(stream, on_progress, offset))
+                    parts.append(("image", (image.name, stream)))
+                    offset += image.stat().st_size
+                return self.http.post(
+                    "/api/batches", files=parts, data=dict(fields), headers=headers
+                )
+
+        accepted: dict[str, Any] = self._patiently(post).json()
+        return accepted
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        path = f"/api/batches/{batch_id}"
+        batch: dict[str, Any] = self._patiently(lambda: self.http.get(path)).json()
+        return batch
+
+    def download_zip(self, batch: Mapping[str, Any], target: Path) -> int:
+        """Save the batch's ZIP as it arrives (never whole in memory); returns its size."""
+        with self.http.stream("GET", batch["links"]["result"]) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for_error(response)
+            written = 0
+            with target.open("wb") as sink:
+                for piece in response.iter_bytes():
+                    written += sink.write(piece)
+        return written
+
     def status(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self._patiently(lambda: self.http.get(f"/api/jobs/{job_id}")).json()
         return job
@@ -132,13 +177,15 @@ class Client:
 class _Counting:
     """A binary file that reports how much of it has been read so far (an upload's progress)."""
 
-    def __init__(self, stream: IO[bytes], report: Callable[[int], None]) -> None:
+    def __init__(self, stream: IO[bytes], report: Callable[[int], None], offset: int = 0) -> None:
         self.stream = stream
         self.report = report
+        self.offset = offset
+        """Bytes of the files sent before this one, in the same request."""
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
-        self.report(self.stream.tell())
+        self.report(self.offset + self.stream.tell())
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:

@@ -123,6 +123,7 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
             output=args.output,
             timeout=args.timeout,
             idempotency_key=args.idempotency_key,
+            zip_path=args.zip,
             err=Console(stderr=True),
             out=Console(soft_wrap=True),
         )

@@ -249,6 +249,15 @@ class Settings(BaseSettings):
 
     # Upload and image limits.
     max_upload_bytes: int = Field(default=25 * MIB, ge=1024)
+    batch_max_files: int = Field(
+        default=100, ge=1, le=1000, description="Images one POST /api/batches may carry."
+    )
+    batch_max_bytes: int = Field(
+        default=256 * MIB,
+        ge=1024,
+        description="Largest POST /api/batches body (all its images together); each image "
+        "also stays within IMGSTREAM_MAX_UPLOAD_BYTES.",
+    )
     min_free_bytes: int = Field(
         default=64 * MIB,
         ge=0,

@@ -13,14 +13,16 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
-from imgstream import imaging
+from imgstream import imaging, upload_form
 from imgstream.api_models import JobAccepted
 from imgstream.auth import Caller
 from imgstream.errors import RETRY_AFTER_BUSY, RETRY_AFTER_DISK, ApiError, retry_after
@@ -31,7 +33,7 @@ from imgstream.queue import BacklogFull, Once, Replayed
 from imgstream.ratelimit import client_identity
 from imgstream.services import Services, services_of
 from imgstream.storage import StorageUnavailable, is_disk_full
-from imgstream.upload_form import FormError, read_upload
+from imgstream.upload_form import FormError, TooManyFiles, read_upload
 from imgstream.webhooks import RefusedUrl, parse_url, resolve
 
 log = logging.getLogger("imgstream.api")
@@ -152,27 +154,36 @@ def accepted(
     return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=headers)
 
 
-async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
-    """Validate the form, store the original, queue the job: a 202 only once it is queued."""
-    services = services_of(request)
-    scope = idempotency_scope(request)
+def checked_form(services: Services, fields: dict[str, str]) -> JobSpec:
+    """The steps and output options of ``fields``, or a 422 saying what to change."""
     try:
-        upload = read_upload(form)
-        callback_url = await checked_callback(services, upload.fields.pop(CALLBACK_FIELD, ""))
-        spec = spec_from_form(upload.fields, services.limits)
+        return spec_from_form(fields, services.limits)
     except FormError as exc:
         raise ApiError(422, "invalid_request", str(exc)) from None
     except SpecError as exc:  # a limit too: the parameters are to change, not the image
         raise ApiError(422, "invalid_parameters", str(exc)) from None
-    image = upload.image
-    once = None
-    if scope is not None:
-        digest = await anyio.to_thread.run_sync(content_digest, image.file)
-        fingerprint = request_fingerprint(digest, spec, {CALLBACK_FIELD: callback_url})
-        prior = await services.queue.find_once(scope)
-        if prior is not None:
-            return await replay(services, prior, fingerprint)
-        once = Once(scope, fingerprint, services.settings.idempotency_ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An upload whose original is stored and whose header passed every check: ready to
+    queue, or to discard (``discard``) if it will not be."""
+
+    job_id: str
+    entry: StreamEntry
+    filename: str
+    original: OriginalInfo
+    size: int
+
+
+async def store(
+    services: Services, image: UploadFile, spec: JobSpec, *, single: bool, scope: str | None = None
+) -> Stored:
+    """Store ``image`` under a new job id and check it against ``spec`` and the limits.
+
+    Nothing is left behind when it is refused (the error says why, as a 4xx or 507).
+    ``single`` says the steps came as one ``operation`` (its geometry errors say so).
+    """
     job_id = services.queue.new_job_id(scope)
     storage = services.storage
     free = await anyio.to_thread.run_sync(storage.free_bytes)
@@ -213,55 +224,123 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
         except imaging.ImagingError as exc:
             raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
         try:
-            single = bool(upload.fields.get("operation", "").strip())
             check_geometry(spec, info.width, info.height, single_step=single)
         except SpecError as exc:
             raise ApiError(422, "invalid_parameters", str(exc)) from None
-        output = spec.output_fields()
-        entry = StreamEntry(
-            job_id=job_id,
-            operations=spec.operations_json(),
-            format=output.pop("format", ""),
-            options=tuple(output.items()),
-        )
-        await services.queue.enqueue(
-            job_id,
-            entry,
-            filename=image.filename or "",
-            owner=who.owner,
+    except BaseException:
+        await discard(services, job_id)
+        raise
+    output = spec.output_fields()
+    entry = StreamEntry(
+        job_id=job_id,
+        operations=spec.operations_json(),
+        format=output.pop("format", ""),
+        options=tuple(output.items()),
+    )
+    original = OriginalInfo(
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        has_alpha=info.has_alpha,
+        pages=info.pages,
+    )
+    return Stored(job_id, entry, image.filename or "", original, size)
+
+
+async def enqueue(
+    services: Services,
+    stored: Stored,
+    who: Caller,
+    *,
+    max_backlog: int,
+    once: Once | None = None,
+    callback_url: str = "",
+) -> None:
+    """Queue a stored upload (the queue's errors, ``Replayed`` and ``BacklogFull``, pass)."""
+    await services.queue.enqueue(
+        stored.job_id,
+        stored.entry,
+        filename=stored.filename,
+        owner=who.owner,
+        max_backlog=max_backlog,
+        original=stored.original,
+        once=once,
+        callback_url=callback_url,
+    )
+    log.info(
+        "job %s accepted",
+        stored.job_id,
+        extra={"event": "job.accepted", "job": stored.job_id, "bytes": stored.size,
+               "operation": operation_label(stored.entry.operations)},
+    )  # fmt: skip
+
+
+def backlog_full(exc: BacklogFull) -> ApiError:
+    return ApiError(429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY))
+
+
+Accept = Callable[[Request, Caller, FormData], Awaitable[JSONResponse]]
+
+
+async def with_form(request: Request, who: Caller, max_files: int, accept: Accept) -> JSONResponse:
+    """Read the upload form (at most ``max_files`` files spooled), hand it to ``accept``,
+    and remove its spooled files afterwards."""
+    try:
+        form = await upload_form.parse(request, max_files=max_files)
+    except TooManyFiles as exc:
+        raise ApiError(413, "too_many_files", str(exc)) from None
+    except FormError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    try:
+        return await accept(request, who, form)
+    finally:
+        await form.close()
+
+
+async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
+    """Validate the form, store the original, queue the job: a 202 only once it is queued."""
+    services = services_of(request)
+    scope = idempotency_scope(request)
+    try:
+        upload = read_upload(form)
+    except FormError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    callback_url = await checked_callback(services, upload.fields.pop(CALLBACK_FIELD, ""))
+    spec = checked_form(services, upload.fields)
+    image = upload.image
+    once = None
+    if scope is not None:
+        digest = await anyio.to_thread.run_sync(content_digest, image.file)
+        fingerprint = request_fingerprint(digest, spec, {CALLBACK_FIELD: callback_url})
+        prior = await services.queue.find_once(scope)
+        if prior is not None:
+            return await replay(services, prior, fingerprint)
+        once = Once(scope, fingerprint, services.settings.idempotency_ttl)
+    single = bool(upload.fields.get("operation", "").strip())
+    stored = await store(services, image, spec, single=single, scope=scope)
+    try:
+        await enqueue(
+            services,
+            stored,
+            who,
             max_backlog=services.settings.max_backlog,
-            original=OriginalInfo(
-                width=info.width,
-                height=info.height,
-                format=info.format,
-                has_alpha=info.has_alpha,
-                pages=info.pages,
-            ),
             once=once,
             callback_url=callback_url,
         )
     except Replayed as prior:  # a concurrent retry with the same key queued its job first
-        await _discard(services, job_id)
+        await discard(services, stored.job_id)
         assert once is not None
         return await replay(services, prior, once.request)
     except BacklogFull as exc:
-        await _discard(services, job_id)
-        raise ApiError(
-            429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
-        ) from None
+        await discard(services, stored.job_id)
+        raise backlog_full(exc) from None
     except BaseException:
-        await _discard(services, job_id)
+        await discard(services, stored.job_id)
         raise
-    log.info(
-        "job %s accepted",
-        job_id,
-        extra={"event": "job.accepted", "job": job_id, "bytes": size,
-               "operation": operation_label(entry.operations)},
-    )  # fmt: skip
-    return accepted(services, job_id)
+    return accepted(services, stored.job_id)
 
 
-async def _discard(services: Services, job_id: str) -> None:
+async def discard(services: Services, job_id: str) -> None:
     """Delete the files of an upload that was not queued; a store that fails now leaves
     them to the janitor's orphan sweep rather than hide why the upload failed."""
     try:

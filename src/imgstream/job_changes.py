@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,11 @@ class Follower:
     _pushed: list[JobRecord | None] = field(default_factory=list)
     _wake: anyio.Event = field(default_factory=anyio.Event)
 
-    def push(self, record: JobRecord | None) -> None:
+    @property
+    def job_ids(self) -> tuple[str, ...]:
+        return (self.job_id,)
+
+    def push(self, job_id: str, record: JobRecord | None) -> None:
         self._pushed[:] = [record]  # only the newest state matters
         self._wake.set()
 
@@ -92,6 +96,47 @@ class Follower:
             await self._hub.leave(self)
 
 
+@dataclass(eq=False)
+class BatchFollower:
+    """One event stream's view of several jobs (a batch): one stream against the caps,
+    however many jobs it follows."""
+
+    job_ids: tuple[str, ...]
+    client: str
+    _hub: EventHub
+    _pushed: dict[str, JobRecord | None] = field(default_factory=dict)
+    _wake: anyio.Event = field(default_factory=anyio.Event)
+
+    def push(self, job_id: str, record: JobRecord | None) -> None:
+        self._pushed[job_id] = record
+        self._wake.set()
+
+    async def next(
+        self, seconds: float, unfinished: Iterable[str]
+    ) -> tuple[dict[str, JobRecord | None], bool]:
+        """The jobs whose state was announced, newest states, and True; after ``seconds``
+        without an announcement the ``unfinished`` jobs are read here instead, and False.
+
+        Raises the client's Redis errors only from that re-read.
+        """
+        with anyio.move_on_after(seconds):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+        if self._pushed:
+            pushed, self._pushed = self._pushed, {}
+            return pushed, True
+        return {job_id: await self._hub.read(job_id) for job_id in unfinished}, False
+
+    async def aclose(self) -> None:
+        """Stop following; safe while being cancelled."""
+        with anyio.CancelScope(shield=True):
+            await self._hub.leave(self)
+
+
+Watcher = Follower | BatchFollower
+"""Whatever the hub pushes a job's newest state to."""
+
+
 class EventHub:
     """Every event stream of one API process, fed from one shared subscription."""
 
@@ -110,7 +155,8 @@ class EventHub:
         self.max_streams = max_streams
         self.max_per_client = max_per_client
         self._pubsub: PubSub = redis.pubsub()
-        self._followers: dict[str, set[Follower]] = {}
+        self._followers: dict[str, set[Watcher]] = {}
+        self._watching: set[Watcher] = set()
         self._confirmed: dict[str, anyio.Event] = {}
         self._per_client: Counter[str] = Counter()
         self._listening = anyio.Event()
@@ -134,47 +180,71 @@ class EventHub:
         ``TooManyStreams`` when a cap is reached; the client's connection errors when Redis
         is unreachable or does not confirm in time.
         """
+        follower = Follower(job_id, client, self)
+        await self._register(follower)
+        return follower
+
+    async def follow_batch(self, job_ids: Iterable[str], client: str) -> BatchFollower:
+        """``follow`` for several jobs at once, one stream against the caps."""
+        follower = BatchFollower(tuple(dict.fromkeys(job_ids)), client, self)
+        await self._register(follower)
+        return follower
+
+    async def _register(self, watcher: Watcher) -> None:
+        client = watcher.client
         if self.streams >= self.max_streams:
             raise TooManyStreams("process", self.max_streams, "IMGSTREAM_MAX_STREAMS")
         if self._per_client[client] >= self.max_per_client:
             raise TooManyStreams("client", self.max_per_client, "IMGSTREAM_MAX_STREAMS_PER_CLIENT")
-        follower = Follower(job_id, client, self)
         self._per_client[client] += 1
-        followers = self._followers.setdefault(job_id, set())
-        followers.add(follower)
-        try:
+        self._watching.add(watcher)
+        new = []
+        for job_id in watcher.job_ids:
+            followers = self._followers.setdefault(job_id, set())
+            followers.add(watcher)
             if len(followers) == 1:
                 self._confirmed[job_id] = anyio.Event()
+                new.append(self.channel(job_id))
+        try:
+            if new:
                 async with self._commands:
-                    await self._pubsub.subscribe(self.channel(job_id))
+                    await self._pubsub.subscribe(*new)
                 self._listening.set()
             with anyio.fail_after(SUBSCRIBE_TIMEOUT):
-                await self._confirmed[job_id].wait()
+                for job_id in watcher.job_ids:
+                    await self._confirmed[job_id].wait()
         except TimeoutError:
-            await follower.aclose()
+            await self.leave(watcher)
             raise RedisTimeoutError("Redis did not confirm the subscription in time") from None
         except BaseException:
-            await follower.aclose()
+            with anyio.CancelScope(shield=True):
+                await self.leave(watcher)
             raise
-        return follower
 
-    async def leave(self, follower: Follower) -> None:
-        followers = self._followers.get(follower.job_id)
-        if followers is None or follower not in followers:
+    async def leave(self, watcher: Watcher) -> None:
+        if watcher not in self._watching:
             return
-        followers.discard(follower)
-        self._per_client[follower.client] -= 1
-        if self._per_client[follower.client] <= 0:
-            del self._per_client[follower.client]
-        if followers:
+        self._watching.discard(watcher)
+        self._per_client[watcher.client] -= 1
+        if self._per_client[watcher.client] <= 0:
+            del self._per_client[watcher.client]
+        unwatched = []
+        for job_id in watcher.job_ids:
+            followers = self._followers.get(job_id)
+            if followers is None:
+                continue
+            followers.discard(watcher)
+            if not followers:
+                del self._followers[job_id]
+                self._confirmed.pop(job_id, None)
+                unwatched.append(self.channel(job_id))
+        if not unwatched:
             return
-        del self._followers[follower.job_id]
-        self._confirmed.pop(follower.job_id, None)
         try:
             async with self._commands:
-                await self._pubsub.unsubscribe(self.channel(follower.job_id))
+                await self._pubsub.unsubscribe(*unwatched)
         except RedisError as exc:  # the subscription goes with the connection, when it goes
-            log.warning("could not unsubscribe from %s: %s", follower.job_id, exc)
+            log.warning("could not unsubscribe from %d channels: %s", len(unwatched), exc)
 
     async def run(self) -> None:
         """Read the shared connection until cancelled; Redis trouble is waited out."""
@@ -235,7 +305,7 @@ class EventHub:
                     log.warning("could not read job %s for its streams: %s", job_id, exc)
                     return  # the followers re-read on their own at their next tick
                 for follower in list(self._followers.get(job_id, ())):
-                    follower.push(record)
+                    follower.push(job_id, record)
                 if job_id not in self._again:
                     return
         finally:

@@ -40,6 +40,20 @@ FINAL_STATUSES = tuple(status for status in JobStatus if status.is_final)
 """The statuses a job ends in, in the order the scripts receive them (done, failed)."""
 
 
+class BatchStatus(StrEnum):
+    """A batch's state, from its jobs': ``processing`` while any has not ended, then
+    ``done`` (every job done), ``failed`` (every job failed) or ``partial`` (some of each)."""
+
+    PROCESSING = "processing"
+    DONE = "done"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not BatchStatus.PROCESSING
+
+
 class Enqueued(IntEnum):
     """What ``lua/enqueue.lua`` answers first: the job was accepted, or why not."""
 

@@ -110,6 +110,15 @@ class Keys:
         picks the job's partition (``partition_of_scope``)."""
         return f"{self.tag}:idempotency:{scope}"
 
+    def batch(self, batch_id: str) -> str:
+        """A batch's hash. No script updates it with a job (its jobs may live in any
+        partition), so it stays under the deployment-wide tag."""
+        return f"{self.base}:batch:{batch_id}"
+
+    def batch_idempotency(self, scope: str) -> str:
+        """The record of one ``Idempotency-Key`` sent to ``POST /api/batches``."""
+        return f"{self.base}:idempotency:batch:{scope}"
+
     @property
     def webhooks(self) -> str:
         """Sorted set: this partition's ended jobs with a callback URL to call, by when (Redis

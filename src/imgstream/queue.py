@@ -281,6 +281,17 @@ class JobQueue:
         fields = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
         return JobRecord.from_hash(job_id, fields) if fields else None
 
+    async def get_jobs(self, job_ids: Collection[str]) -> list[JobRecord | None]:
+        """``get_job`` of each id, in one round trip (the jobs may be in any partition)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+            replies = cast(list[dict[str, str]], await pipe.execute())
+        return [
+            JobRecord.from_hash(job_id, fields) if fields else None
+            for job_id, fields in zip(job_ids, replies, strict=True)
+        ]
+
     # Consuming.
 
     async def read(self, consumer: str, *, count: int, block_ms: int) -> list[Delivery]:

@@ -120,3 +120,19 @@ def limiter_for(scope: Scope, keyring: KeyRing) -> RateLimiter | None:
     if scope["method"] in SAFE_METHODS and not guessing:
         return getattr(state, "read_rate_limiter", None)
     return getattr(state, "rate_limiter", None)
+
+
+async def take_more(scope: Scope, keyring: KeyRing, tokens: int) -> float:
+    """Draw ``tokens`` more from the bucket of work created, for a request found to create
+    more than one job (a batch, once its form is read): 0.0 if taken (or the limit is off),
+    else seconds to wait, and then the request's own token is given back, so that a client
+    waiting as told does get through. At most what a full bucket still holds after the
+    request's own token, so that a batch within the limits can always pass."""
+    limiter: RateLimiter | None = getattr(scope["app"].state, "rate_limiter", None)
+    if limiter is None or tokens <= 0 or limiter.burst <= 1:
+        return 0.0
+    client = client_identity(scope, keyring)
+    wait = await limiter.take(client, min(tokens, limiter.burst - 1))
+    if wait > 0:
+        await limiter.take(client, -1)  # a negative cost puts back (the bucket stays capped)
+    return wait

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -27,6 +28,13 @@ class Unsatisfiable(Exception):
 
 CACHE_CONTROL = "private, max-age=86400, immutable"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def download_name(filename: str, job_id: str, extension: str) -> str:
+    """A harmless download name: the client's stem reduced to ``[A-Za-z0-9._-]``."""
+    stem = _SAFE_NAME.sub("_", Path(filename).stem).strip("._")[:64]
+    return f"{stem or job_id}.{extension}"
 
 
 async def result_response(

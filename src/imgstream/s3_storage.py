@@ -187,6 +187,9 @@ class S3Storage:
             return StoredResult(size=size, url=url)
         return StoredResult(size=size, open=partial(self._read, key))
 
+    def read_result(self, job_id: str, extension: str) -> Chunks:
+        return self._read(self._result(job_id, extension), None)
+
     def _read(self, key: str, byte_range: tuple[int, int] | None) -> Chunks:
         with self._failures("read the result"):
             if byte_range is None:

@@ -18,8 +18,8 @@ from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from imgstream.errors import error_body
-from imgstream.job_changes import Follower
+from imgstream.errors import RETRY_AFTER_BUSY, ApiError, error_body, retry_after
+from imgstream.job_changes import BatchFollower, Follower, TooManyStreams
 from imgstream.jobs import JobRecord
 
 log = logging.getLogger("imgstream.sse")
@@ -47,6 +47,13 @@ class StatusView:
 
     data: str
     final: bool
+
+
+def stream_refused(exc: TooManyStreams) -> ApiError:
+    """The answer to a stream a cap refused: 429 for the client's cap, 503 for the process's."""
+    log.warning("event stream refused: %s", exc, extra={"event": "limit.streams"})
+    status, code = (429, "too_many_streams") if exc.scope == "client" else (503, "busy")
+    return ApiError(status, code, f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY))
 
 
 async def status_events(
@@ -80,6 +87,54 @@ async def status_events(
         if current.data != last.data:
             yield event("status", current.data)
             last = current
+        elif not announced:
+            yield KEEP_ALIVE
+
+
+async def batch_events(
+    jobs: dict[str, JobRecord | None],
+    follower: BatchFollower,
+    job_snapshot: Callable[[JobRecord], str],
+    summary: Callable[[list[JobRecord | None]], StatusView],
+    keepalive: float,
+) -> AsyncGenerator[bytes, None]:
+    """A batch's events: a ``job`` event for each of its ``jobs`` (in order) and a ``batch``
+    event (``summary``) at once, then a ``job`` event for every job whose state changes,
+    each followed by the new ``batch`` summary; the last event is ``end`` (the final
+    summary), sent once every job has ended. Keep-alives, lost announcements and Redis
+    trouble are handled as in ``status_events``.
+    """
+    sent: dict[str, str] = {}
+
+    def changed(records: dict[str, JobRecord | None]) -> list[bytes]:
+        out = []
+        for job_id, record in records.items():
+            jobs[job_id] = record
+            if record is not None and sent.get(job_id) != (data := job_snapshot(record)):
+                sent[job_id] = data
+                out.append(event("job", data))
+        return out
+
+    def closing(view: StatusView) -> bytes:
+        return event("end" if view.final else "batch", view.data)
+
+    last = summary(list(jobs.values()))
+    yield b"".join([f"retry: {RECONNECT_MS}\n".encode(), *changed(dict(jobs)), closing(last)])
+    while not last.final:
+        unfinished = [job_id for job_id, job in jobs.items() if job and not job.status.is_final]
+        try:
+            records, announced = await follower.next(keepalive, unfinished)
+        except RedisError as exc:
+            log.warning("batch event stream could not re-read its jobs, redis unavailable: %s", exc)
+            yield KEEP_ALIVE
+            continue
+        out = changed(records)
+        current = summary(list(jobs.values()))
+        if current.data != last.data:
+            out.append(closing(current))
+            last = current
+        if out:
+            yield b"".join(out)
         elif not announced:
             yield KEEP_ALIVE
 

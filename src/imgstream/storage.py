@@ -38,6 +38,11 @@ class Storage(Protocol):
 
     def save_result(self, job_id: str, data: bytes, extension: str) -> object: ...
     def find_result(self, job_id: str, extension: str) -> StoredResult | None: ...
+    def read_result(self, job_id: str, extension: str) -> Chunks:
+        """The result's bytes, whatever ``find_result`` would send a client to (a presigned
+        URL included); ``FileNotFoundError`` from the first piece when it is gone."""
+        ...
+
     def delete(self, job_id: str) -> None: ...
     def free_bytes(self) -> int: ...
     def remove_dead_temporaries(self) -> int: ...
@@ -58,6 +63,9 @@ class StorageUnavailable(OSError):
     def __str__(self) -> str:
         return self.message
 
+
+READ_CHUNK_BYTES = 1024 * 1024
+"""The pieces a local result is read in (``read_result``)."""
 
 Chunks = Iterator[bytes]
 """A result's bytes in pieces (blocking reads: iterate in a worker thread)."""
@@ -266,6 +274,11 @@ class LocalStorage:
             return StoredResult(size=path.stat().st_size, path=path)
         except FileNotFoundError:
             return None
+
+    def read_result(self, job_id: str, extension: str) -> Chunks:
+        with self._result(job_id, extension).open("rb") as source:
+            while piece := source.read(READ_CHUNK_BYTES):
+                yield piece
 
     def delete(self, job_id: str) -> None:
         self._original(job_id).unlink(missing_ok=True)

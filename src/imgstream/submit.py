@@ -1,10 +1,10 @@
 """``imgstream submit``: upload images, follow their jobs, save the results.
 
-On a terminal each file gets a line with a bar (the upload, then the job until it ends) and
-its state; elsewhere (a pipe, a log) the same events are plain lines. Progress goes to
-stderr; the results, one line per file with its sizes and its link, go to stdout. Files are
-uploaded one after the other, a ``429`` waited out as ``Retry-After`` says, and the jobs
-followed together.
+On a terminal a bar shows the upload, then the job until it ends; several files go as one
+batch (``POST /api/batches``) under one bar that fills as their jobs end. Elsewhere (a pipe,
+a log) the same events are plain lines. Progress goes to stderr; the results, one line per
+file with its sizes and its link, go to stdout. A ``429`` is waited out as ``Retry-After``
+says.
 """
 
 from __future__ import annotations
@@ -57,15 +57,37 @@ def submit_files(
     err: Console,
     out: Console,
     idempotency_key: str | None = None,
+    zip_path: Path | None = None,
 ) -> int:
     """Upload, follow and save every file; 0 when every job ended ``done``.
 
-    With ``idempotency_key``, file N of several is sent with ``<key>:<N>`` (one file: the
-    key itself), so a rerun after a lost answer finds the jobs it made instead of new ones.
+    Several files go as one batch (one request, one bar), and with ``zip_path`` (which
+    makes even one file a batch) the batch's results are saved as one ZIP too. With
+    ``idempotency_key`` (sent with the one request), a rerun after a lost answer finds the
+    jobs it made instead of making new ones.
     """
-    if output is not None and len(files) > 1:
-        output.mkdir(parents=True, exist_ok=True)
-    progress = Progress(
+    if len(files) > 1 or zip_path is not None:
+        if output is not None and len(files) > 1:
+            output.mkdir(parents=True, exist_ok=True)
+        with _progress(err) as progress:
+            uploads = _submit_batch(
+                client, progress, files, fields, output, zip_path, timeout, idempotency_key
+            )
+    else:
+        with _progress(err) as progress:
+            (path,) = files
+            size = path.stat().st_size
+            task = progress.add_task(escape(path.name), total=size + 1, state="waiting")
+            uploads = [_Upload(path, size, task)]
+            _send(client, progress, uploads[0], fields, idempotency_key)
+            _follow(client, progress, [u for u in uploads if u.job], output, timeout)
+    for upload in uploads:
+        out.print(_summary(client, upload), highlight=False, soft_wrap=True)
+    return 0 if all(u.job and u.job["status"] == "done" for u in uploads) else 1
+
+
+def _progress(err: Console) -> Progress:
+    return Progress(
         SpinnerColumn(finished_text="[green]✓[/]"),
         TextColumn("{task.description}"),
         BarColumn(),
@@ -73,21 +95,99 @@ def submit_files(
         console=err,
         disable=not err.is_terminal,  # elsewhere the events are printed as lines, no bars
     )
-    with progress:
-        uploads = [
-            _Upload(path, path.stat().st_size, progress.add_task(
-                escape(path.name), total=path.stat().st_size + 1, state="waiting"))
-            for path in files
-        ]  # fmt: skip
-        for number, upload in enumerate(uploads, 1):
-            key = idempotency_key
-            if key is not None and len(uploads) > 1:
-                key = f"{key}:{number}"
-            _send(client, progress, upload, fields, key)
-        _follow(client, progress, [u for u in uploads if u.job], output, timeout)
+
+
+def _submit_batch(
+    client: Client,
+    progress: Progress,
+    files: Sequence[Path],
+    fields: Mapping[str, str],
+    output: Path | None,
+    zip_path: Path | None,
+    timeout: float,
+    idempotency_key: str | None,
+) -> list[_Upload]:
+    """Several files as one batch under one bar: the upload, then the jobs as they end."""
+    sizes = [path.stat().st_size for path in files]
+    task = progress.add_task(
+        f"{len(files)} images", total=sum(sizes) + len(files), state="uploading"
+    )
+    uploads = [_Upload(path, size, task) for path, size in zip(files, sizes, strict=True)]
+    try:
+        accepted = client.submit_batch(
+            files,
+            fields,
+            on_progress=lambda sent: progress.update(task, completed=sent),
+            idempotency_key=idempotency_key,
+        )
+    except ClientError as exc:
+        for upload in uploads:
+            upload.error = str(exc)
+        progress.update(task, state=f"[red]refused[/]: {escape(str(exc))}")
+        progress.stop_task(task)
+        return uploads
+    for upload, job in zip(uploads, accepted["jobs"], strict=True):
+        upload.job = job
+        progress.console.print(f"{escape(upload.path.name)}: queued as job {job['id']}")
+    progress.console.print(f"{len(uploads)} images: queued as batch {accepted['id']}")
+    batch = _follow_batch(client, progress, task, accepted, sum(sizes), timeout)
+    if batch is None:
+        for upload in uploads:
+            upload.error = "the batch's status could not be read"
+        return uploads
+    jobs = {job["id"]: job for job in batch["jobs"]}
     for upload in uploads:
-        out.print(_summary(client, upload), highlight=False, soft_wrap=True)
-    return 0 if all(u.job and u.job["status"] == "done" for u in uploads) else 1
+        assert upload.job is not None
+        upload.job = jobs.get(upload.job["id"], upload.job)
+        if upload.job["status"] in FINAL:
+            _settle(client, progress.console, upload, output)
+        else:
+            upload.error = f"did not finish within {timeout:g} s (--timeout)"
+    if zip_path is not None and batch["counts"]["done"]:
+        try:
+            written = client.download_zip(batch, zip_path)
+            progress.console.print(f"saved the results as {escape(str(zip_path))}")
+            progress.console.print(f"({decimal(written)}, {batch['counts']['done']} results)")
+        except (ClientError, OSError) as exc:
+            progress.console.print(f"[red]the ZIP could not be saved[/]: {escape(str(exc))}")
+    return uploads
+
+
+def _follow_batch(
+    client: Client,
+    progress: Progress,
+    task: TaskID,
+    batch: dict[str, Any],
+    uploaded: int,
+    timeout: float,
+) -> dict[str, Any] | None:
+    """Poll the batch (one request for all its jobs) until every job has ended, or until
+    ``timeout``; the batch as last read, or None when it could not be read."""
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    total = len(batch["jobs"])
+    while True:
+        try:
+            batch = client.batch(batch["id"])
+        except ClientError as exc:
+            progress.update(task, state=f"[red]lost[/]: {escape(str(exc))}")
+            return None
+        counts = batch["counts"]
+        ended = counts["done"] + counts["failed"] + counts["expired"]
+        progress.update(task, completed=uploaded + ended, state=f"{ended} of {total} ended")
+        if batch["status"] != "processing":
+            colour = {"done": "green", "partial": "yellow"}.get(batch["status"], "red")
+            progress.update(
+                task,
+                state=f"[{colour}]{batch['status']}[/]: {counts['done']} done, "
+                f"{counts['failed']} failed",
+            )
+            return batch
+        if time.monotonic() > deadline:
+            progress.update(task, state="[yellow]still running[/]")
+            return batch
+        time.sleep(pause)
+        pause = min(pause * 1.5, 1.0)
 
 
 def _send(
@@ -153,30 +253,36 @@ def _follow(
 
 
 def _finish(client: Client, progress: Progress, upload: _Upload, output: Path | None) -> None:
+    state = _settle(client, progress.console, upload, output)
+    if upload.saved is not None:
+        progress.update(upload.task, completed=upload.size + 1, state=state)
+        return
+    progress.update(upload.task, state=state)
+    if upload.job is not None and upload.job["status"] == "failed":
+        progress.stop_task(upload.task)
+
+
+def _settle(client: Client, console: Console, upload: _Upload, output: Path | None) -> str:
+    """Save an ended job's result (or say why there is none); its state for the bar."""
     job = upload.job
     assert job is not None
     name = escape(upload.path.name)
     if job["status"] == "failed":
-        progress.update(upload.task, state=f"[red]failed[/]: {escape(str(job['error']))}")
-        progress.console.print(f"{name}: failed: {escape(str(job['error']))}")
-        progress.stop_task(upload.task)
-        return
+        console.print(f"{name}: failed: {escape(str(job['error']))}")
+        return f"[red]failed[/]: {escape(str(job['error']))}"
     result = job["result"]
     target = output_path(upload.path, job["id"], result["format"], output)
     try:
         client.download(job, target)
     except (ClientError, OSError) as exc:
         upload.error = f"the result could not be saved: {exc}"
-        progress.update(upload.task, state=f"[red]not saved[/]: {escape(str(exc))}")
-        return
+        return f"[red]not saved[/]: {escape(str(exc))}"
     upload.saved = target
-    progress.update(
-        upload.task,
-        completed=upload.size + 1,
-        state=f"[green]done[/] {result['width']}x{result['height']} {result['format']}, "
-        f"{decimal(result['bytes'])}",
+    console.print(f"{name}: done, saved {escape(str(target))}")
+    return (
+        f"[green]done[/] {result['width']}x{result['height']} {result['format']}, "
+        f"{decimal(result['bytes'])}"
     )
-    progress.console.print(f"{name}: done, saved {escape(str(target))}")
 
 
 def _summary(client: Client, upload: _Upload) -> str:

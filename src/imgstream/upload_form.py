@@ -38,6 +38,10 @@ class FormError(Exception):
     """The request is not a readable upload form; the message is meant for a person."""
 
 
+class TooManyFiles(FormError):
+    """The form holds more files than the route takes."""
+
+
 @dataclass(frozen=True, slots=True)
 class Upload:
     image: UploadFile
@@ -45,31 +49,66 @@ class Upload:
     """Every text field, by name, as sent (unknown names included, for the spec to refuse)."""
 
 
+@dataclass(frozen=True, slots=True)
+class BatchUpload:
+    images: list[UploadFile]
+    """In the order sent: the batch's jobs keep it."""
+    fields: dict[str, str]
+    """As ``Upload.fields``: one set of steps and output options for every image."""
+
+
 def read_upload(form: FormData) -> Upload:
     """The image and the text fields of an upload, each field given at most once."""
-    image: UploadFile | None = None
+    images, fields = _split(form)
+    if len(images) > 1:
+        raise FormError("image: given more than once; give each field once")
+    return Upload(image=images[0], fields=fields)
+
+
+def read_batch_upload(form: FormData, max_files: int) -> BatchUpload:
+    """The images (``image`` parts, one or more) and the text fields of a batch upload."""
+    images, fields = _split(form)
+    if len(images) > max_files:
+        raise TooManyFiles(
+            f"image: {len(images)} files, more than the {max_files} a batch may hold "
+            "(IMGSTREAM_BATCH_MAX_FILES)"
+        )
+    return BatchUpload(images=images, fields=fields)
+
+
+def _split(form: FormData) -> tuple[list[UploadFile], dict[str, str]]:
+    """The ``image`` files (at least one) and every text field, each given at most once."""
+    images: list[UploadFile] = []
     fields: dict[str, str] = {}
     for name, value in form.multi_items():
-        if name in fields or (name == "image" and image is not None):
+        if name in fields:
             raise FormError(f"{name}: given more than once; give each field once")
         if name == "image" and isinstance(value, UploadFile):
-            image = value
+            images.append(value)
         elif isinstance(value, UploadFile):
             raise FormError(f"{name}: a file was sent; only image is a file")
+        elif name == "image":
+            raise FormError("image: must be the image file, not text")
         else:
             fields[name] = value
-    if image is None and "image" not in fields:
+    if not images:
         raise FormError("image: required (the image file to process)")
-    if image is None:
-        raise FormError("image: must be the image file, not text")
-    return Upload(image=image, fields=fields)
+    return images, fields
 
 
-async def parse(request: Request) -> FormData:
-    """The multipart form, with the spooled files; the caller closes it."""
+async def parse(request: Request, max_files: int = 2) -> FormData:
+    """The multipart form, with the spooled files; the caller closes it.
+
+    ``max_files`` caps the file parts Starlette spools before it gives up (``TooManyFiles``).
+    """
     try:
-        return await request.form(max_files=2, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES)
+        return await request.form(
+            max_files=max_files, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES
+        )
     except HTTPException as exc:  # Starlette's word for a malformed or oversized form
+        # Starlette names no exception type for this one refusal, only its message.
+        if str(exc.detail).startswith("Too many files"):
+            raise TooManyFiles(f"image: {exc.detail}") from None
         raise FormError(f"the form could not be read: {exc.detail}") from None
 
 
@@ -89,6 +128,22 @@ def form_schema(limits: Limits) -> dict[str, Any]:
             }
         },
     }
+
+
+def batch_form_schema(limits: Limits, max_files: int) -> dict[str, Any]:
+    """The ``requestBody`` of ``POST /api/batches``: the job form, ``image`` given 1 to
+    ``max_files`` times."""
+    schema = form_schema(limits)
+    body = schema["content"]["multipart/form-data"]["schema"]
+    image = body["properties"]["image"]
+    body["properties"]["image"] = {
+        "type": "array",
+        "items": image,
+        "minItems": 1,
+        "maxItems": max_files,
+        "description": "The images, one part each, in the order their jobs are listed.",
+    }
+    return schema
 
 
 def _step(operation: str, text: str) -> str:

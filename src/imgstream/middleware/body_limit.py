@@ -21,12 +21,19 @@ class BodySizeLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, reported_limit: int, paths: frozenset[str]
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        reported_limit: int,
+        paths: frozenset[str],
+        setting: str = "IMGSTREAM_MAX_UPLOAD_BYTES",
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.reported_limit = reported_limit
         self.paths = paths
+        self.setting = setting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
@@ -71,7 +78,7 @@ class BodySizeLimit:
         refusal = error_response(
             413,
             "too_large",
-            f"the upload is larger than {self.reported_limit} bytes (IMGSTREAM_MAX_UPLOAD_BYTES)",
+            f"the upload is larger than {self.reported_limit} bytes ({self.setting})",
             {"connection": "close"},
         )
         await refusal(scope, receive, send)

@@ -90,31 +90,68 @@ export async function describeHttpError(response, file = null) {
 const PATIENCE = { attempts: 6, maxWaitSeconds: 30 };
 const pause = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 
+const NO_CONNECTION = { title: "No connection", detail: "Could not reach the server. Check the connection and try again.", retryable: true };
+const NONSENSE = { title: "Unexpected answer", detail: "The server's answer made no sense; the job may not have started.", retryable: true };
+
 /**
- * Upload one file as one job: {job} when accepted, else {error: {title, detail, retryable}}.
- * A 429 (this client's upload rate, or a full queue) is waited out as Retry-After says, a
- * few times, so a large batch paces itself instead of failing.
+ * POST a form to `url`, a 429 (this client's upload rate, or a full queue) waited out as
+ * Retry-After says, a few times, so a large batch paces itself instead of failing. The
+ * response, or null when the server could not be reached.
  */
-export async function submitJob(file, operations, output = {}) {
-  const body = new FormData();
-  body.append("image", file, file.name);
-  body.append("operations", JSON.stringify(operations));
-  for (const [name, value] of Object.entries(output)) if (value) body.append(name, value);
-  let response;
+async function postPatiently(url, makeBody) {
   for (let attempt = 1; ; attempt += 1) {
+    let response;
     try {
-      response = await apiFetch("/api/jobs", { method: "POST", body, headers: { Accept: "application/json" } });
+      response = await apiFetch(url, { method: "POST", body: makeBody(), headers: { Accept: "application/json" } });
     } catch {
-      return { error: { title: "No connection", detail: "Could not reach the server. Check the connection and try again.", retryable: true } };
+      return null;
     }
     const wait = retryAfterSeconds(response);
-    if (response.status !== 429 || attempt >= PATIENCE.attempts || wait > PATIENCE.maxWaitSeconds) break;
+    if (response.status !== 429 || attempt >= PATIENCE.attempts || wait > PATIENCE.maxWaitSeconds) return response;
     await pause(wait || 1);
   }
+}
+
+function uploadForm(files, operations, output) {
+  const body = new FormData();
+  for (const file of files) body.append("image", file, file.name);
+  body.append("operations", JSON.stringify(operations));
+  for (const [name, value] of Object.entries(output)) if (value) body.append(name, value);
+  return body;
+}
+
+/** Upload one file as one job: {job} when accepted, else {error: {title, detail, retryable}}. */
+export async function submitJob(file, operations, output = {}) {
+  const response = await postPatiently("/api/jobs", () => uploadForm([file], operations, output));
+  if (!response) return { error: NO_CONNECTION };
   if (!response.ok) return { error: await describeHttpError(response, file) };
   const job = await response.json().catch(() => null);
-  if (!job?.id) return { error: { title: "Unexpected answer", detail: "The server's answer made no sense; the job may not have started.", retryable: true } };
+  if (!job?.id) return { error: NONSENSE };
   return { job };
+}
+
+// The server names the refused part of a batch: "image 4 (huge.png): …".
+const REFUSED_PART = /^image (\d+) \([^)]*\):\s*/i;
+
+/**
+ * Upload several files as one batch (a job each, all or nothing): {batch} when accepted;
+ * else {error, index}, `index` the file the server refused (the others were not taken and
+ * may be sent again), or no index when the batch as a whole was refused.
+ */
+export async function submitBatch(files, operations, output = {}) {
+  const response = await postPatiently("/api/batches", () => uploadForm(files, operations, output));
+  if (!response) return { error: NO_CONNECTION };
+  if (!response.ok) {
+    const message = String((await response.clone().json().catch(() => null))?.error?.message ?? "");
+    const part = REFUSED_PART.exec(message);
+    const index = part ? Number(part[1]) - 1 : undefined;
+    const error = await describeHttpError(response, files[index] ?? null);
+    error.detail = sentence(error.detail.replace(REFUSED_PART, ""));
+    return index >= 0 && index < files.length ? { error, index } : { error };
+  }
+  const batch = await response.json().catch(() => null);
+  if (!batch?.id || batch.jobs?.length !== files.length) return { error: NONSENSE };
+  return { batch };
 }
 
 /**

@@ -1,10 +1,12 @@
-// imgstream web page: pick or drop images, build a pipeline, one job per file, each followed
-// live; results compared, downloaded one by one or all at once; recent jobs kept over reloads.
+// imgstream web page: pick or drop images, build a pipeline, one job per file (several files
+// go as one batch), each followed live; results compared, downloaded one by one, all at once
+// or as the batch's ZIP; recent jobs kept over reloads.
 
-import { fetchJob, submitJob, TERMINAL } from "./api.js";
+import { fetchJob, submitBatch, submitJob, TERMINAL } from "./api.js";
 import { JobCard } from "./cards.js";
 import { $ } from "./dom.js";
 import { installKeyForm } from "./keyform.js";
+import { apiFetch, currentKey } from "./keys.js";
 import { loadLimits } from "./limits.js";
 import { describeOperations, initPipeline, operationsPayload, outputOptions, pipelineProblem } from "./pipeline.js";
 import { forget, forgetAll, loadRecent, remember, thumbnail } from "./recent.js";
@@ -13,6 +15,7 @@ import { zipStore } from "./zip.js";
 
 const cards = new Set();
 let pickedFiles = [];
+let lastBatch = null; // {url, cards} of the latest batch sent, for its ZIP link
 
 // ---------- the jobs list
 
@@ -31,6 +34,9 @@ function refreshList() {
   const failed = all.filter((card) => card.finished && !card.result).length;
   if (failed) parts.push(`${failed} without result`);
   $("#jobs-summary").textContent = parts.join(" · ");
+  const zipLink = $("#batch-zip");
+  const members = lastBatch?.cards.filter((member) => cards.has(member)) ?? [];
+  zipLink.hidden = !members.length || !members.every((member) => member.finished) || !members.some((member) => member.result);
 }
 
 function addCard(card, { atEnd = false } = {}) {
@@ -68,6 +74,10 @@ async function send(card, file, operations, output, submittedAt = Date.now()) {
     refreshList();
     return;
   }
+  await accepted(card, file, job, operations, output, submittedAt);
+}
+
+async function accepted(card, file, job, operations, output, submittedAt) {
   card.setJobId(job.id);
   card.update(job);
   remember({
@@ -75,6 +85,34 @@ async function send(card, file, operations, output, submittedAt = Date.now()) {
     thumb: await thumbnail(file), summary: describeOperations(operations, output.format),
   });
   follow(card);
+}
+
+/**
+ * Several files in one request. The server takes a batch whole or not at all: a file it
+ * refuses gets its card's explanation, and the others are sent again as a batch.
+ */
+async function sendBatch(batchCards, files, operations, output, startedAt) {
+  let left = batchCards.map((card, index) => ({ card, file: files[index], index }));
+  while (left.length) {
+    const { batch, error, index } = await submitBatch(left.map((item) => item.file), operations, output);
+    if (batch) {
+      lastBatch = { url: batch.links.result, cards: left.map((item) => item.card) };
+      $("#batch-zip").href = batch.links.result;
+      // Each job is remembered a millisecond apart, so a reload lists the batch in this order.
+      await Promise.all(batch.jobs.map((job, k) =>
+        accepted(left[k].card, left[k].file, job, operations, output, startedAt - left[k].index)));
+      refreshList();
+      return;
+    }
+    if (index === undefined) {
+      for (const item of left) item.card.showRefused(error);
+      refreshList();
+      return;
+    }
+    left[index].card.showRefused(error);
+    left = left.filter((_, k) => k !== index);
+    refreshList();
+  }
 }
 
 async function onSubmit(event) {
@@ -106,10 +144,9 @@ async function onSubmit(event) {
   const submit = $("#submit");
   submit.disabled = true;
   try {
-    // One upload at a time: fair to the server, and each job is followed as soon as it is in.
-    // Each job is remembered a millisecond apart, so a reload lists the batch in this order.
     const startedAt = Date.now() + batch.length;
-    for (const [index, card] of batch.entries()) await send(card, files[index], operations, output, startedAt - index);
+    if (batch.length === 1) await send(batch[0], files[0], operations, output, startedAt);
+    else await sendBatch(batch, files, operations, output, startedAt);
   } finally {
     submit.disabled = false;
   }
@@ -198,6 +235,29 @@ async function downloadAll() {
   button.disabled = false;
 }
 
+// ---------- the latest batch's ZIP, streamed by the server
+
+async function downloadBatchZip(event) {
+  if (!currentKey()) return; // a plain link: the browser streams the ZIP to disk itself
+  event.preventDefault(); // with a key, fetched here so that it can carry the key
+  const link = event.currentTarget;
+  $("#list-status").textContent = "Fetching the batch's ZIP file…";
+  try {
+    const response = await apiFetch(lastBatch.url);
+    if (!response.ok) throw new Error(String(response.status));
+    const save = document.createElement("a");
+    save.href = URL.createObjectURL(await response.blob());
+    save.download = link.download;
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(save.href), 60_000);
+    $("#list-status").textContent = "The batch's ZIP file is ready.";
+  } catch {
+    $("#list-status").textContent = "The batch's ZIP file could not be fetched; try again, or use Download all.";
+  }
+}
+
 function clearList() {
   for (const card of [...cards]) {
     cards.delete(card);
@@ -238,6 +298,7 @@ async function init() {
   setupDropZone();
   $("#job-form").addEventListener("submit", onSubmit);
   $("#download-all").addEventListener("click", downloadAll);
+  $("#batch-zip").addEventListener("click", downloadBatchZip);
   $("#clear-list").addEventListener("click", clearList);
   setPicked([]);
   restoreRecent();
