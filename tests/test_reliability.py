@@ -5,17 +5,14 @@ Every test runs the real API and worker processes against a real redis-server.
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
@@ -23,6 +20,7 @@ from imgstream import imaging
 from imgstream.config import AppendFsync
 from imgstream.operations import JobSpec, Limits, parse_operations_json
 from imgstream.redis_server import RedisServer, free_port
+from pacing import Uploads, listen_for_final_statuses
 
 from fleet import worker_pids
 from images import encode, photo
@@ -47,52 +45,6 @@ FAST_RECOVERY = {
 
 def new_prefix() -> str:
     return f"rel-{uuid.uuid4().hex[:8]}"
-
-
-SENTINEL = b"sentinel"
-
-
-def listen_for_final_statuses(
-    redis_url: str, prefix: str
-) -> tuple[collections.Counter[str], threading.Event, Callable[[], None]]:
-    """Count final-status announcements per job in a background thread.
-
-    Returns the counts, an event set once the thread has seen its own subscription confirmed,
-    and ``drain``: it publishes a sentinel on a job channel and waits until the thread has
-    read it, so that every announcement made before the call has been counted (pub/sub keeps
-    the order of one subscriber's messages). No sleep decides when listening has caught up.
-    """
-    counts: collections.Counter[str] = collections.Counter()
-    subscribed = threading.Event()
-    drained = threading.Event()
-    client = redis.Redis.from_url(redis_url)
-    pubsub = client.pubsub()
-    pubsub.psubscribe(f"{{{prefix}}}:job:*")
-
-    def listen() -> None:
-        while not drained.is_set():
-            message = pubsub.get_message(timeout=0.1)
-            if message is None:
-                continue
-            if message["type"] == "psubscribe":
-                subscribed.set()
-            elif message["type"] == "pmessage":
-                if message["data"] == SENTINEL:
-                    drained.set()
-                elif message["data"] in (b"done", b"failed"):
-                    counts[message["channel"].decode().rsplit(":", 1)[1]] += 1
-        pubsub.close()
-        client.close()
-
-    def drain() -> None:
-        publisher = redis.Redis.from_url(redis_url)
-        publisher.publish(f"{{{prefix}}}:job:{SENTINEL.decode()}", SENTINEL)
-        publisher.close()
-        assert drained.wait(30), "the listener never read the sentinel"
-
-    threading.Thread(target=listen, daemon=True).start()
-    assert subscribed.wait(10), "the final-status listener never subscribed"
-    return counts, subscribed, drain
 
 
 KILLS = 11
@@ -284,51 +236,25 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def submit_until(
-    service: Service, stop: threading.Event, accepted: list[str], refused: list[httpx.Response]
-) -> None:
-    image = encode(photo(200, 150), "jpeg")
-    client = httpx.Client(base_url=service.url, timeout=10)
-    while not stop.is_set():
-        try:
-            response = client.post(
-                "/api/jobs",
-                files={"image": ("steady.jpg", image)},
-                data={"operation": "grayscale"},
-            )
-        except httpx.TransportError:
-            continue
-        if response.status_code == 202:
-            accepted.append(response.json()["id"])
-        else:
-            refused.append(response)
-        time.sleep(0.01)
-    client.close()
-
-
 def test_redis_killed_mid_run_loses_no_accepted_job(own_redis: RedisServer, tmp_path: Path) -> None:
     """Paced by answers, not by time: Redis is killed after 20 uploads were accepted, started
     again once 3 met the dead Redis, and uploads go on until 20 more were accepted."""
     service = Service.launch(
         own_redis.url, tmp_path / "data", new_prefix(), concurrency=2, **FAST_RECOVERY
     )
-    accepted: list[str] = []
-    refused: list[httpx.Response] = []
-    stop = threading.Event()
-    submitter = threading.Thread(target=submit_until, args=(service, stop, accepted, refused))
+    uploads = Uploads(service)
+    accepted, refused = uploads.accepted, uploads.refused
     try:
-        submitter.start()
         wait_for(lambda: len(accepted) >= 20, "uploads were not accepted")
         own_redis.kill()
         wait_for(lambda: len(refused) >= 3, "no upload met the dead Redis")
         own_redis.start()
         before = len(accepted)
         wait_for(lambda: len(accepted) >= before + 20, "uploads were not accepted again")
-        stop.set()
-        submitter.join()
+        uploads.finish()
         jobs = [service.wait(job_id, timeout=60) for job_id in accepted]
     finally:
-        stop.set()
+        uploads.finish()
         service.close()
     assert {r.status_code for r in refused} == {503}
     assert all(r.headers.get("retry-after") for r in refused)

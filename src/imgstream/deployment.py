@@ -16,7 +16,7 @@ from imgstream.deadletters import DeadLetters
 from imgstream.keys import Keys
 from imgstream.metrics import JobMetrics
 from imgstream.presence import Presence
-from imgstream.queue import JobQueue
+from imgstream.queue import JobQueue, Replication
 from imgstream.storage import LocalStorage, Storage
 
 
@@ -45,7 +45,7 @@ class Deployment:
         return cls(
             settings=settings,
             redis=redis,
-            queue=JobQueue(redis, keys, settings.group),
+            queue=JobQueue(redis, keys, settings.group, replication_of(settings)),
             metrics=JobMetrics(redis, keys),
             dead_letters=DeadLetters(redis, keys),
             presence=Presence(redis, keys),
@@ -58,6 +58,11 @@ class Deployment:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+
+
+def replication_of(settings: Settings) -> Replication:
+    """The replicas a deployment's lasting writes wait for (``IMGSTREAM_REDIS_WAIT_*``)."""
+    return Replication(settings.redis_wait_replicas, round(settings.redis_wait_timeout * 1000))
 
 
 def open_storage(settings: Settings) -> Storage:

@@ -23,11 +23,17 @@ from starlette.datastructures import FormData
 from imgstream import imaging
 from imgstream.api_models import JobAccepted
 from imgstream.auth import Caller
-from imgstream.errors import RETRY_AFTER_BUSY, RETRY_AFTER_DISK, ApiError, retry_after
+from imgstream.errors import (
+    RETRY_AFTER_BUSY,
+    RETRY_AFTER_DISK,
+    RETRY_AFTER_MOMENT,
+    ApiError,
+    retry_after,
+)
 from imgstream.jobs import JobStatus, OriginalInfo, StreamEntry, new_job_id
 from imgstream.metrics import operation_label
 from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_form
-from imgstream.queue import BacklogFull, Once, Replayed
+from imgstream.queue import BacklogFull, Once, Replayed, ReplicationLagging
 from imgstream.ratelimit import client_identity
 from imgstream.services import Services, services_of
 from imgstream.storage import StorageUnavailable, is_disk_full
@@ -248,6 +254,14 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
         await _discard(services, job_id)
         raise ApiError(
             429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
+        ) from None
+    except ReplicationLagging as exc:  # queued: its files stay, the client is told the risk
+        raise ApiError(
+            503,
+            "replication_lagging",
+            f"{exc}; it runs unless that Redis master fails first: look it up at "
+            f"/api/jobs/{job_id}, or send again (with the same Idempotency-Key to be safe)",
+            retry_after(RETRY_AFTER_MOMENT),
         ) from None
     except BaseException:
         await _discard(services, job_id)

@@ -13,14 +13,16 @@ a job counts once as submitted and once under its one final outcome.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import logging
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from imgstream.connection import load_script
+from imgstream.connection import load_script, run_replicated
 from imgstream.jobs import (
     FINAL_STATUSES,
     Enqueued,
@@ -40,6 +42,28 @@ from imgstream.jobs import (
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
 from imgstream.metrics import outcome_field, submitted_field
+
+log = logging.getLogger(__name__)
+
+
+class ReplicationLagging(Exception):
+    """The job was queued on its master, but fewer replicas than required acknowledged it in
+    time: it runs unless that master is lost before its replicas catch up."""
+
+    def __init__(self, job_id: str, acked: int, wanted: int) -> None:
+        super().__init__(
+            f"job {job_id} was queued, but {acked} of {wanted} Redis replicas confirmed it"
+        )
+        self.job_id = job_id
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """How many replicas must acknowledge a write that must survive its master
+    (``IMGSTREAM_REDIS_WAIT_REPLICAS``), and how long to wait for them."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
 
 
 class BacklogFull(Exception):
@@ -86,10 +110,13 @@ class Delivery:
 class JobQueue:
     """The jobs stream, its consumer group and the job hashes of one deployment."""
 
-    def __init__(self, redis: Redis, keys: Keys, group: str) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, group: str, replication: Replication | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.group = group
+        self.replication = replication or Replication()
         self._enqueue = load_script(redis, "enqueue")
         self._start = load_script(redis, "start")
         self._finish = load_script(redis, "finish")
@@ -130,7 +157,9 @@ class JobQueue:
         The original must already be stored: once this returns, a worker may start.
         ``original`` describes it in the job's hash from the start. With ``once``, the
         idempotency record is written in the same step, and ``Replayed`` is raised instead
-        when the record names a job already (then nothing was created).
+        when the record names a job already (then nothing was created). With replication
+        required, ``ReplicationLagging`` is raised when too few replicas confirmed the job
+        (it is queued all the same).
         """
         stream_fields = StreamEntry(job_id, entry.operations, entry.format, entry.options)
         job_fields = {
@@ -141,9 +170,10 @@ class JobQueue:
         keys = [self.keys.stream, self.keys.job(job_id), self.keys.metrics]
         if once is not None:
             keys.append(self.keys.idempotency(once.scope))
-        reply = await self._enqueue(
-            keys=keys,
-            args=[
+        reply, acked = await self._durably(
+            self._enqueue,
+            keys,
+            [
                 max_backlog,
                 submitted_field(entry.operations),
                 once.ttl if once else 0,
@@ -161,7 +191,25 @@ class JobQueue:
             raise BacklogFull(int(detail))
         if outcome is Enqueued.JOB_EXISTS:
             raise ValueError(f"job {job_id} exists already")
+        if acked < self.replication.replicas:
+            raise ReplicationLagging(job_id, acked, self.replication.replicas)
         return str(detail)
+
+    async def _durably(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> tuple[Any, int]:
+        """``script``'s reply and how many replicas acknowledged it (WAIT on its connection
+        when replication is required; else no wait, and the count is the requirement, 0)."""
+        if not self.replication.replicas:
+            return await script(keys=keys, args=args), 0
+        return await run_replicated(
+            self.redis,
+            script,
+            keys,
+            args,
+            replicas=self.replication.replicas,
+            timeout_ms=self.replication.timeout_ms,
+        )
 
     async def find_once(self, scope: str) -> Replayed | None:
         """The job an idempotency key (its ``scope``) already names, or None."""
@@ -292,8 +340,18 @@ class JobQueue:
             self.keys.metrics,
             self.keys.webhooks,
         ]
-        reply = await self._finish(keys=keys, args=args)
-        return Recorded(int(reply)) is Recorded.RECORDED
+        reply, acked = await self._durably(self._finish, keys, args)
+        recorded = Recorded(int(reply)) is Recorded.RECORDED
+        if recorded and acked < self.replication.replicas:
+            log.warning(
+                "job %s ended, but %d of %d Redis replicas confirmed it: if its master is lost "
+                "now, the job is recovered and run again",
+                job_id,
+                acked,
+                self.replication.replicas,
+                extra={"event": "redis.replication_lagging", "job": job_id},
+            )
+        return recorded
 
     # Recovering.
 

