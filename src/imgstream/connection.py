@@ -89,7 +89,10 @@ async def _on_one_connection(redis: Redis, key: str, commands: list[tuple[Any, .
     cluster = cast(RedisCluster, redis)
     queued = [PipelineCommand(index, *command) for index, command in enumerate(commands)]
     moved = (AskError, ClusterDownError, TryAgainError, RedisConnectionError, RedisTimeoutError)
-    await cluster.initialize()  # a no-op once the slots are known
+    try:
+        await cluster.initialize()  # a no-op once the slots are known
+    except RedisClusterException as exc:  # no node reachable
+        raise RedisConnectionError(str(exc)) from exc
     try:
         node = cluster.get_node_from_key(key)
     except SlotNotCoveredError:  # a master was lost and no replica is promoted yet
@@ -157,8 +160,25 @@ def connect_cluster(
     any node hears every job, whatever its slot (sharded pub/sub would need one per shard).
     """
     cluster_options = {k: v for k, v in options.items() if k != "health_check_interval"}
-    client = RedisCluster.from_url(url, max_connections=max_connections or 100, **cluster_options)
+    client = _Cluster.from_url(url, max_connections=max_connections or 100, **cluster_options)
     return cast(Redis, client)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, whose troubles of a failover are Redis errors like any
+    outage: a slot no master serves yet is ``CLUSTERDOWN``, no node reachable a lost
+    connection. (redis-py raises them outside ``RedisError``, where the API would answer
+    ``500`` and a worker would crash instead of waiting.)"""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as exc:
+            raise ClusterDownError(str(exc)) from exc
+        except RedisClusterException as exc:
+            if "cannot be connected" not in str(exc):
+                raise  # a bug (keys of several slots, say), not an outage
+            raise RedisConnectionError(str(exc)) from exc
 
 
 def connect_from(settings: Settings, *, blocking_ms: int = 0) -> Redis:
