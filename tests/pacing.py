@@ -4,6 +4,8 @@ and announces, so a test acts on progress (jobs accepted, jobs ended), never on 
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -12,8 +14,9 @@ from dataclasses import dataclass, field
 import httpx
 import redis
 
+from fleet import worker_pids
 from images import encode, photo
-from service import Service
+from service import Service, pid_of_consumer, process_age
 
 SENTINEL = b"sentinel"
 
@@ -102,3 +105,49 @@ class Uploads:
     def finish(self) -> None:
         self.stop.set()
         self.thread.join()
+
+
+def oldest_holder(raw: redis.Redis, streams: list[str], supervisor_pid: int) -> int | None:
+    """The longest-lived live worker process of the pool that holds an entry of ``streams``
+    now (a job is in flight), or None.
+
+    The oldest, so that kills spread over the pool's slots and test recovery rather than
+    the supervisor's back-off for workers that die young.
+    """
+    alive = worker_pids(supervisor_pid)
+    holders = {
+        pid_of_consumer(consumer["name"])
+        for stream in streams
+        for consumer in raw.xpending(stream, "imgstream-workers").get("consumers") or []
+        if int(consumer["pending"]) > 0
+    }
+    live = [pid for pid in holders if pid in alive]
+    return max(live, key=process_age) if live else None
+
+
+def feed_and_kill(
+    submit: Callable[[int], str],
+    holder: Callable[[], int | None],
+    finals: collections.Counter[str],
+    *,
+    jobs: int,
+    kills: int,
+    kill_every: int,
+) -> tuple[list[str], list[int]]:
+    """Chaos paced by progress: jobs go in (``submit(index)`` returns the id) in chunks of
+    10 until there are ``jobs`` and ``kills`` workers were SIGKILLed; each kill waits for
+    ``kill_every`` more jobs to end and for a worker that holds one (``holder``), so a fast
+    machine sees as many kills, each with work in flight, as a slow one. Returns the ids
+    and the pids killed."""
+    submitted: list[str] = []
+    killed: list[int] = []
+    ended_at_last_kill = 0
+    while len(submitted) < jobs or len(killed) < kills:
+        submitted.extend(submit(len(submitted)) for _ in range(10))
+        if len(killed) < kills and len(finals) - ended_at_last_kill >= kill_every:
+            victim = holder()
+            if victim is not None:
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+                ended_at_last_kill = len(finals)
+    return submitted, killed

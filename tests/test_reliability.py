@@ -20,7 +20,7 @@ from imgstream import imaging
 from imgstream.config import AppendFsync
 from imgstream.operations import JobSpec, Limits, parse_operations_json
 from imgstream.redis_server import RedisServer, free_port
-from pacing import Uploads, listen_for_final_statuses
+from pacing import Uploads, feed_and_kill, listen_for_final_statuses, oldest_holder
 
 from fleet import worker_pids
 from images import encode, photo
@@ -29,7 +29,6 @@ from service import (
     Service,
     operations_lasting,
     pid_of_consumer,
-    process_age,
     stop,
     wait_for,
 )
@@ -68,46 +67,26 @@ def test_chaos_killing_workers_loses_and_duplicates_nothing(
     expected = [imaging.render(source, spec, Limits()) for source in sources]
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
 
-    def oldest_holder_of_a_job() -> int | None:
-        """The longest-lived worker process that holds an entry now (a job is in flight).
+    def submit(index: int) -> str:
+        response = service.submit(sources[index % 5], f"{index}.png", operations=operations)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
 
-        The oldest, so that kills spread over the pool's slots and test recovery rather
-        than the supervisor's back-off for workers that die young.
-        """
-        summary = raw.xpending(f"{{{prefix}}}:jobs", "imgstream-workers")
-        alive = set(worker_pids(service.workers.pid))
-        holders = [
-            pid_of_consumer(consumer["name"])
-            for consumer in summary.get("consumers") or []
-            if int(consumer["pending"]) > 0
-        ]
-        live_holders = [pid for pid in holders if pid in alive]
-        return max(live_holders, key=process_age) if live_holders else None
-
-    # Jobs are fed in small chunks until there are at least 300 and every kill has happened;
-    # a kill waits for KILL_EVERY more jobs to end and for a worker that holds one, so a
-    # fast machine sees as many kills, each with work in flight, as a slow one.
-    jobs: list[tuple[str, int]] = []
-    kills: list[int] = []
-    ended_at_last_kill = 0
     try:
-        while len(jobs) < 300 or len(kills) < KILLS:
-            for _ in range(10):
-                index = len(jobs)
-                response = service.submit(sources[index % 5], f"{index}.png", operations=operations)
-                assert response.status_code == 202, response.text
-                jobs.append((response.json()["id"], index % 5))
-            if len(kills) < KILLS and len(finals) - ended_at_last_kill >= KILL_EVERY:
-                victim = oldest_holder_of_a_job()
-                if victim is not None:
-                    os.kill(victim, signal.SIGKILL)
-                    kills.append(victim)
-                    ended_at_last_kill = len(finals)
-        results = {job_id: service.wait(job_id, timeout=600) for job_id, _ in jobs}
+        ids, kills = feed_and_kill(
+            submit,
+            lambda: oldest_holder(raw, [f"{{{prefix}}}:jobs"], service.workers.pid),
+            finals,
+            jobs=300,
+            kills=KILLS,
+            kill_every=KILL_EVERY,
+        )
+        results = {job_id: service.wait(job_id, timeout=600) for job_id in ids}
     finally:
         drain()
         raw.close()
         service.close()
+    jobs = [(job_id, index % 5) for index, job_id in enumerate(ids)]
 
     assert len(kills) == KILLS, kills
     assert "took over entry" in service.log.read_text(), "killed workers' jobs must be recovered"
