@@ -30,6 +30,7 @@ SCENARIOS = {
     4: "s4_latency",
     5: "s5_memory",
     6: "s6_scaling",
+    7: "s7_cluster",
 }
 
 PEERS_NEEDED = {

@@ -36,10 +36,12 @@ def weed_binary() -> str:
 
 
 class SeaweedS3:
-    """``weed mini`` on free loopback ports; ``endpoint`` is its S3 URL."""
+    """``weed mini`` on free ports of ``ip`` (loopback unless a test's own network host's);
+    ``endpoint`` is its S3 URL."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, ip: str = "127.0.0.1") -> None:
         self.root = root
+        self.ip = ip
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = root / "weed.log"
@@ -48,7 +50,7 @@ class SeaweedS3:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.ip}:{self.port}"
 
     def command(self) -> list[str]:
         data = self.root / "data"
@@ -72,8 +74,8 @@ class SeaweedS3:
             weed_binary(),
             "mini",
             f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self.ip}",
+            f"-ip.bind={self.ip}",
             *(f"-{name}={port}" for name, port in ports.items()),
             f"-filer.localSocket={self.root / 'filer.sock'}",
             f"-s3.localSocket={self.root / 's3.sock'}",

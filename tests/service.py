@@ -157,7 +157,13 @@ class Service:
         api = start(["api"], env, log, cwd)
         workers = start(["worker", "--concurrency", str(concurrency)], env, log, cwd)
         url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, api)
+        try:
+            wait_until_healthy(url, api, timeout=90)  # a hang guard: a loaded machine is slow
+        except BaseException:
+            for process in (api, workers):
+                process.kill()
+                process.wait()
+            raise
         return cls(url, data_dir, prefix, env, log, api, workers)
 
     def submit(self, data: bytes, name: str = "image.jpg", **fields: str) -> httpx.Response:

@@ -9,12 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 from imgstream.config import Settings
 from imgstream.deployment import Deployment
 from imgstream.fleet_snapshot import Monitor
 from imgstream.jobs import new_job_id
 from imgstream.keys import Keys, partition_of
+from pacing import feed_and_kill, listen_for_final_statuses, oldest_holder
 from redis_cluster import RedisCluster
 
 from images import encode, photo
@@ -101,3 +103,48 @@ def test_jobs_end_done_on_the_cluster_across_deployments(
     finally:
         statuses = [s.close() for s in services]
     assert all(status == (0, 0) for status in statuses), services[0].log.read_text()[-3000:]
+
+
+def test_chaos_on_the_cluster_loses_and_duplicates_nothing(
+    redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    """Workers SIGKILLed while they hold jobs, on the cluster: every job ends done, once."""
+    prefix = f"chaos-{uuid.uuid4().hex[:6]}"
+    service = Service.launch(
+        redis_cluster.url, tmp_path / "data", prefix, concurrency=3,
+        IMGSTREAM_REDIS_CLUSTER="true", IMGSTREAM_MAX_ATTEMPTS="20", IMGSTREAM_READ_BATCH="4",
+        IMGSTREAM_VISIBILITY_TIMEOUT="1", IMGSTREAM_RETRY_BACKOFF="0.05",
+        IMGSTREAM_LOG_LEVEL="INFO",
+    )  # fmt: skip
+    finals, _, drain = listen_for_final_statuses(redis_cluster.url, prefix)
+    raw = redis.RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+    data = encode(photo(320, 240), "png")
+    operations = '[{"op":"blur","sigma":2},{"op":"resize","width":100}]'
+
+    def submit(index: int) -> str:
+        response = service.submit(data, f"{index}.png", operations=operations)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    try:
+        ids, kills = feed_and_kill(
+            submit,
+            lambda: oldest_holder(raw, [Keys(prefix).stream], service.workers.pid),
+            finals,
+            jobs=60,
+            kills=3,
+            kill_every=8,
+        )
+        results = {job_id: service.wait(job_id, timeout=300) for job_id in ids}
+    finally:
+        drain()
+        raw.close()
+        service.close()
+    assert len(kills) == 3, kills
+    assert "took over entry" in service.log.read_text(), "killed workers' jobs must be recovered"
+    assert [job_id for job_id, job in results.items() if job["status"] != "done"] == []
+    assert {job["result"]["width"] for job in results.values()} == {100}
+    assert set(finals.values()) == {1}, [k for k, v in finals.items() if v != 1]
+    assert set(finals) == set(ids)
+    counters = redis_cluster.owner_reply("hgetall", Keys(prefix).metrics)
+    assert sum(int(v) for k, v in counters.items() if k.startswith("jobs:done:")) == len(ids)

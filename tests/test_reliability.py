@@ -5,17 +5,14 @@ Every test runs the real API and worker processes against a real redis-server.
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
@@ -23,6 +20,7 @@ from imgstream import imaging
 from imgstream.config import AppendFsync
 from imgstream.operations import JobSpec, Limits, parse_operations_json
 from imgstream.redis_server import RedisServer, free_port
+from pacing import Uploads, feed_and_kill, listen_for_final_statuses, oldest_holder
 
 from fleet import worker_pids
 from images import encode, photo
@@ -31,7 +29,6 @@ from service import (
     Service,
     operations_lasting,
     pid_of_consumer,
-    process_age,
     stop,
     wait_for,
 )
@@ -47,52 +44,6 @@ FAST_RECOVERY = {
 
 def new_prefix() -> str:
     return f"rel-{uuid.uuid4().hex[:8]}"
-
-
-SENTINEL = b"sentinel"
-
-
-def listen_for_final_statuses(
-    redis_url: str, prefix: str
-) -> tuple[collections.Counter[str], threading.Event, Callable[[], None]]:
-    """Count final-status announcements per job in a background thread.
-
-    Returns the counts, an event set once the thread has seen its own subscription confirmed,
-    and ``drain``: it publishes a sentinel on a job channel and waits until the thread has
-    read it, so that every announcement made before the call has been counted (pub/sub keeps
-    the order of one subscriber's messages). No sleep decides when listening has caught up.
-    """
-    counts: collections.Counter[str] = collections.Counter()
-    subscribed = threading.Event()
-    drained = threading.Event()
-    client = redis.Redis.from_url(redis_url)
-    pubsub = client.pubsub()
-    pubsub.psubscribe(f"{{{prefix}}}:job:*")
-
-    def listen() -> None:
-        while not drained.is_set():
-            message = pubsub.get_message(timeout=0.1)
-            if message is None:
-                continue
-            if message["type"] == "psubscribe":
-                subscribed.set()
-            elif message["type"] == "pmessage":
-                if message["data"] == SENTINEL:
-                    drained.set()
-                elif message["data"] in (b"done", b"failed"):
-                    counts[message["channel"].decode().rsplit(":", 1)[1]] += 1
-        pubsub.close()
-        client.close()
-
-    def drain() -> None:
-        publisher = redis.Redis.from_url(redis_url)
-        publisher.publish(f"{{{prefix}}}:job:{SENTINEL.decode()}", SENTINEL)
-        publisher.close()
-        assert drained.wait(30), "the listener never read the sentinel"
-
-    threading.Thread(target=listen, daemon=True).start()
-    assert subscribed.wait(10), "the final-status listener never subscribed"
-    return counts, subscribed, drain
 
 
 KILLS = 11
@@ -116,46 +67,26 @@ def test_chaos_killing_workers_loses_and_duplicates_nothing(
     expected = [imaging.render(source, spec, Limits()) for source in sources]
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
 
-    def oldest_holder_of_a_job() -> int | None:
-        """The longest-lived worker process that holds an entry now (a job is in flight).
+    def submit(index: int) -> str:
+        response = service.submit(sources[index % 5], f"{index}.png", operations=operations)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
 
-        The oldest, so that kills spread over the pool's slots and test recovery rather
-        than the supervisor's back-off for workers that die young.
-        """
-        summary = raw.xpending(f"{{{prefix}}}:jobs", "imgstream-workers")
-        alive = set(worker_pids(service.workers.pid))
-        holders = [
-            pid_of_consumer(consumer["name"])
-            for consumer in summary.get("consumers") or []
-            if int(consumer["pending"]) > 0
-        ]
-        live_holders = [pid for pid in holders if pid in alive]
-        return max(live_holders, key=process_age) if live_holders else None
-
-    # Jobs are fed in small chunks until there are at least 300 and every kill has happened;
-    # a kill waits for KILL_EVERY more jobs to end and for a worker that holds one, so a
-    # fast machine sees as many kills, each with work in flight, as a slow one.
-    jobs: list[tuple[str, int]] = []
-    kills: list[int] = []
-    ended_at_last_kill = 0
     try:
-        while len(jobs) < 300 or len(kills) < KILLS:
-            for _ in range(10):
-                index = len(jobs)
-                response = service.submit(sources[index % 5], f"{index}.png", operations=operations)
-                assert response.status_code == 202, response.text
-                jobs.append((response.json()["id"], index % 5))
-            if len(kills) < KILLS and len(finals) - ended_at_last_kill >= KILL_EVERY:
-                victim = oldest_holder_of_a_job()
-                if victim is not None:
-                    os.kill(victim, signal.SIGKILL)
-                    kills.append(victim)
-                    ended_at_last_kill = len(finals)
-        results = {job_id: service.wait(job_id, timeout=600) for job_id, _ in jobs}
+        ids, kills = feed_and_kill(
+            submit,
+            lambda: oldest_holder(raw, [f"{{{prefix}}}:jobs"], service.workers.pid),
+            finals,
+            jobs=300,
+            kills=KILLS,
+            kill_every=KILL_EVERY,
+        )
+        results = {job_id: service.wait(job_id, timeout=600) for job_id in ids}
     finally:
         drain()
         raw.close()
         service.close()
+    jobs = [(job_id, index % 5) for index, job_id in enumerate(ids)]
 
     assert len(kills) == KILLS, kills
     assert "took over entry" in service.log.read_text(), "killed workers' jobs must be recovered"
@@ -284,51 +215,25 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def submit_until(
-    service: Service, stop: threading.Event, accepted: list[str], refused: list[httpx.Response]
-) -> None:
-    image = encode(photo(200, 150), "jpeg")
-    client = httpx.Client(base_url=service.url, timeout=10)
-    while not stop.is_set():
-        try:
-            response = client.post(
-                "/api/jobs",
-                files={"image": ("steady.jpg", image)},
-                data={"operation": "grayscale"},
-            )
-        except httpx.TransportError:
-            continue
-        if response.status_code == 202:
-            accepted.append(response.json()["id"])
-        else:
-            refused.append(response)
-        time.sleep(0.01)
-    client.close()
-
-
 def test_redis_killed_mid_run_loses_no_accepted_job(own_redis: RedisServer, tmp_path: Path) -> None:
     """Paced by answers, not by time: Redis is killed after 20 uploads were accepted, started
     again once 3 met the dead Redis, and uploads go on until 20 more were accepted."""
     service = Service.launch(
         own_redis.url, tmp_path / "data", new_prefix(), concurrency=2, **FAST_RECOVERY
     )
-    accepted: list[str] = []
-    refused: list[httpx.Response] = []
-    stop = threading.Event()
-    submitter = threading.Thread(target=submit_until, args=(service, stop, accepted, refused))
+    uploads = Uploads(service)
+    accepted, refused = uploads.accepted, uploads.refused
     try:
-        submitter.start()
         wait_for(lambda: len(accepted) >= 20, "uploads were not accepted")
         own_redis.kill()
         wait_for(lambda: len(refused) >= 3, "no upload met the dead Redis")
         own_redis.start()
         before = len(accepted)
         wait_for(lambda: len(accepted) >= before + 20, "uploads were not accepted again")
-        stop.set()
-        submitter.join()
+        uploads.finish()
         jobs = [service.wait(job_id, timeout=60) for job_id in accepted]
     finally:
-        stop.set()
+        uploads.finish()
         service.close()
     assert {r.status_code for r in refused} == {503}
     assert all(r.headers.get("retry-after") for r in refused)

@@ -47,7 +47,7 @@ from imgstream.intake import (
     store,
 )
 from imgstream.jobs import BatchStatus, JobRecord, new_job_id, utc_now
-from imgstream.queue import BacklogFull
+from imgstream.queue import BacklogFull, ReplicationLagging
 from imgstream.ratelimit import take_more
 from imgstream.services import Services, services_of
 from imgstream.upload_form import FormError, TooManyFiles, read_batch_upload
@@ -108,10 +108,14 @@ async def accept_batch(request: Request, who: Caller, form: FormData) -> JSONRes
             await _discard_all(services, stored)
             return await _replay(services, batches, claimed, fingerprint, who)
     queued = 0
+    lagging: ReplicationLagging | None = None
     try:
         await batches.create(batch, settings.result_ttl)
         for item in stored:
-            await enqueue(services, item, who, max_backlog=0, callback_url=callback_url)
+            try:
+                await enqueue(services, item, who, max_backlog=0, callback_url=callback_url)
+            except ReplicationLagging as exc:  # queued all the same: its files stay
+                lagging = exc
             queued += 1
     except BaseException:
         await _discard_all(services, stored[queued:])
@@ -122,6 +126,14 @@ async def accept_batch(request: Request, who: Caller, form: FormData) -> JSONRes
         batch.id,
         extra={"event": "batch.accepted", "batch": batch.id, "jobs": len(stored)},
     )
+    if lagging is not None:
+        raise ApiError(
+            503,
+            "replication_lagging",
+            f"batch {batch.id} was queued, but not every job was confirmed by the Redis "
+            f"replicas ({lagging}); look it up at /api/batches/{batch.id}",
+            retry_after(RETRY_AFTER_MOMENT),
+        )
     return _accepted(services, batch)
 
 

@@ -178,6 +178,20 @@ class Settings(BaseSettings):
         description="With IMGSTREAM_STREAM_PER_OPERATION, the lanes a worker serves, comma "
         "separated (`imgstream worker --operations`); empty: all of them.",
     )
+    redis_wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Replicas that must acknowledge each enqueue and each final status write "
+        "(Redis WAIT) before it counts; 0: none (a master's crash may lose the last writes).",
+    )
+    redis_wait_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds an enqueue or final write waits for IMGSTREAM_REDIS_WAIT_REPLICAS "
+        "acknowledgements; an upload not acknowledged in time answers 503 replication_lagging.",
+    )
     redis_max_connections: int = Field(
         default=50, ge=2, le=10_000, description="Connections in a process's Redis pool."
     )
@@ -388,6 +402,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds between retention sweeps across the fleet (0: only `imgstream gc`).",
     )
+
+    @model_validator(mode="after")
+    def _wait_within_timeout(self) -> Settings:
+        if self.redis_wait_replicas and self.redis_wait_timeout >= self.redis_timeout:
+            raise ValueError(
+                "IMGSTREAM_REDIS_WAIT_TIMEOUT must be shorter than IMGSTREAM_REDIS_TIMEOUT "
+                "(a WAIT outlasting the command timeout would read as an outage)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _bucket_for_s3(self) -> Settings:

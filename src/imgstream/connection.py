@@ -6,13 +6,26 @@ objects register it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import PipelineCommand, RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from imgstream.config import Settings
 
@@ -33,6 +46,74 @@ def server_ms(time_reply: tuple[int, int]) -> int:
 def load_script(redis: Redis, name: str) -> AsyncScript:
     """``lua/<name>.lua`` registered on ``redis`` (EVALSHA, loaded on first use)."""
     return redis.register_script(script_source(name))
+
+
+async def run_replicated(
+    redis: Redis,
+    script: AsyncScript,
+    keys: Sequence[str],
+    args: Sequence[Any],
+    *,
+    replicas: int,
+    timeout_ms: int,
+) -> tuple[Any, int]:
+    """Run ``script`` and then ``WAIT replicas timeout_ms`` on the same connection; returns
+    the script's reply and how many replicas acknowledged its writes.
+
+    ``WAIT`` counts the writes of the connection it is sent on, so both go in one
+    non-transactional pipeline; on a cluster, on a connection of the master owning
+    ``keys[0]``'s slot (each script's keys share one slot). A lost ``WAIT`` reply (the master
+    died after the script) counts as no acknowledgement; a lost script reply raises.
+    """
+    command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+    for _ in range(3):
+        reply, acked = await _on_one_connection(
+            redis, keys[0], [command, ("WAIT", replicas, timeout_ms)]
+        )
+        if isinstance(reply, NoScriptError):  # a new master (a promoted replica) lacks it
+            await redis.script_load(script.script)
+        elif not isinstance(reply, AskError):  # MOVED/ASK: not run; the slots are relearnt
+            break
+    if isinstance(reply, Exception):
+        raise reply
+    return reply, acked if isinstance(acked, int) else 0
+
+
+async def _on_one_connection(redis: Redis, key: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """The replies (or errors) of ``commands`` sent together on one connection."""
+    if not isinstance(redis, RedisCluster):
+        async with redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=False)
+    cluster = cast(RedisCluster, redis)
+    queued = [PipelineCommand(index, *command) for index, command in enumerate(commands)]
+    moved = (AskError, ClusterDownError, TryAgainError, RedisConnectionError, RedisTimeoutError)
+    try:
+        await cluster.initialize()  # a no-op once the slots are known
+    except RedisClusterException as exc:  # no node reachable
+        raise RedisConnectionError(str(exc)) from exc
+    try:
+        node = cluster.get_node_from_key(key)
+    except SlotNotCoveredError:  # a master was lost and no replica is promoted yet
+        await _relearn_slots(cluster)
+        raise ClusterDownError(f"no master serves the slot of {key} now") from None
+    try:
+        await node.execute_pipeline(queued)
+    except moved:
+        await _relearn_slots(cluster)
+        raise
+    results = [command.result for command in queued]
+    if isinstance(results[0], moved):
+        await _relearn_slots(cluster)
+    return results
+
+
+async def _relearn_slots(cluster: RedisCluster) -> None:
+    """Ask the cluster who owns which slot now (after a failover, a MOVED or a lost node), as
+    the cluster client does after its own commands; a cluster still electing answers later."""
+    with contextlib.suppress(RedisError, RedisClusterException):
+        await cluster.nodes_manager.initialize()
 
 
 def connect(
@@ -79,8 +160,25 @@ def connect_cluster(
     any node hears every job, whatever its slot (sharded pub/sub would need one per shard).
     """
     cluster_options = {k: v for k, v in options.items() if k != "health_check_interval"}
-    client = RedisCluster.from_url(url, max_connections=max_connections or 100, **cluster_options)
+    client = _Cluster.from_url(url, max_connections=max_connections or 100, **cluster_options)
     return cast(Redis, client)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, whose troubles of a failover are Redis errors like any
+    outage: a slot no master serves yet is ``CLUSTERDOWN``, no node reachable a lost
+    connection. (redis-py raises them outside ``RedisError``, where the API would answer
+    ``500`` and a worker would crash instead of waiting.)"""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as exc:
+            raise ClusterDownError(str(exc)) from exc
+        except RedisClusterException as exc:
+            if "cannot be connected" not in str(exc):
+                raise  # a bug (keys of several slots, say), not an outage
+            raise RedisConnectionError(str(exc)) from exc
 
 
 def connect_from(settings: Settings, *, blocking_ms: int = 0) -> Redis:

@@ -16,7 +16,7 @@ from imgstream.deadletters import DeadLetters
 from imgstream.heartbeats import Presence
 from imgstream.job_counters import JobMetrics
 from imgstream.keys import Keys
-from imgstream.queue import JobQueue
+from imgstream.queue import JobQueue, Replication
 from imgstream.setting_values import StorageKind
 from imgstream.storage import LocalStorage, Storage
 
@@ -53,6 +53,7 @@ class Deployment:
                 partitions=settings.partitions,
                 lanes=settings.all_lanes,
                 served=settings.served_lanes,
+                replication=replication_of(settings),
             ),
             metrics=JobMetrics(redis, keys),
             dead_letters=DeadLetters(
@@ -71,6 +72,11 @@ class Deployment:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+
+
+def replication_of(settings: Settings) -> Replication:
+    """The replicas a deployment's lasting writes wait for (``IMGSTREAM_REDIS_WAIT_*``)."""
+    return Replication(settings.redis_wait_replicas, round(settings.redis_wait_timeout * 1000))
 
 
 def open_storage(settings: Settings) -> Storage:

@@ -25,11 +25,17 @@ from starlette.datastructures import FormData, UploadFile
 from imgstream import imaging, upload_form
 from imgstream.api_models import JobAccepted
 from imgstream.auth import Caller
-from imgstream.errors import RETRY_AFTER_BUSY, RETRY_AFTER_DISK, ApiError, retry_after
+from imgstream.errors import (
+    RETRY_AFTER_BUSY,
+    RETRY_AFTER_DISK,
+    RETRY_AFTER_MOMENT,
+    ApiError,
+    retry_after,
+)
 from imgstream.job_counters import operation_label
 from imgstream.jobs import JobStatus, OriginalInfo, StreamEntry
 from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_form
-from imgstream.queue import BacklogFull, Once, Replayed
+from imgstream.queue import BacklogFull, Once, Replayed, ReplicationLagging
 from imgstream.ratelimit import client_identity
 from imgstream.services import Services, services_of
 from imgstream.storage import StorageUnavailable, is_disk_full
@@ -275,6 +281,17 @@ async def enqueue(
     )  # fmt: skip
 
 
+def replication_lagging(exc: ReplicationLagging) -> ApiError:
+    """The answer to an upload queued on its master but not confirmed by enough replicas."""
+    return ApiError(
+        503,
+        "replication_lagging",
+        f"{exc}; it runs unless that Redis master fails first: look it up at "
+        f"/api/jobs/{exc.job_id}, or send again (with the same Idempotency-Key to be safe)",
+        retry_after(RETRY_AFTER_MOMENT),
+    )
+
+
 def backlog_full(exc: BacklogFull) -> ApiError:
     return ApiError(429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY))
 
@@ -334,6 +351,8 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
     except BacklogFull as exc:
         await discard(services, stored.job_id)
         raise backlog_full(exc) from None
+    except ReplicationLagging as exc:  # queued: its files stay, the client is told the risk
+        raise replication_lagging(exc) from None
     except BaseException:
         await discard(services, stored.job_id)
         raise

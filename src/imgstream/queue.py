@@ -18,6 +18,7 @@ final outcome.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Collection, Mapping, Sequence
@@ -25,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from imgstream.connection import load_script
+from imgstream.connection import load_script, run_replicated
 from imgstream.job_counters import outcome_field, submitted_field
 from imgstream.jobs import (
     FINAL_STATUSES,
@@ -50,6 +52,28 @@ from imgstream.jobs import (
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
 from imgstream.keys import partition_of, partition_of_scope
+
+log = logging.getLogger(__name__)
+
+
+class ReplicationLagging(Exception):
+    """The job was queued on its master, but fewer replicas than required acknowledged it in
+    time: it runs unless that master is lost before its replicas catch up."""
+
+    def __init__(self, job_id: str, acked: int, wanted: int) -> None:
+        super().__init__(
+            f"job {job_id} was queued, but {acked} of {wanted} Redis replicas confirmed it"
+        )
+        self.job_id = job_id
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """How many replicas must acknowledge a write that must survive its master
+    (``IMGSTREAM_REDIS_WAIT_REPLICAS``), and how long to wait for them."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
 
 
 class BacklogFull(Exception):
@@ -153,6 +177,7 @@ class JobQueue:
         partitions: int = 1,
         lanes: Sequence[str] = ("",),
         served: Collection[str] | None = None,
+        replication: Replication | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys.partition(0)
@@ -172,6 +197,7 @@ class JobQueue:
         self._by_stream = {lane.stream: lane for lane in self.lanes}
         self._next = 0
         self._next_partition = random.randrange(partitions)
+        self.replication = replication or Replication()
         self._enqueue = load_script(redis, "enqueue")
         self._start = load_script(redis, "start")
         self._finish = load_script(redis, "finish")
@@ -235,7 +261,8 @@ class JobQueue:
         idempotency record is written in the same step (in the job's partition), and
         ``Replayed`` is raised instead when the record names a job already (then nothing was
         created). ``max_backlog`` bounds the deployment: each partition's streams hold at
-        most their share of it.
+        most their share of it. With replication required, ``ReplicationLagging`` is raised
+        when too few replicas confirmed the job (it is queued all the same).
         """
         lane = self.lane_for(job_id, entry.operations)
         keys = self.keys.partition(lane.part)
@@ -248,9 +275,10 @@ class JobQueue:
         script_keys = [lane.stream, keys.job(job_id), keys.metrics]
         if once is not None:
             script_keys.append(keys.idempotency(once.scope))
-        reply = await self._enqueue(
-            keys=script_keys,
-            args=[
+        reply, acked = await self._durably(
+            self._enqueue,
+            script_keys,
+            [
                 math.ceil(max_backlog / self.partitions),
                 submitted_field(entry.operations),
                 once.ttl if once else 0,
@@ -268,7 +296,25 @@ class JobQueue:
             raise BacklogFull(int(detail) * self.partitions)
         if outcome is Enqueued.JOB_EXISTS:
             raise ValueError(f"job {job_id} exists already")
+        if acked < self.replication.replicas:
+            raise ReplicationLagging(job_id, acked, self.replication.replicas)
         return str(detail)
+
+    async def _durably(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> tuple[Any, int]:
+        """``script``'s reply and how many replicas acknowledged it (WAIT on its connection
+        when replication is required; else no wait, and the count is the requirement, 0)."""
+        if not self.replication.replicas:
+            return await script(keys=keys, args=args), 0
+        return await run_replicated(
+            self.redis,
+            script,
+            keys,
+            args,
+            replicas=self.replication.replicas,
+            timeout_ms=self.replication.timeout_ms,
+        )
 
     async def find_once(self, scope: str) -> Replayed | None:
         """The job an idempotency key (its ``scope``) already names, or None."""
@@ -440,8 +486,18 @@ class JobQueue:
             keys.metrics,
             keys.webhooks,
         ]
-        reply = await self._finish(keys=script_keys, args=args)
-        return Recorded(int(reply)) is Recorded.RECORDED
+        reply, acked = await self._durably(self._finish, script_keys, args)
+        recorded = Recorded(int(reply)) is Recorded.RECORDED
+        if recorded and acked < self.replication.replicas:
+            log.warning(
+                "job %s ended, but %d of %d Redis replicas confirmed it: if its master is lost "
+                "now, the job is recovered and run again",
+                job_id,
+                acked,
+                self.replication.replicas,
+                extra={"event": "redis.replication_lagging", "job": job_id},
+            )
+        return recorded
 
     # Recovering.
 

