@@ -47,6 +47,12 @@ def test_the_api_process_does_not_load_the_worker_side() -> None:
     assert sorted(loaded & set(WORKER_SIDE)) == []
 
 
+def test_the_api_process_does_not_load_numpy() -> None:
+    """numpy comes with the luma decoder (``imgstream.luma`` loads it on first use), which only
+    a worker runs: the API reads headers and would carry ~10 MiB for nothing."""
+    assert "numpy" not in loaded_by("imgstream.api", "imgstream.ops_api", "imgstream.http_server")
+
+
 def test_a_worker_process_does_not_load_the_web_stack() -> None:
     loaded = loaded_by("imgstream.supervisor", "imgstream.worker_process")
     assert {"imgstream.worker", "imgstream.janitor"} <= loaded
