@@ -104,7 +104,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "model": (
         0,
         "config steps operations jobs keys redis_health transforms imaging placeholder"
-        " api_models webhooks",
+        " api_models webhooks content",
     ),
     "store": (
         1,

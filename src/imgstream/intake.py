@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import re
-from typing import BinaryIO
 
 import anyio.to_thread
 from fastapi import Request
@@ -40,7 +39,6 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
-_CHUNK = 1024 * 1024
 CALLBACK_FIELD = "callback_url"
 RESOLVE_TIMEOUT = 5.0
 """Seconds the callback URL's host may take to resolve at upload."""
@@ -81,16 +79,6 @@ def disk_full_message(free: int, reserve: int) -> str:
         f"the data directory has {free} bytes free, under the {reserve} it keeps in reserve "
         "(IMGSTREAM_MIN_FREE_BYTES); try again later"
     )
-
-
-def content_digest(source: BinaryIO) -> str:
-    """SHA-256 (hex) of everything ``source`` holds; leaves it rewound for the next reader."""
-    source.seek(0)
-    digest = hashlib.sha256()
-    while chunk := source.read(_CHUNK):
-        digest.update(chunk)
-    source.seek(0)
-    return digest.hexdigest()
 
 
 def request_fingerprint(image_digest: str, spec: JobSpec, extra: dict[str, str]) -> str:
@@ -167,8 +155,7 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
     image = upload.image
     once = None
     if scope is not None:
-        digest = await anyio.to_thread.run_sync(content_digest, image.file)
-        fingerprint = request_fingerprint(digest, spec, {CALLBACK_FIELD: callback_url})
+        fingerprint = request_fingerprint(image.sha256, spec, {CALLBACK_FIELD: callback_url})
         prior = await services.queue.find_once(scope)
         if prior is not None:
             return await replay(services, prior, fingerprint)
@@ -223,6 +210,7 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
             operations=spec.operations_json(),
             format=output.pop("format", ""),
             options=tuple(output.items()),
+            original_sha256=image.sha256,
         )
         await services.queue.enqueue(
             job_id,

@@ -97,6 +97,10 @@ def stream_id_timestamp(entry_id: str) -> str:
     return format_timestamp(datetime.fromtimestamp(entry_id_ms(entry_id) / 1000, UTC))
 
 
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+ORIGINAL_SHA256_FIELD = "original_sha256"
+"""The stream entry's (and job hash's) field holding the original's SHA-256."""
+
 ENTRY_OUTPUT_FIELDS = ("quality", "max_bytes", "strip")
 """Output options a stream entry may carry besides ``format``; absent: the default."""
 
@@ -113,13 +117,17 @@ class StreamEntry:
     empty to follow the input's format."""
     options: tuple[tuple[str, str], ...] = ()
     """The other output options present (``ENTRY_OUTPUT_FIELDS``), as text, in that order."""
+    original_sha256: str = ""
+    """SHA-256 (64 lowercase hex digits) of the original's bytes, when the producer knows it
+    (the API always does); empty: the worker hashes the original itself."""
 
     def output(self) -> dict[str, str]:
         """Every output option given, ``format`` included, by field name."""
         return {**({"format": self.format} if self.format else {}), **dict(self.options)}
 
     def to_fields(self) -> dict[str, str]:
-        return {"job": self.job_id, "operations": self.operations, **self.output()}
+        digest = {ORIGINAL_SHA256_FIELD: self.original_sha256} if self.original_sha256 else {}
+        return {"job": self.job_id, "operations": self.operations, **self.output(), **digest}
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> StreamEntry:
@@ -129,11 +137,13 @@ class StreamEntry:
         operations = fields.get("operations")
         if not operations:
             raise WireError("stream entry has no 'operations' field")
+        digest = fields.get(ORIGINAL_SHA256_FIELD, "")
         return cls(
             job_id=job_id,
             operations=operations,
             format=fields.get("format", ""),
             options=_options(fields),
+            original_sha256=digest if SHA256_PATTERN.fullmatch(digest) else "",
         )
 
 
@@ -191,6 +201,9 @@ class ResultInfo:
     format: str
     bytes: int
     placeholder: Placeholder | None = None
+    content_key: str = ""
+    """What the result is made of (``content``): its ``ETag``; empty for results stored
+    before imgstream recorded it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +250,7 @@ class JobRecord:
                 format=fields["result_format"],
                 bytes=int(fields["result_bytes"]),
                 placeholder=_placeholder(fields),
+                content_key=fields.get("content_key", ""),
             )
         error = None
         if fields.get("error"):
@@ -279,6 +293,7 @@ def queued_state(entry: StreamEntry) -> dict[str, str]:
         "format": entry.format,
         "attempts": "0",
         **dict(entry.options),
+        **({ORIGINAL_SHA256_FIELD: entry.original_sha256} if entry.original_sha256 else {}),
     }
 
 
@@ -306,6 +321,8 @@ def result_fields(result: ResultInfo) -> dict[str, str]:
         "result_format": result.format,
         "result_bytes": str(result.bytes),
     }
+    if result.content_key:
+        fields["content_key"] = result.content_key
     if result.placeholder is not None:
         fields.update(
             placeholder_blurhash=result.placeholder.blurhash,

@@ -9,7 +9,10 @@ directly, as the worker does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from imgstream import imaging, placeholder
+from imgstream.content import content_key, sha256_of
 from imgstream.jobs import Placeholder, ResultInfo
 from imgstream.operations import JobSpec, Limits
 from imgstream.storage import Storage, StorageUnavailable, is_disk_full
@@ -40,9 +43,11 @@ def process_job(
     limits: Limits,
     timeout: float,
     placeholders: bool = True,
+    original_sha256: str = "",
 ) -> ResultInfo:
-    """Render the job's original and store the result, with its placeholder when asked;
-    blocking, runs in a worker thread."""
+    """Render the job's original and store the result, with its placeholder and its content
+    key (hashing the original when ``original_sha256`` is not given); blocking, runs in a
+    worker thread."""
     try:
         source = storage.original_source(job_id)
     except FileNotFoundError:
@@ -51,6 +56,8 @@ def process_job(
         raise DiskFull(f"the original could not be read: {exc}") from None
     except OSError as exc:
         raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
+    if not original_sha256:
+        original_sha256 = _digest(source)
     try:
         rendered = imaging.render(source, spec, limits, timeout=timeout, small_copy=placeholders)
     except imaging.ImagingError as exc:
@@ -77,7 +84,18 @@ def process_job(
         format=rendered.format.value,
         bytes=len(rendered.data),
         placeholder=_placeholder(rendered) if placeholders else None,
+        content_key=content_key(original_sha256, spec),
     )
+
+
+def _digest(source: Path | bytes) -> str:
+    if isinstance(source, bytes):
+        return sha256_of(source)
+    try:
+        with source.open("rb") as file:
+            return sha256_of(file)
+    except OSError as exc:
+        raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
 
 
 def _placeholder(rendered: imaging.Rendered) -> Placeholder | None:

@@ -10,11 +10,14 @@ example is the empty string, which Swagger UI does not send).
 
 from __future__ import annotations
 
+import hashlib
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from imgstream.operations import (
@@ -39,21 +42,46 @@ class FormError(Exception):
     """The request is not a readable upload form; the message is meant for a person."""
 
 
+class HashedUpload(UploadFile):
+    """A file part that knows its SHA-256, computed while it streamed in (no second read)."""
+
+    def __init__(self, plain: UploadFile) -> None:
+        super().__init__(plain.file, size=0, filename=plain.filename, headers=plain.headers)
+        self._digest = hashlib.sha256()
+
+    async def write(self, data: bytes) -> None:
+        self._digest.update(data)
+        await super().write(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _HashingParser(MultiPartParser):
+    """Starlette's multipart parser, with every file part a ``HashedUpload``."""
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        if self._current_part.file is not None:
+            self._current_part.file = HashedUpload(self._current_part.file)
+
+
 @dataclass(frozen=True, slots=True)
 class Upload:
-    image: UploadFile
+    image: HashedUpload
     fields: dict[str, str]
     """Every text field, by name, as sent (unknown names included, for the spec to refuse)."""
 
 
 def read_upload(form: FormData) -> Upload:
     """The image and the text fields of an upload, each field given at most once."""
-    image: UploadFile | None = None
+    image: HashedUpload | None = None
     fields: dict[str, str] = {}
     for name, value in form.multi_items():
         if name in fields or (name == "image" and image is not None):
             raise FormError(f"{name}: given more than once; give each field once")
-        if name == "image" and isinstance(value, UploadFile):
+        if name == "image" and isinstance(value, HashedUpload):
             image = value
         elif isinstance(value, UploadFile):
             raise FormError(f"{name}: a file was sent; only image is a file")
@@ -67,11 +95,22 @@ def read_upload(form: FormData) -> Upload:
 
 
 async def parse(request: Request) -> FormData:
-    """The multipart form, with the spooled files; the caller closes it."""
+    """The form, with the spooled files (each a ``HashedUpload``); the caller closes it."""
+    limits: dict[str, Any] = {
+        "max_files": 2,
+        "max_fields": MAX_PARTS,
+        "max_part_size": MAX_FIELD_BYTES,
+    }
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        try:  # a urlencoded form has no file: read_upload says the image is missing
+            return await request.form(**limits)
+        except HTTPException as exc:  # Starlette's word for a malformed or oversized form
+            raise FormError(f"the form could not be read: {exc.detail}") from None
     try:
-        return await request.form(max_files=2, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES)
-    except HTTPException as exc:  # Starlette's word for a malformed or oversized form
-        raise FormError(f"the form could not be read: {exc.detail}") from None
+        async with aclosing(request.stream()) as stream:
+            return await _HashingParser(request.headers, stream, **limits).parse()
+    except MultiPartException as exc:
+        raise FormError(f"the form could not be read: {exc.message}") from None
 
 
 def form_schema(limits: Limits) -> dict[str, Any]:

@@ -286,6 +286,7 @@ class Worker:
                 self.limits,
                 timeout,
                 self.settings.placeholders,
+                delivery.entry.original_sha256,
                 abandon_on_cancel=True,
             )
         # libvips ignored the kill: the thread cannot be stopped, so the process goes, and the
