@@ -169,6 +169,11 @@ class JobQueue:
         job_id, request = cast(list[str | None], found)
         return Replayed(job_id, request or "") if job_id else None
 
+    async def time_left(self, job_id: str, default: int) -> int:
+        """Seconds until the job's hash expires; ``default`` while it has no expiry."""
+        seconds = int(await self.redis.ttl(self.keys.job(job_id)))
+        return default if seconds == -1 else max(0, seconds)
+
     async def get_job(self, job_id: str) -> JobRecord | None:
         fields = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
         return JobRecord.from_hash(job_id, fields) if fields else None
