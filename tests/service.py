@@ -33,6 +33,9 @@ def service_env(redis_url: str, data_dir: Path, prefix: str, **extra: str) -> di
             "IMGSTREAM_LOG_LEVEL": "WARNING",
             # Tests drive hundreds of requests from one address; rate-limit tests turn it on.
             "IMGSTREAM_RATE_LIMIT_PER_SECOND": "0",
+            # These tests send the same few images again and again to exercise the workers;
+            # the result cache would serve the repeats (tests/test_result_cache.py turns it on).
+            "IMGSTREAM_RESULT_CACHE": "false",
             **extra,
         }
     )

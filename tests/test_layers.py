@@ -108,7 +108,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     ),
     "store": (
         1,
-        "connection queue deadletters storage s3_storage metrics presence runtime deployment"
+        "connection queue deadletters storage s3_storage metrics presence runtime deployment cache"
         " webhook_queue",
     ),
     "observe": (2, "monitor exposition logs"),

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from imgstream.connection import load_script
 from imgstream.jobs import (
     ENTRY_OUTPUT_FIELDS,
+    ORIGINAL_NAME_FIELD,
     ORIGINAL_SHA256_FIELD,
     JobStatus,
     StreamEntry,
@@ -64,12 +65,15 @@ class DeadLetters:
         # The dead letter names the steps and format; the other output options (quality,
         # max_bytes, strip) are read from the job's record, which keeps them while it lives.
         kept: Any = await self.redis.hmget(
-            self.keys.job(letter.job_id), [*ENTRY_OUTPUT_FIELDS, ORIGINAL_SHA256_FIELD]
+            self.keys.job(letter.job_id),
+            [*ENTRY_OUTPUT_FIELDS, ORIGINAL_SHA256_FIELD, ORIGINAL_NAME_FIELD],
         )
-        *given, digest = kept
+        *given, digest, name = kept
         named = zip(ENTRY_OUTPUT_FIELDS, given, strict=True)
-        options = tuple((name, value) for name, value in named if value)
-        entry = StreamEntry(letter.job_id, letter.operations, letter.format, options, digest or "")
+        options = tuple((field, value) for field, value in named if value)
+        entry = StreamEntry(
+            letter.job_id, letter.operations, letter.format, options, digest or "", name or ""
+        )
         entry_fields = entry.to_fields()
         reply = await self._requeue(
             keys=[

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from imgstream.cache import SharedFiles
 from imgstream.config import Settings, StorageKind
 from imgstream.connection import connect, connect_from
 from imgstream.deadletters import DeadLetters
@@ -29,6 +30,7 @@ class Deployment:
     dead_letters: DeadLetters
     presence: Presence
     storage: Storage
+    shared: SharedFiles
 
     @classmethod
     def open(
@@ -50,6 +52,7 @@ class Deployment:
             dead_letters=DeadLetters(redis, keys),
             presence=Presence(redis, keys),
             storage=open_storage(settings),
+            shared=SharedFiles(redis, keys, first_look=settings.orphan_age),
         )
 
     @property

@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import anyio.to_thread
 from fastapi import Request
@@ -22,6 +24,7 @@ from starlette.datastructures import FormData
 from imgstream import imaging
 from imgstream.api_models import JobAccepted
 from imgstream.auth import Caller
+from imgstream.content import content_key
 from imgstream.errors import RETRY_AFTER_BUSY, RETRY_AFTER_DISK, ApiError, retry_after
 from imgstream.jobs import JobStatus, OriginalInfo, StreamEntry, new_job_id
 from imgstream.metrics import operation_label
@@ -29,8 +32,8 @@ from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_f
 from imgstream.queue import BacklogFull, Once, Replayed
 from imgstream.ratelimit import client_identity
 from imgstream.services import Services, services_of
-from imgstream.storage import StorageUnavailable, is_disk_full
-from imgstream.upload_form import FormError, read_upload
+from imgstream.storage import StorageUnavailable, is_disk_full, spooled_source
+from imgstream.upload_form import FormError, Upload, read_upload
 from imgstream.webhooks import RefusedUrl, parse_url, resolve
 
 log = logging.getLogger("imgstream.api")
@@ -141,7 +144,8 @@ def accepted(
 
 
 async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
-    """Validate the form, store the original, queue the job: a 202 only once it is queued."""
+    """Validate the form, store the original, queue the job: a 202 only once it is queued
+    (or, from the result cache, done)."""
     services = services_of(request)
     scope = idempotency_scope(request)
     try:
@@ -160,93 +164,177 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
         if prior is not None:
             return await replay(services, prior, fingerprint)
         once = Once(scope, fingerprint, services.settings.idempotency_ttl)
-    job_id = new_job_id()
-    storage = services.storage
-    free = await anyio.to_thread.run_sync(storage.free_bytes)
-    if free < services.settings.min_free_bytes:
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            disk_full_message(free, services.settings.min_free_bytes),
-            retry_after(RETRY_AFTER_DISK),
-        )
-    try:
-        size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
-    except OSError as exc:
-        if isinstance(exc, StorageUnavailable):
-            raise
-        if not is_disk_full(exc):
-            raise
-        log.error("upload refused, the data directory is full: %s", exc)
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            "the data directory is full; the upload was not stored, try again later",
-            retry_after(RETRY_AFTER_DISK),
-        ) from None
-    try:
-        if size == 0:
-            raise ApiError(415, "unsupported_format", "the uploaded file is empty")
-        if size > services.settings.max_upload_bytes:
-            raise ApiError(
-                413,
-                "too_large",
-                f"the upload is larger than {services.settings.max_upload_bytes} bytes "
-                "(IMGSTREAM_MAX_UPLOAD_BYTES)",
-            )
-        source = await anyio.to_thread.run_sync(storage.probe_source, job_id, image.file)
+    job = Intake(services, new_job_id(), upload, spec, who.owner, once, callback_url)
+    if services.settings.result_cache:
+        done = await job.from_cache()
+        if done is not None:
+            return done
+    return await job.queue()
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """One upload, validated, on its way to being a job."""
+
+    services: Services
+    job_id: str
+    upload: Upload
+    spec: JobSpec
+    owner: str
+    once: Once | None
+    callback_url: str
+
+    async def from_cache(self) -> JSONResponse | None:
+        """The job, done at once with the cached result of an equal one; None on a miss.
+
+        Nothing is stored: the new job (the caller's, its own id) names the cached result,
+        which is pinned for it in the same step as the lookup.
+        """
+        services, image = self.services, self.upload.image
+        key = content_key(image.sha256, self.spec)
+        result = await services.deployment.shared.claim(key, self.job_id)
+        if result is None:
+            return None
+        check_size(services, image.size or 0)
+        info = await self._probe(spooled_source(image.file))
         try:
-            info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
+            await services.queue.enqueue_done(
+                self.job_id,
+                self._entry(""),
+                result,
+                ttl=services.settings.result_ttl,
+                filename=image.filename or "",
+                owner=self.owner,
+                original=info,
+                once=self.once,
+                callback_url=self.callback_url,
+            )
+        except Replayed as prior:  # a concurrent retry with the same key made its job first
+            assert self.once is not None
+            return await replay(services, prior, self.once.request)
+        log.info(
+            "job %s done from the result cache",
+            self.job_id,
+            extra={"event": "job.cached", "job": self.job_id, "content_key": key},
+        )
+        return accepted(services, self.job_id, JobStatus.DONE)
+
+    async def queue(self) -> JSONResponse:
+        """Store the original (once per content hash while the cache is on) and queue."""
+        services, image, job_id = self.services, self.upload.image, self.job_id
+        storage = services.storage
+        free = await anyio.to_thread.run_sync(storage.free_bytes)
+        if free < services.settings.min_free_bytes:
+            raise ApiError(
+                507,
+                "insufficient_storage",
+                disk_full_message(free, services.settings.min_free_bytes),
+                retry_after(RETRY_AFTER_DISK),
+            )
+        check_size(services, image.size or 0)
+        info = await self._probe(spooled_source(image.file))  # nothing stored for a refusal
+        shared = services.settings.result_cache
+        if shared and await services.deployment.shared.pin(image.sha256, job_id):
+            name = image.sha256  # stored once per content hash
+        else:
+            name = job_id
+        try:
+            size = await self._store(name)
+        except OSError as exc:
+            if isinstance(exc, StorageUnavailable):
+                raise
+            if not is_disk_full(exc):
+                raise
+            log.error("upload refused, the data directory is full: %s", exc)
+            raise ApiError(
+                507,
+                "insufficient_storage",
+                "the data directory is full; the upload was not stored, try again later",
+                retry_after(RETRY_AFTER_DISK),
+            ) from None
+        try:
+            entry = self._entry("" if name == job_id else name)
+            await services.queue.enqueue(
+                job_id,
+                entry,
+                filename=image.filename or "",
+                owner=self.owner,
+                max_backlog=services.settings.max_backlog,
+                original=info,
+                once=self.once,
+                callback_url=self.callback_url,
+            )
+        except Replayed as prior:  # a concurrent retry with the same key queued its job first
+            await _discard(services, job_id)
+            assert self.once is not None
+            return await replay(services, prior, self.once.request)
+        except BacklogFull as exc:
+            await _discard(services, job_id)
+            raise ApiError(
+                429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
+            ) from None
+        except BaseException:
+            await _discard(services, job_id)
+            raise
+        log.info(
+            "job %s accepted",
+            job_id,
+            extra={"event": "job.accepted", "job": job_id, "bytes": size,
+                   "operation": operation_label(entry.operations)},
+        )  # fmt: skip
+        return accepted(services, job_id)
+
+    async def _store(self, name: str) -> int:
+        """Store the upload as ``name``; a shared original stored already is kept as is."""
+        storage, image = self.services.storage, self.upload.image
+        if name != self.job_id and await anyio.to_thread.run_sync(storage.has_original, name):
+            return image.size or 0
+        image.file.seek(0)
+        return await anyio.to_thread.run_sync(storage.save_original, name, image.file)
+
+    async def _probe(self, source: Path | bytes) -> OriginalInfo:
+        """What the upload is, from its header; a 4xx when it is no image we take, or its
+        geometry does not suit the steps."""
+        try:
+            info = await anyio.to_thread.run_sync(imaging.probe, source, self.services.limits)
         except imaging.ImagingError as exc:
             raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
         try:
-            single = bool(upload.fields.get("operation", "").strip())
-            check_geometry(spec, info.width, info.height, single_step=single)
+            single = bool(self.upload.fields.get("operation", "").strip())
+            check_geometry(self.spec, info.width, info.height, single_step=single)
         except SpecError as exc:
             raise ApiError(422, "invalid_parameters", str(exc)) from None
-        output = spec.output_fields()
-        entry = StreamEntry(
-            job_id=job_id,
-            operations=spec.operations_json(),
+        return OriginalInfo(
+            width=info.width,
+            height=info.height,
+            format=info.format,
+            has_alpha=info.has_alpha,
+            pages=info.pages,
+        )
+
+    def _entry(self, original_name: str) -> StreamEntry:
+        output = self.spec.output_fields()
+        return StreamEntry(
+            job_id=self.job_id,
+            operations=self.spec.operations_json(),
             format=output.pop("format", ""),
             options=tuple(output.items()),
-            original_sha256=image.sha256,
+            original_sha256=self.upload.image.sha256,
+            original_name=original_name,
         )
-        await services.queue.enqueue(
-            job_id,
-            entry,
-            filename=image.filename or "",
-            owner=who.owner,
-            max_backlog=services.settings.max_backlog,
-            original=OriginalInfo(
-                width=info.width,
-                height=info.height,
-                format=info.format,
-                has_alpha=info.has_alpha,
-                pages=info.pages,
-            ),
-            once=once,
-            callback_url=callback_url,
-        )
-    except Replayed as prior:  # a concurrent retry with the same key queued its job first
-        await _discard(services, job_id)
-        assert once is not None
-        return await replay(services, prior, once.request)
-    except BacklogFull as exc:
-        await _discard(services, job_id)
+
+
+def check_size(services: Services, size: int) -> None:
+    """An empty upload is no image (415); one over the limit is refused (413)."""
+    if size == 0:
+        raise ApiError(415, "unsupported_format", "the uploaded file is empty")
+    if size > services.settings.max_upload_bytes:
         raise ApiError(
-            429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY)
-        ) from None
-    except BaseException:
-        await _discard(services, job_id)
-        raise
-    log.info(
-        "job %s accepted",
-        job_id,
-        extra={"event": "job.accepted", "job": job_id, "bytes": size,
-               "operation": operation_label(entry.operations)},
-    )  # fmt: skip
-    return accepted(services, job_id)
+            413,
+            "too_large",
+            f"the upload is larger than {services.settings.max_upload_bytes} bytes "
+            "(IMGSTREAM_MAX_UPLOAD_BYTES)",
+        )
 
 
 async def _discard(services: Services, job_id: str) -> None:

@@ -44,12 +44,15 @@ def process_job(
     timeout: float,
     placeholders: bool = True,
     original_sha256: str = "",
+    original_name: str = "",
+    result_name: str = "",
 ) -> ResultInfo:
-    """Render the job's original and store the result, with its placeholder and its content
-    key (hashing the original when ``original_sha256`` is not given); blocking, runs in a
-    worker thread."""
+    """Render the job's original (stored as ``original_name``, a shared one, or else under
+    the job's id) and store the result (as ``result_name``, its content key when it is to be
+    shared, or else under the job's id), with its placeholder and content key (hashing the
+    original when ``original_sha256`` is not given); blocking, runs in a worker thread."""
     try:
-        source = storage.original_source(job_id)
+        source = storage.original_source(original_name or job_id)
     except FileNotFoundError:
         raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
     except StorageUnavailable as exc:  # an outage of the store costs time, not the job
@@ -69,7 +72,7 @@ def process_job(
     except OSError as exc:
         raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
     try:
-        storage.save_result(job_id, rendered.data, rendered.format.extension)
+        storage.save_result(result_name or job_id, rendered.data, rendered.format.extension)
     except OSError as exc:
         if is_disk_full(exc):
             raise DiskFull(
@@ -85,6 +88,7 @@ def process_job(
         bytes=len(rendered.data),
         placeholder=_placeholder(rendered) if placeholders else None,
         content_key=content_key(original_sha256, spec),
+        name=result_name,
     )
 
 

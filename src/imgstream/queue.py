@@ -14,7 +14,7 @@ a job counts once as submitted and once under its one final outcome.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -39,7 +39,7 @@ from imgstream.jobs import (
     utc_now,
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
-from imgstream.metrics import outcome_field, submitted_field
+from imgstream.metrics import CACHE_HITS_FIELD, outcome_field, submitted_field
 
 
 class BacklogFull(Exception):
@@ -91,6 +91,7 @@ class JobQueue:
         self.keys = keys
         self.group = group
         self._enqueue = load_script(redis, "enqueue")
+        self._enqueue_done = load_script(redis, "enqueue_done")
         self._start = load_script(redis, "start")
         self._finish = load_script(redis, "finish")
         self._heartbeat = load_script(redis, "heartbeat")
@@ -132,7 +133,7 @@ class JobQueue:
         idempotency record is written in the same step, and ``Replayed`` is raised instead
         when the record names a job already (then nothing was created).
         """
-        stream_fields = StreamEntry(job_id, entry.operations, entry.format, entry.options)
+        stream_fields = replace(entry, job_id=job_id)
         job_fields = {
             **queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner),
             **(original.to_fields() if original is not None else {}),
@@ -154,14 +155,53 @@ class JobQueue:
                 *pairs(job_fields),
             ],
         )
-        outcome, detail = Enqueued(int(reply[0])), reply[1]
-        if outcome is Enqueued.REPLAYED:
-            raise Replayed(str(detail), str(reply[2]))
-        if outcome is Enqueued.BACKLOG_FULL:
-            raise BacklogFull(int(detail))
-        if outcome is Enqueued.JOB_EXISTS:
-            raise ValueError(f"job {job_id} exists already")
-        return str(detail)
+        return _enqueued(reply)
+
+    async def enqueue_done(
+        self,
+        job_id: str,
+        entry: StreamEntry,
+        result: ResultInfo,
+        *,
+        ttl: int,
+        filename: str = "",
+        owner: str = "",
+        original: OriginalInfo | None = None,
+        once: Once | None = None,
+        callback_url: str = "",
+    ) -> None:
+        """Add the hash of a job that is ``done`` at once with ``result`` (a cached one):
+        no stream entry, no worker; counted as submitted, done and a cache hit, and expiring
+        after ``ttl`` like any finished job. ``once`` as for ``enqueue``."""
+        now = utc_now()
+        job_fields = {
+            **queued_job_fields(entry, created_at=now, filename=filename, owner=owner),
+            **(original.to_fields() if original is not None else {}),
+            **({"callback_url": callback_url} if callback_url else {}),
+            "status": JobStatus.DONE.value,
+            "started_at": now,
+            "finished_at": now,
+            **result_fields(result),
+        }
+        keys = [self.keys.job(job_id), self.keys.metrics, self.keys.expiry, self.keys.webhooks]
+        if once is not None:
+            keys.append(self.keys.idempotency(once.scope))
+        reply = await self._enqueue_done(
+            keys=keys,
+            args=[
+                ttl,
+                submitted_field(entry.operations),
+                outcome_field(JobStatus.DONE.value, entry.operations),
+                CACHE_HITS_FIELD,
+                once.ttl if once else 0,
+                job_id,
+                once.request if once else "",
+                self.keys.channel(job_id),
+                JobStatus.DONE.value,
+                *pairs(job_fields),
+            ],
+        )
+        _enqueued(reply)
 
     async def find_once(self, scope: str) -> Replayed | None:
         """The job an idempotency key (its ``scope``) already names, or None."""
@@ -370,6 +410,18 @@ class JobQueue:
     async def backlog(self) -> int:
         """Entries not yet acknowledged (waiting or in flight)."""
         return int(await self.redis.xlen(self.keys.stream))
+
+
+def _enqueued(reply: Any) -> str:
+    """The entry id an enqueue script answered, or the exception its refusal means."""
+    outcome, detail = Enqueued(int(reply[0])), reply[1]
+    if outcome is Enqueued.REPLAYED:
+        raise Replayed(str(detail), str(reply[2]))
+    if outcome is Enqueued.BACKLOG_FULL:
+        raise BacklogFull(int(detail))
+    if outcome is Enqueued.JOB_EXISTS:
+        raise ValueError("the job exists already")
+    return str(detail)
 
 
 def _delivery(entry_id: str, fields: Mapping[str, str] | None) -> Delivery:
