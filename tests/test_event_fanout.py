@@ -76,6 +76,9 @@ def api(redis_server: RedisServer, tmp_path: Path) -> Iterator[Api]:
         IMGSTREAM_REDIS_MAX_CONNECTIONS=str(POOL),
         IMGSTREAM_MAX_STREAMS_PER_CLIENT=str(STREAMS),
         IMGSTREAM_SSE_KEEPALIVE="0.5",
+        # 250 streams opening at once queue for the 8 connections; on a loaded machine that
+        # queue may take longer than the default 1 s wait, which would answer 503 busy.
+        IMGSTREAM_REDIS_POOL_WAIT="60",
     )
     yield running
     running.redis.close()
