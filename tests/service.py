@@ -55,7 +55,9 @@ def start(
         )
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    """Return once ``url`` answers ``/healthz``; a hang guard, generous since importing the
+    API alone has taken over 20 s on a loaded test machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
