@@ -161,7 +161,12 @@ class Service:
         api = start(["api"], env, log, cwd)
         workers = start(["worker", "--concurrency", str(concurrency)], env, log, cwd)
         url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, api)
+        try:
+            wait_until_healthy(url, api)
+        except BaseException:  # never leave the processes running for the next tests
+            stop(workers)
+            stop(api)
+            raise
         return cls(url, data_dir, prefix, env, log, api, workers)
 
     def submit(self, data: bytes, name: str = "image.jpg", **fields: str) -> httpx.Response:
