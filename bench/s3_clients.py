@@ -30,6 +30,7 @@ from imgstream.config import Settings
 from imgstream.jobs import new_job_id
 from imgstream.s3_storage import S3Storage
 from imgstream.setting_values import StorageKind
+from imgstream.storage import spooled_source
 from seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3  # type: ignore[import-not-found]
 
 
@@ -114,11 +115,12 @@ def requests_per_job(server: SeaweedS3, bucket: str, home: Path) -> None:
 
     def job(storage: S3Storage, original: bytes) -> None:
         job_id = new_job_id()
-        with tempfile.TemporaryFile() as upload:  # API: the upload, then the probe
+        with tempfile.TemporaryFile() as upload:  # API: the probe, the upload
             upload.write(original)
+            spooled_source(cast(BinaryIO, upload))
+            storage.has_original(job_id)  # the result cache: is this original stored already?
             upload.seek(0)
             storage.save_original(job_id, cast(BinaryIO, upload))
-            storage.probe_source(job_id, cast(BinaryIO, upload))
         storage.original_source(job_id)  # worker: the render
         storage.save_result(job_id, b"r" * 20_000, "webp")  # worker: the result
         stored = storage.find_result(job_id, "webp")  # API: the download

@@ -56,6 +56,9 @@ class Imgstream:
             "IMGSTREAM_MAX_BACKLOG": "0",
             "IMGSTREAM_RATE_LIMIT_PER_SECOND": "0",
             "IMGSTREAM_READ_RATE_LIMIT_PER_SECOND": "0",
+            # The bench sends the same images again and again to measure rendering: the
+            # result cache would answer the repeats without a worker.
+            "IMGSTREAM_RESULT_CACHE": "false",
         }
         return env(**{**settings, **self.settings})
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgstream.jobs import is_stored_name
+
 MIB = 1024 * 1024
 
 
@@ -46,8 +48,9 @@ def deaths(log: str) -> list[str]:
 def stray_files(root: Path, data_dir: Path, allowed: set[Path]) -> list[str]:
     """Files under ``root`` that the service should not have written.
 
-    Inside ``data_dir`` only ``originals/<job id>`` and ``results/<job id>.<ext>``, with no
-    temporary leftovers; outside it, nothing but the paths in ``allowed``.
+    Inside ``data_dir`` only ``originals/<name>`` and ``results/<name>.<ext>`` (a job id, or
+    a shared file's hash), with no temporary leftovers; outside it, nothing but the paths in
+    ``allowed``.
     """
     strays = []
     for path in sorted(root.rglob("*")):
@@ -65,7 +68,7 @@ def _stored_file(relative: Path) -> bool:
         return False
     folder, name = parts
     stem = name.split(".", 1)[0]
-    if len(stem) != 32 or any(c not in "0123456789abcdef" for c in stem):
+    if not is_stored_name(stem):
         return False
     if folder == "originals":
         return name == stem

@@ -186,3 +186,9 @@ class SeaweedS3:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def keys_in(seaweed: SeaweedS3, bucket: str) -> list[str]:
+    """Every object key in ``bucket``, sorted."""
+    listing = seaweed.client().list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listing.get("Contents", []))

@@ -34,6 +34,9 @@ def service_env(redis_url: str, data_dir: Path, prefix: str, **extra: str) -> di
             "IMGSTREAM_LOG_LEVEL": "WARNING",
             # Tests drive hundreds of requests from one address; rate-limit tests turn it on.
             "IMGSTREAM_RATE_LIMIT_PER_SECOND": "0",
+            # These tests send the same few images again and again to exercise the workers;
+            # the result cache would serve the repeats (tests/test_result_cache.py turns it on).
+            "IMGSTREAM_RESULT_CACHE": "false",
             **extra,
         }
     )
@@ -53,7 +56,9 @@ def start(
         )
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    """Return once ``url`` answers ``/healthz``; a hang guard, generous since importing the
+    API alone has taken over 20 s on a loaded test machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -112,12 +112,12 @@ LAYERS: dict[str, tuple[int, str]] = {
         0,
         "config setting_values limits output steps operations jobs keys redis_health"
         " transforms imaging image_errors decoding encoding luma placeholder api_models"
-        " webhooks batches",
+        " webhooks batches content",
     ),
     "store": (
         1,
         "connection queue deadletters storage s3_storage job_counters heartbeats runtime deployment"
-        " webhook_queue batch_queue",
+        " webhook_queue batch_queue cache",
     ),
     "observe": (2, "fleet_snapshot prometheus logs"),
     "worker": (

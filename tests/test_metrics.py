@@ -166,7 +166,7 @@ async def test_a_job_has_one_final_outcome_and_the_counts_add_up(
     async with client_for(create_app(once)) as client:
         failed = (await client.get("/api/stats")).json()
         assert failed["jobs"] | {"by_operation": None, "mean_end_to_end_seconds": None} == {
-            "submitted": 3, "done": 0, "failed": 3,
+            "submitted": 3, "done": 0, "failed": 3, "cache_hits": 0,
             "by_operation": None, "mean_end_to_end_seconds": None,
         }  # fmt: skip
         letters = {letter["job_id"]: letter["entry_id"] for letter in failed["dead_letters"]}

@@ -26,17 +26,12 @@ from imgstream.operations import Limits
 from imgstream.queue import JobQueue
 from imgstream.redis_server import free_port
 from imgstream.s3_storage import S3Storage
-from imgstream.storage import StorageUnavailable
+from imgstream.storage import StorageUnavailable, spooled_source
 from imgstream.worker import Worker
-from seaweed import SeaweedS3
+from seaweed import SeaweedS3, keys_in
 
 from inprocess import store_and_enqueue
 from service import PNG
-
-
-def keys_in(seaweed: SeaweedS3, bucket: str) -> list[str]:
-    listing = seaweed.client().list_objects_v2(Bucket=bucket)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
 def read_all(storage: S3Storage, job_id: str, extension: str) -> bytes:
@@ -189,7 +184,7 @@ def test_the_probe_reads_the_upload_in_place(s3_settings: Settings) -> None:
         upload.write(PNG)
         upload.seek(0)
         storage.save_original(job_id, upload)  # s3transfer must not close it
-        source = storage.probe_source(job_id, upload)
+        source = spooled_source(upload)
         assert isinstance(source, Path) and source.read_bytes() == PNG  # no second transfer
         assert imaging.probe(source, Limits()).width == 32
     assert storage.original_source(job_id) == PNG

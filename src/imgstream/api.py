@@ -65,7 +65,7 @@ from imgstream.operations import Limits, OutputFormat
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ratelimit import client_identity, install_limiters
 from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
-from imgstream.result_download import download_name, result_response
+from imgstream.result_download import Freshness, download_name, result_response
 from imgstream.services import STATIC_DIR, Services, services_of
 from imgstream.sse import EventStreamResponse, StatusView, status_events, stream_refused
 from imgstream.storage import StorageUnavailable
@@ -209,8 +209,17 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
             if record.status is JobStatus.FAILED and record.error is not None:
                 raise ApiError(409, "job_failed", f"the job failed: {record.error.message}")
             raise ApiError(409, "not_ready", f"the job is {record.status.value}; no result yet")
+        freshness = Freshness(
+            seconds=await services.queue.time_left(job_id, services.settings.result_ttl),
+            shared=not request.app.state.keyring.enabled,
+            key=record.result.content_key,
+        )
+        unchanged = freshness.not_modified(request.headers)
+        if unchanged is not None:
+            return unchanged
         extension = OutputFormat(record.result.format).extension
-        stored = await anyio.to_thread.run_sync(services.storage.find_result, job_id, extension)
+        name = record.result.name or job_id  # a cached result is shared, under its key
+        stored = await anyio.to_thread.run_sync(services.storage.find_result, name, extension)
         if stored is None:
             raise ApiError(404, "result_gone", "the result is no longer stored")
         return await result_response(
@@ -218,6 +227,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
             request.headers,
             media_type=f"image/{record.result.format}",
             filename=download_name(record.filename, job_id, extension),
+            freshness=freshness,
         )
 
     @app.get(

@@ -21,7 +21,6 @@ import hashlib
 import logging
 import math
 
-import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData
@@ -39,7 +38,6 @@ from imgstream.intake import (
     backlog_full,
     checked_callback,
     checked_form,
-    content_digest,
     discard,
     enqueue,
     idempotency_scope,
@@ -77,9 +75,7 @@ async def accept_batch(request: Request, who: Caller, form: FormData) -> JSONRes
     batches = batch_store(services)
     fingerprint = ""
     if scope is not None:
-        digests = [
-            await anyio.to_thread.run_sync(content_digest, image.file) for image in upload.images
-        ]
+        digests = [image.sha256 for image in upload.images]  # hashed as they streamed in
         images = hashlib.sha256(",".join(digests).encode()).hexdigest()
         fingerprint = request_fingerprint(images, spec, {CALLBACK_FIELD: callback_url})
         prior = await batches.find_once(scope)

@@ -233,6 +233,12 @@ class Settings(BaseSettings):
     result_ttl: int = Field(default=24 * 3600, ge=60, description="Seconds a finished job is kept.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds to finish jobs on stop.")
     max_backlog: int = Field(default=10_000, ge=0, description="Outstanding jobs before 429.")
+    result_cache: bool = Field(
+        default=True,
+        description="Serve a job whose original bytes, steps, output options and encoder equal "
+        "a finished job's from that job's result at once (done, no worker); originals and "
+        "cached results are stored once per content hash.",
+    )
     idempotency_ttl: int = Field(
         default=24 * 3600,
         ge=1,

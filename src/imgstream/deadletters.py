@@ -17,6 +17,8 @@ from imgstream.connection import load_script
 from imgstream.job_counters import outcome_field
 from imgstream.jobs import (
     ENTRY_OUTPUT_FIELDS,
+    ORIGINAL_NAME_FIELD,
+    ORIGINAL_SHA256_FIELD,
     JobStatus,
     StreamEntry,
     is_valid_job_id,
@@ -85,10 +87,16 @@ class DeadLetters:
             return None
         # The dead letter names the steps and format; the other output options (quality,
         # max_bytes, strip) are read from the job's record, which keeps them while it lives.
-        kept: Any = await self.redis.hmget(self.keys.job(letter.job_id), list(ENTRY_OUTPUT_FIELDS))
-        given = zip(ENTRY_OUTPUT_FIELDS, kept, strict=True)
-        options = tuple((name, value) for name, value in given if value)
-        entry = StreamEntry(letter.job_id, letter.operations, letter.format, options)
+        kept: Any = await self.redis.hmget(
+            self.keys.job(letter.job_id),
+            [*ENTRY_OUTPUT_FIELDS, ORIGINAL_SHA256_FIELD, ORIGINAL_NAME_FIELD],
+        )
+        *given, digest, name = kept
+        named = zip(ENTRY_OUTPUT_FIELDS, given, strict=True)
+        options = tuple((field, value) for field, value in named if value)
+        entry = StreamEntry(
+            letter.job_id, letter.operations, letter.format, options, digest or "", name or ""
+        )
         entry_fields = entry.to_fields()
         lane = lane_of(letter.operations) if self.per_operation else ""
         reply = await self._requeue(

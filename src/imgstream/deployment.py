@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from imgstream.cache import SharedFiles
 from imgstream.config import Settings
 from imgstream.connection import connect, connect_from
 from imgstream.deadletters import DeadLetters
@@ -30,6 +31,7 @@ class Deployment:
     dead_letters: DeadLetters
     presence: Presence
     storage: Storage
+    shared: SharedFiles
 
     @classmethod
     def open(
@@ -64,6 +66,7 @@ class Deployment:
             ),
             presence=Presence(redis, keys),
             storage=open_storage(settings),
+            shared=SharedFiles(redis, keys, first_look=settings.orphan_age),
         )
 
     @property

@@ -148,6 +148,7 @@ class Snapshot:
                 "done": counters.total("done"),
                 "failed": counters.total("failed"),
                 "mean_end_to_end_seconds": round(e2e.sum / e2e.count, 4) if e2e.count else None,
+                "cache_hits": counters.cache_hits,
                 "by_operation": by_operation,
             },
             "throughput": self._throughput(),

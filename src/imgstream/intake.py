@@ -15,16 +15,17 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
 
 import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 
 from imgstream import imaging, upload_form
 from imgstream.api_models import JobAccepted
 from imgstream.auth import Caller
+from imgstream.content import content_key
 from imgstream.errors import (
     RETRY_AFTER_BUSY,
     RETRY_AFTER_DISK,
@@ -38,8 +39,8 @@ from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_f
 from imgstream.queue import BacklogFull, Once, Replayed, ReplicationLagging
 from imgstream.ratelimit import client_identity
 from imgstream.services import Services, services_of
-from imgstream.storage import StorageUnavailable, is_disk_full
-from imgstream.upload_form import FormError, TooManyFiles, read_upload
+from imgstream.storage import StorageUnavailable, is_disk_full, spooled_source
+from imgstream.upload_form import FormError, HashedUpload, TooManyFiles, Upload, read_upload
 from imgstream.webhooks import RefusedUrl, parse_url, resolve
 
 log = logging.getLogger("imgstream.api")
@@ -48,7 +49,6 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
-_CHUNK = 1024 * 1024
 CALLBACK_FIELD = "callback_url"
 RESOLVE_TIMEOUT = 5.0
 """Seconds the callback URL's host may take to resolve at upload."""
@@ -89,16 +89,6 @@ def disk_full_message(free: int, reserve: int) -> str:
         f"the data directory has {free} bytes free, under the {reserve} it keeps in reserve "
         "(IMGSTREAM_MIN_FREE_BYTES); try again later"
     )
-
-
-def content_digest(source: BinaryIO) -> str:
-    """SHA-256 (hex) of everything ``source`` holds; leaves it rewound for the next reader."""
-    source.seek(0)
-    digest = hashlib.sha256()
-    while chunk := source.read(_CHUNK):
-        digest.update(chunk)
-    source.seek(0)
-    return digest.hexdigest()
 
 
 def request_fingerprint(image_digest: str, spec: JobSpec, extra: dict[str, str]) -> str:
@@ -183,7 +173,12 @@ class Stored:
 
 
 async def store(
-    services: Services, image: UploadFile, spec: JobSpec, *, single: bool, scope: str | None = None
+    services: Services,
+    image: HashedUpload,
+    spec: JobSpec,
+    *,
+    single: bool,
+    scope: str | None = None,
 ) -> Stored:
     """Store ``image`` under a new job id and check it against ``spec`` and the limits.
 
@@ -215,16 +210,8 @@ async def store(
             retry_after(RETRY_AFTER_DISK),
         ) from None
     try:
-        if size == 0:
-            raise ApiError(415, "unsupported_format", "the uploaded file is empty")
-        if size > services.settings.max_upload_bytes:
-            raise ApiError(
-                413,
-                "too_large",
-                f"the upload is larger than {services.settings.max_upload_bytes} bytes "
-                "(IMGSTREAM_MAX_UPLOAD_BYTES)",
-            )
-        source = await anyio.to_thread.run_sync(storage.probe_source, job_id, image.file)
+        check_size(services, size)
+        source = spooled_source(image.file)
         try:
             info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
         except imaging.ImagingError as exc:
@@ -242,6 +229,7 @@ async def store(
         operations=spec.operations_json(),
         format=output.pop("format", ""),
         options=tuple(output.items()),
+        original_sha256=image.sha256,
     )
     original = OriginalInfo(
         width=info.width,
@@ -315,7 +303,8 @@ async def with_form(request: Request, who: Caller, max_files: int, accept: Accep
 
 
 async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
-    """Validate the form, store the original, queue the job: a 202 only once it is queued."""
+    """Validate the form, store the original, queue the job: a 202 only once it is queued
+    (or, from the result cache, done)."""
     services = services_of(request)
     scope = idempotency_scope(request)
     try:
@@ -327,36 +316,183 @@ async def accept(request: Request, who: Caller, form: FormData) -> JSONResponse:
     image = upload.image
     once = None
     if scope is not None:
-        digest = await anyio.to_thread.run_sync(content_digest, image.file)
-        fingerprint = request_fingerprint(digest, spec, {CALLBACK_FIELD: callback_url})
+        fingerprint = request_fingerprint(image.sha256, spec, {CALLBACK_FIELD: callback_url})
         prior = await services.queue.find_once(scope)
         if prior is not None:
             return await replay(services, prior, fingerprint)
         once = Once(scope, fingerprint, services.settings.idempotency_ttl)
-    single = bool(upload.fields.get("operation", "").strip())
-    stored = await store(services, image, spec, single=single, scope=scope)
-    try:
-        await enqueue(
-            services,
-            stored,
-            who,
-            max_backlog=services.settings.max_backlog,
-            once=once,
-            callback_url=callback_url,
+    job_id = services.queue.new_job_id(scope)  # in the partition of its idempotency record
+    job = Intake(services, job_id, upload, spec, who.owner, once, callback_url)
+    if services.settings.result_cache:
+        done = await job.from_cache()
+        if done is not None:
+            return done
+    return await job.queue()
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """One upload, validated, on its way to being a job."""
+
+    services: Services
+    job_id: str
+    upload: Upload
+    spec: JobSpec
+    owner: str
+    once: Once | None
+    callback_url: str
+
+    async def from_cache(self) -> JSONResponse | None:
+        """The job, done at once with the cached result of an equal one; None on a miss.
+
+        Nothing is stored: the new job (the caller's, its own id) names the cached result,
+        which is pinned for it in the same step as the lookup.
+        """
+        services, image = self.services, self.upload.image
+        key = content_key(image.sha256, self.spec)
+        result = await services.deployment.shared.claim(key, self.job_id)
+        if result is None:
+            return None
+        check_size(services, image.size or 0)
+        info = await self._probe(spooled_source(image.file))
+        try:
+            await services.queue.enqueue_done(
+                self.job_id,
+                self._entry(""),
+                result,
+                ttl=services.settings.result_ttl,
+                filename=image.filename or "",
+                owner=self.owner,
+                original=info,
+                once=self.once,
+                callback_url=self.callback_url,
+            )
+        except Replayed as prior:  # a concurrent retry with the same key made its job first
+            assert self.once is not None
+            return await replay(services, prior, self.once.request)
+        log.info(
+            "job %s done from the result cache",
+            self.job_id,
+            extra={"event": "job.cached", "job": self.job_id, "content_key": key},
         )
-    except Replayed as prior:  # a concurrent retry with the same key queued its job first
-        await discard(services, stored.job_id)
-        assert once is not None
-        return await replay(services, prior, once.request)
-    except BacklogFull as exc:
-        await discard(services, stored.job_id)
-        raise backlog_full(exc) from None
-    except ReplicationLagging as exc:  # queued: its files stay, the client is told the risk
-        raise replication_lagging(exc) from None
-    except BaseException:
-        await discard(services, stored.job_id)
-        raise
-    return accepted(services, stored.job_id)
+        return accepted(services, self.job_id, JobStatus.DONE)
+
+    async def queue(self) -> JSONResponse:
+        """Store the original (once per content hash while the cache is on) and queue."""
+        services, image, job_id = self.services, self.upload.image, self.job_id
+        storage = services.storage
+        free = await anyio.to_thread.run_sync(storage.free_bytes)
+        if free < services.settings.min_free_bytes:
+            raise ApiError(
+                507,
+                "insufficient_storage",
+                disk_full_message(free, services.settings.min_free_bytes),
+                retry_after(RETRY_AFTER_DISK),
+            )
+        check_size(services, image.size or 0)
+        info = await self._probe(spooled_source(image.file))  # nothing stored for a refusal
+        shared = services.settings.result_cache
+        if shared and await services.deployment.shared.pin(image.sha256, job_id):
+            name = image.sha256  # stored once per content hash
+        else:
+            name = job_id
+        try:
+            size = await self._store(name)
+        except OSError as exc:
+            if isinstance(exc, StorageUnavailable):
+                raise
+            if not is_disk_full(exc):
+                raise
+            log.error("upload refused, the data directory is full: %s", exc)
+            raise ApiError(
+                507,
+                "insufficient_storage",
+                "the data directory is full; the upload was not stored, try again later",
+                retry_after(RETRY_AFTER_DISK),
+            ) from None
+        try:
+            entry = self._entry("" if name == job_id else name)
+            await services.queue.enqueue(
+                job_id,
+                entry,
+                filename=image.filename or "",
+                owner=self.owner,
+                max_backlog=services.settings.max_backlog,
+                original=info,
+                once=self.once,
+                callback_url=self.callback_url,
+            )
+        except Replayed as prior:  # a concurrent retry with the same key queued its job first
+            await discard(services, job_id)
+            assert self.once is not None
+            return await replay(services, prior, self.once.request)
+        except BacklogFull as exc:
+            await discard(services, job_id)
+            raise backlog_full(exc) from None
+        except ReplicationLagging as exc:  # queued: its files stay, the client is told the risk
+            raise replication_lagging(exc) from None
+        except BaseException:
+            await discard(services, job_id)
+            raise
+        log.info(
+            "job %s accepted",
+            job_id,
+            extra={"event": "job.accepted", "job": job_id, "bytes": size,
+                   "operation": operation_label(entry.operations)},
+        )  # fmt: skip
+        return accepted(services, job_id)
+
+    async def _store(self, name: str) -> int:
+        """Store the upload as ``name``; a shared original stored already is kept as is."""
+        storage, image = self.services.storage, self.upload.image
+        if name != self.job_id and await anyio.to_thread.run_sync(storage.has_original, name):
+            return image.size or 0
+        image.file.seek(0)
+        return await anyio.to_thread.run_sync(storage.save_original, name, image.file)
+
+    async def _probe(self, source: Path | bytes) -> OriginalInfo:
+        """What the upload is, from its header; a 4xx when it is no image we take, or its
+        geometry does not suit the steps."""
+        try:
+            info = await anyio.to_thread.run_sync(imaging.probe, source, self.services.limits)
+        except imaging.ImagingError as exc:
+            raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
+        try:
+            single = bool(self.upload.fields.get("operation", "").strip())
+            check_geometry(self.spec, info.width, info.height, single_step=single)
+        except SpecError as exc:
+            raise ApiError(422, "invalid_parameters", str(exc)) from None
+        return OriginalInfo(
+            width=info.width,
+            height=info.height,
+            format=info.format,
+            has_alpha=info.has_alpha,
+            pages=info.pages,
+        )
+
+    def _entry(self, original_name: str) -> StreamEntry:
+        output = self.spec.output_fields()
+        return StreamEntry(
+            job_id=self.job_id,
+            operations=self.spec.operations_json(),
+            format=output.pop("format", ""),
+            options=tuple(output.items()),
+            original_sha256=self.upload.image.sha256,
+            original_name=original_name,
+        )
+
+
+def check_size(services: Services, size: int) -> None:
+    """An empty upload is no image (415); one over the limit is refused (413)."""
+    if size == 0:
+        raise ApiError(415, "unsupported_format", "the uploaded file is empty")
+    if size > services.settings.max_upload_bytes:
+        raise ApiError(
+            413,
+            "too_large",
+            f"the upload is larger than {services.settings.max_upload_bytes} bytes "
+            "(IMGSTREAM_MAX_UPLOAD_BYTES)",
+        )
 
 
 async def discard(services: Services, job_id: str) -> None:

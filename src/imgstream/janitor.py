@@ -12,6 +12,10 @@ Promises:
   than ``IMGSTREAM_ORPHAN_AGE`` and no job hash names them; temporary files (``.*.tmp``)
   are deleted once their writer (a process of this host) is gone, or after
   ``IMGSTREAM_TEMPORARY_AGE`` whoever wrote them, and counted meanwhile;
+- a shared file (an original stored once per SHA-256, a cached result once per content key:
+  ``cache``) is deleted once the hash of every job that uses it is gone, so it lives as
+  long as the newest of them; a job that was pinned but never made counts until it is older
+  than ``IMGSTREAM_ORPHAN_AGE``;
 - a sweep measures what is stored (files and bytes of originals and results) and leaves the
   figures in ``{prefix}:storage`` for the stats.
 
@@ -36,13 +40,14 @@ import anyio.to_thread
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from imgstream.cache import SharedFiles
 from imgstream.config import Settings
 from imgstream.connection import load_script
 from imgstream.deployment import Deployment
-from imgstream.jobs import is_valid_job_id
+from imgstream.jobs import is_shared_name, is_valid_job_id
 from imgstream.queue import Keys
 from imgstream.redis_health import is_outage
-from imgstream.storage import Storage, StorageUse
+from imgstream.storage import Storage, StorageUse, StoredFile
 
 log = logging.getLogger("imgstream.janitor")
 
@@ -60,6 +65,8 @@ class Sweep:
     expired_jobs: int = 0
     orphans: int = 0
     temporaries: int = 0
+    shared: int = 0
+    """Shared files (and their cache entries) deleted: no job uses them any more."""
     files_removed: int = 0
     bytes_removed: int = 0
     storage: StorageUse = field(default_factory=StorageUse)
@@ -69,6 +76,7 @@ class Sweep:
             "expired_jobs": self.expired_jobs,
             "orphans": self.orphans,
             "temporaries": self.temporaries,
+            "shared": self.shared,
             "files_removed": self.files_removed,
             "bytes_removed": self.bytes_removed,
         }
@@ -92,6 +100,7 @@ class Janitor:
         self.temporary_age = temporary_age
         self.orphan_age = orphan_age
         self._release = load_script(redis, "release")
+        self.shared = SharedFiles(redis, keys, first_look=orphan_age)
 
     async def sweep_if_due(self, interval: float, owner: str) -> Sweep | None:
         """Sweep if no process of the fleet has in the last ``interval`` seconds."""
@@ -106,6 +115,7 @@ class Janitor:
         try:
             sweep = Sweep()
             await self._remove_expired(sweep)
+            await self._review_shared(sweep)
             await self._scan_storage(sweep)
             return sweep
         finally:
@@ -144,6 +154,45 @@ class Janitor:
             if len(due) < BATCH:
                 return
 
+    async def _review_shared(self, sweep: Sweep) -> None:
+        seconds, _ = await self.redis.time()
+        while True:
+            due = await self.shared.due(seconds, BATCH)
+            for name in due:
+                await self._review(name, seconds, sweep)
+            if len(due) < BATCH:
+                return
+
+    async def _review(self, name: str, now: int, sweep: Sweep) -> None:
+        """Forget the users of ``name`` that are gone; delete it when none is left, or else
+        look again when the last user known now may be gone."""
+        users = [(job_id, since) for job_id, since in await self.shared.users(name)]
+        known = [job_id for job_id, _ in users if is_valid_job_id(job_id)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in known:
+                pipe.ttl(self.keys.job(job_id))
+            ttls = dict(zip(known, await pipe.execute(), strict=True))
+        gone, again = [], [now + self.orphan_age]
+        for job_id, since in users:
+            ttl = ttls.get(job_id, -2)
+            if ttl == -2 and since <= now - self.orphan_age:
+                gone.append(job_id)
+            elif ttl == -2:  # pinned for a job about to be made
+                again.append(since + self.orphan_age)
+            elif ttl > 0:
+                again.append(now + ttl + 1)
+        if await self.shared.retire(name, gone):
+            await self._delete_shared(name, sweep)
+        else:
+            await self.shared.look_again(name, max(again))
+
+    async def _delete_shared(self, name: str, sweep: Sweep) -> None:
+        """Delete a retired shared file, then let the name be shared again. A failure leaves
+        the file to the orphan sweep and the name refused until the mark's lease ends."""
+        await self._delete_job_files(name, sweep)
+        sweep.shared += 1
+        await self.shared.retired(name)
+
     async def _delete_job_files(self, job_id: str, sweep: Sweep) -> None:
         removed, size = await anyio.to_thread.run_sync(self.storage.delete_job_files, job_id)
         sweep.files_removed += removed
@@ -156,6 +205,12 @@ class Janitor:
         sweep.temporaries = scan.temporaries_removed
         sweep.files_removed += scan.temporaries_removed
         sweep.bytes_removed += scan.bytes_removed
+        for name in [name for name in scan.old if is_shared_name(name)]:
+            files = scan.old.pop(name)
+            if await self.shared.retire(name, []):  # no users: left by a sweep that died
+                await self._delete_shared(name, sweep)
+                sweep.orphans += 1
+                _uncount(scan.usage, files)
         candidates = list(scan.old)
         for start in range(0, len(candidates), BATCH):
             chunk = candidates[start : start + BATCH]
@@ -171,12 +226,16 @@ class Janitor:
                 sweep.orphans += 1
                 sweep.files_removed += removed
                 sweep.bytes_removed += size
-                for found in files:
-                    scan.usage[found.kind] -= 1
-                    scan.usage[f"{found.kind}_bytes"] -= found.size
+                _uncount(scan.usage, files)
         sweep.storage = StorageUse(**scan.usage, scanned_at=round(time.time(), 3))
         figures = [item for pair in sweep.storage.to_hash().items() for item in pair]
         await self.redis.hset(self.keys.storage, items=figures)
+
+
+def _uncount(usage: dict[str, int], files: list[StoredFile]) -> None:
+    for found in files:
+        usage[found.kind] -= 1
+        usage[f"{found.kind}_bytes"] -= found.size
 
 
 def janitor_for(deployment: Deployment) -> Janitor:

@@ -48,6 +48,8 @@ RATE_BUCKET_SECONDS: Final = 5
 RATE_KEEP_SECONDS: Final = 15 * 60
 RECENT_FAILURES: Final = 50
 OUTCOMES: Final = ("done", "failed")
+CACHE_HITS_FIELD: Final = "cache:hits"
+"""The counter of jobs served from the result cache (counted done and submitted too)."""
 
 
 def operation_label(operations_json: str) -> str:
@@ -116,6 +118,8 @@ class Counters:
     processing: dict[str, Histogram] = field(default_factory=dict)
     """By operation."""
     end_to_end: Histogram = field(default_factory=Histogram)
+    cache_hits: int = 0
+    """Jobs done at once from the result cache."""
 
     @classmethod
     def from_hash(cls, fields: Mapping[str, str]) -> Counters:
@@ -132,6 +136,8 @@ class Counters:
                 elif parts[0] == "processing" and len(parts) >= 3:
                     histogram = counters.processing.setdefault(parts[1], Histogram())
                     _decode_histogram_field(histogram, parts[2:], raw)
+                elif name == CACHE_HITS_FIELD:
+                    counters.cache_hits = int(raw)
                 elif parts[0] == "e2e" and len(parts) >= 2:
                     _decode_histogram_field(counters.end_to_end, parts[1:], raw)
             except ValueError:

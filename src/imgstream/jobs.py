@@ -82,6 +82,15 @@ class Recorded(IntEnum):
     """The lease was taken over, or the job had already ended: nothing was written."""
 
 
+class Pinned(IntEnum):
+    """What ``lua/pin.lua`` answers first."""
+
+    PINNED = 1
+    """The job is recorded as a user of the shared file (and the cache entry follows)."""
+    REFUSED = 0
+    """The janitor is deleting the file, or (a cache lookup) no entry: store per job."""
+
+
 class WireError(ValueError):
     """A stream entry or job hash that does not follow the documented wire format."""
 
@@ -143,6 +152,24 @@ def stream_id_timestamp(entry_id: str) -> str:
     return format_timestamp(datetime.fromtimestamp(entry_id_ms(entry_id) / 1000, UTC))
 
 
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+ORIGINAL_SHA256_FIELD = "original_sha256"
+"""The stream entry's (and job hash's) field holding the original's SHA-256."""
+ORIGINAL_NAME_FIELD = "original_name"
+"""The stream entry's (and job hash's) field naming a shared original (its SHA-256)."""
+
+
+def is_shared_name(value: str) -> bool:
+    """True for the name of a shared file: a SHA-256 (an original) or a content key (a
+    result), 64 lowercase hex digits."""
+    return bool(SHA256_PATTERN.fullmatch(value))
+
+
+def is_stored_name(value: str) -> bool:
+    """True for a name files are stored under: a job id, or a shared file's name."""
+    return is_valid_job_id(value) or is_shared_name(value)
+
+
 ENTRY_OUTPUT_FIELDS = tuple(name for name in OUTPUT_FIELDS if name != "format")
 """Output options a stream entry may carry besides ``format``; absent: the default."""
 
@@ -159,13 +186,37 @@ class StreamEntry:
     empty to follow the input's format."""
     options: tuple[tuple[str, str], ...] = ()
     """The other output options present (``ENTRY_OUTPUT_FIELDS``), as text, in that order."""
+    original_sha256: str = ""
+    """SHA-256 (64 lowercase hex digits) of the original's bytes, when the producer knows it
+    (the API always does); empty: the worker hashes the original itself."""
+    original_name: str = ""
+    """The name the original is stored under when it is shared (``originals/<its SHA-256>``);
+    empty: ``originals/<job id>``."""
+
+    @property
+    def original(self) -> str:
+        """The name the original is stored under."""
+        return self.original_name or self.job_id
 
     def output(self) -> dict[str, str]:
         """Every output option given, ``format`` included, by field name."""
         return {**({"format": self.format} if self.format else {}), **dict(self.options)}
 
+    def source_fields(self) -> dict[str, str]:
+        """The original's hash and shared name, those given (kept in the job hash too)."""
+        given = {
+            ORIGINAL_SHA256_FIELD: self.original_sha256,
+            ORIGINAL_NAME_FIELD: self.original_name,
+        }
+        return {name: value for name, value in given.items() if value}
+
     def to_fields(self) -> dict[str, str]:
-        return {"job": self.job_id, "operations": self.operations, **self.output()}
+        return {
+            "job": self.job_id,
+            "operations": self.operations,
+            **self.output(),
+            **self.source_fields(),
+        }
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> StreamEntry:
@@ -175,11 +226,19 @@ class StreamEntry:
         operations = fields.get("operations")
         if not operations:
             raise WireError("stream entry has no 'operations' field")
+        digest = fields.get(ORIGINAL_SHA256_FIELD, "")
+        name = fields.get(ORIGINAL_NAME_FIELD, "")
+        if name and not is_shared_name(name):
+            raise WireError(
+                f"stream entry's {ORIGINAL_NAME_FIELD!r} is not 64 lowercase hex digits"
+            )
         return cls(
             job_id=job_id,
             operations=operations,
             format=fields.get("format", ""),
             options=_options(fields),
+            original_sha256=digest if is_shared_name(digest) else "",
+            original_name=name,
         )
 
 
@@ -237,6 +296,11 @@ class ResultInfo:
     format: str
     bytes: int
     placeholder: Placeholder | None = None
+    content_key: str = ""
+    """What the result is made of (``content``): its ``ETag``; empty for results stored
+    before imgstream recorded it."""
+    name: str = ""
+    """The name it is stored under when shared (its content key); empty: the job's id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,15 +339,7 @@ class JobRecord:
             raise WireError(
                 f"job {job_id} has an unknown status {fields.get('status')!r}"
             ) from None
-        result = None
-        if status is JobStatus.DONE and "result_format" in fields:
-            result = ResultInfo(
-                width=int(fields["result_width"]),
-                height=int(fields["result_height"]),
-                format=fields["result_format"],
-                bytes=int(fields["result_bytes"]),
-                placeholder=_placeholder(fields),
-            )
+        result = result_of(fields) if status is JobStatus.DONE else None
         error = None
         if fields.get("error"):
             error = JobError(code=fields.get("error_code") or "failed", message=fields["error"])
@@ -306,6 +362,21 @@ class JobRecord:
         )
 
 
+def result_of(fields: Mapping[str, str]) -> ResultInfo | None:
+    """The result ``result_fields`` wrote into ``fields`` (a job hash, a cache entry)."""
+    if "result_format" not in fields:
+        return None
+    return ResultInfo(
+        width=int(fields["result_width"]),
+        height=int(fields["result_height"]),
+        format=fields["result_format"],
+        bytes=int(fields["result_bytes"]),
+        placeholder=_placeholder(fields),
+        content_key=fields.get("content_key", ""),
+        name=fields.get("result_name", ""),
+    )
+
+
 def _placeholder(fields: Mapping[str, str]) -> Placeholder | None:
     if "placeholder_blurhash" not in fields:
         return None
@@ -325,6 +396,7 @@ def queued_state(entry: StreamEntry) -> dict[str, str]:
         "format": entry.format,
         "attempts": "0",
         **dict(entry.options),
+        **entry.source_fields(),
     }
 
 
@@ -352,6 +424,10 @@ def result_fields(result: ResultInfo) -> dict[str, str]:
         "result_format": result.format,
         "result_bytes": str(result.bytes),
     }
+    if result.content_key:
+        fields["content_key"] = result.content_key
+    if result.name:
+        fields["result_name"] = result.name
     if result.placeholder is not None:
         fields.update(
             placeholder_blurhash=result.placeholder.blurhash,

@@ -135,6 +135,27 @@ class Keys:
         """List: the latest undeliverable webhooks, newest first (JSON)."""
         return f"{{{self.prefix}}}:webhooks:undeliverable"
 
+    # The result cache and shared files (``cache``): never in a script with a job's keys.
+
+    def cached(self, content_key: str) -> str:
+        """Hash: the result fields of the finished job whose result is stored as
+        ``content_key`` (a result cache entry)."""
+        return f"{self.base}:cache:{content_key}"
+
+    def references(self, name: str) -> str:
+        """Sorted set: the jobs that use the shared file(s) ``name``, by when (Unix s) each
+        began to."""
+        return f"{self.base}:shared:{name}"
+
+    def retiring(self, name: str) -> str:
+        """String with a lease: the janitor is deleting the shared file(s) ``name``."""
+        return f"{self.base}:shared:{name}:retiring"
+
+    @property
+    def shared(self) -> str:
+        """Sorted set: every shared file's name, by when (Unix s) the janitor looks at it next."""
+        return f"{self.base}:shared"
+
     # Operating (``job_counters``, ``fleet_snapshot``, ``janitor``): see docs/wire-format.md.
 
     @property

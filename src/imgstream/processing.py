@@ -9,7 +9,10 @@ directly, as the worker does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from imgstream import imaging, placeholder
+from imgstream.content import content_key, sha256_of
 from imgstream.jobs import Placeholder, ResultInfo
 from imgstream.operations import JobSpec, Limits
 from imgstream.storage import Storage, StorageUnavailable, is_disk_full
@@ -40,17 +43,24 @@ def process_job(
     limits: Limits,
     timeout: float,
     placeholders: bool = True,
+    original_sha256: str = "",
+    original_name: str = "",
+    result_name: str = "",
 ) -> ResultInfo:
-    """Render the job's original and store the result, with its placeholder when asked;
-    blocking, runs in a worker thread."""
+    """Render the job's original (stored as ``original_name``, a shared one, or else under
+    the job's id) and store the result (as ``result_name``, its content key when it is to be
+    shared, or else under the job's id), with its placeholder and content key (hashing the
+    original when ``original_sha256`` is not given); blocking, runs in a worker thread."""
     try:
-        source = storage.original_source(job_id)
+        source = storage.original_source(original_name or job_id)
     except FileNotFoundError:
         raise JobFailure("original_missing", "the uploaded image is no longer stored") from None
     except StorageUnavailable as exc:  # an outage of the store costs time, not the job
         raise DiskFull(f"the original could not be read: {exc}") from None
     except OSError as exc:
         raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
+    if not original_sha256:
+        original_sha256 = _digest(source)
     try:
         rendered = imaging.render(source, spec, limits, timeout=timeout, small_copy=placeholders)
     except imaging.ImagingError as exc:
@@ -62,7 +72,7 @@ def process_job(
     except OSError as exc:
         raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
     try:
-        storage.save_result(job_id, rendered.data, rendered.format.extension)
+        storage.save_result(result_name or job_id, rendered.data, rendered.format.extension)
     except OSError as exc:
         if is_disk_full(exc):
             raise DiskFull(
@@ -77,7 +87,19 @@ def process_job(
         format=rendered.format.value,
         bytes=len(rendered.data),
         placeholder=_placeholder(rendered) if placeholders else None,
+        content_key=content_key(original_sha256, spec),
+        name=result_name,
     )
+
+
+def _digest(source: Path | bytes) -> str:
+    if isinstance(source, bytes):
+        return sha256_of(source)
+    try:
+        with source.open("rb") as file:
+            return sha256_of(file)
+    except OSError as exc:
+        raise TransientFailure(f"the original could not be read: {exc.strerror}") from None
 
 
 def _placeholder(rendered: imaging.Rendered) -> Placeholder | None:

@@ -106,6 +106,13 @@ class FleetCollector(Collector):
             )
         yield processing
 
+        yield CounterMetricFamily(
+            "imgstream_cache_hits",
+            "Jobs done at once from the result cache, no worker involved (also counted as "
+            "submitted and done).",
+            value=counters.cache_hits,
+        )
+
         e2e = counters.end_to_end
         end_to_end = HistogramMetricFamily(
             "imgstream_job_end_to_end_seconds",

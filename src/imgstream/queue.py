@@ -22,7 +22,7 @@ import logging
 import math
 import random
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
@@ -30,7 +30,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from imgstream.connection import load_script, run_replicated
-from imgstream.job_counters import outcome_field, submitted_field
+from imgstream.job_counters import CACHE_HITS_FIELD, outcome_field, submitted_field
 from imgstream.jobs import (
     FINAL_STATUSES,
     Enqueued,
@@ -199,6 +199,7 @@ class JobQueue:
         self._next_partition = random.randrange(partitions)
         self.replication = replication or Replication()
         self._enqueue = load_script(redis, "enqueue")
+        self._enqueue_done = load_script(redis, "enqueue_done")
         self._start = load_script(redis, "start")
         self._finish = load_script(redis, "finish")
         self._heartbeat = load_script(redis, "heartbeat")
@@ -266,7 +267,7 @@ class JobQueue:
         """
         lane = self.lane_for(job_id, entry.operations)
         keys = self.keys.partition(lane.part)
-        stream_fields = StreamEntry(job_id, entry.operations, entry.format, entry.options)
+        stream_fields = replace(entry, job_id=job_id)
         job_fields = {
             **queued_job_fields(entry, created_at=utc_now(), filename=filename, owner=owner),
             **(original.to_fields() if original is not None else {}),
@@ -289,6 +290,60 @@ class JobQueue:
                 *pairs(job_fields),
             ],
         )
+        detail = self._enqueued(reply, job_id)
+        if acked < self.replication.replicas:
+            raise ReplicationLagging(job_id, acked, self.replication.replicas)
+        return str(detail)
+
+    async def enqueue_done(
+        self,
+        job_id: str,
+        entry: StreamEntry,
+        result: ResultInfo,
+        *,
+        ttl: int,
+        filename: str = "",
+        owner: str = "",
+        original: OriginalInfo | None = None,
+        once: Once | None = None,
+        callback_url: str = "",
+    ) -> None:
+        """Add the hash of a job that is ``done`` at once with ``result`` (a cached one):
+        no stream entry, no worker; counted as submitted, done and a cache hit, and expiring
+        after ``ttl`` like any finished job. ``once`` as for ``enqueue``."""
+        now = utc_now()
+        job_fields = {
+            **queued_job_fields(entry, created_at=now, filename=filename, owner=owner),
+            **(original.to_fields() if original is not None else {}),
+            **({"callback_url": callback_url} if callback_url else {}),
+            "status": JobStatus.DONE.value,
+            "started_at": now,
+            "finished_at": now,
+            **result_fields(result),
+        }
+        keys = self.keys.of_job(job_id)  # every key in the job's partition: one slot
+        script_keys = [keys.job(job_id), keys.metrics, keys.expiry, keys.webhooks]
+        if once is not None:
+            script_keys.append(keys.idempotency(once.scope))
+        reply = await self._enqueue_done(
+            keys=script_keys,
+            args=[
+                ttl,
+                submitted_field(entry.operations),
+                outcome_field(JobStatus.DONE.value, entry.operations),
+                CACHE_HITS_FIELD,
+                once.ttl if once else 0,
+                job_id,
+                once.request if once else "",
+                keys.channel(job_id),
+                JobStatus.DONE.value,
+                *pairs(job_fields),
+            ],
+        )
+        self._enqueued(reply, job_id)
+
+    def _enqueued(self, reply: Any, job_id: str) -> str:
+        """The entry id an enqueue script answered, or the exception its refusal means."""
         outcome, detail = Enqueued(int(reply[0])), reply[1]
         if outcome is Enqueued.REPLAYED:
             raise Replayed(str(detail), str(reply[2]))
@@ -296,8 +351,6 @@ class JobQueue:
             raise BacklogFull(int(detail) * self.partitions)
         if outcome is Enqueued.JOB_EXISTS:
             raise ValueError(f"job {job_id} exists already")
-        if acked < self.replication.replicas:
-            raise ReplicationLagging(job_id, acked, self.replication.replicas)
         return str(detail)
 
     async def _durably(
@@ -322,6 +375,11 @@ class JobQueue:
         found = await self.redis.hmget(keys.idempotency(scope), ["job", "request"])
         job_id, request = cast(list[str | None], found)
         return Replayed(job_id, request or "") if job_id else None
+
+    async def time_left(self, job_id: str, default: int) -> int:
+        """Seconds until the job's hash expires; ``default`` while it has no expiry."""
+        seconds = int(await self.redis.ttl(self.keys.job(job_id)))
+        return default if seconds == -1 else max(0, seconds)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         fields = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))

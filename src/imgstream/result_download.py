@@ -1,16 +1,21 @@
 """The answer to ``GET /api/jobs/{id}/result``, whatever holds the result.
 
-A local file is sent by ``FileResponse`` (with ``Range`` and conditional requests); an object
-is streamed from the bucket a piece at a time (one ``Range`` passed through to S3, so a
-resumed download costs only what is left), or, with ``IMGSTREAM_S3_PRESIGN``, the client is
-sent to a presigned URL (307, valid ``IMGSTREAM_S3_PRESIGN_TTL`` seconds). The first piece is
-read before the status line goes out, so an unreachable store is a 503, never a cut answer.
+A local file is sent by ``FileResponse`` (with ``Range``); an object is streamed from the
+bucket a piece at a time (one ``Range`` passed through to S3, so a resumed download costs
+only what is left), or, with ``IMGSTREAM_S3_PRESIGN``, the client is sent to a presigned URL
+(307, valid ``IMGSTREAM_S3_PRESIGN_TTL`` seconds). The first piece is read before the status
+line goes out, so an unreachable store is a 503, never a cut answer.
+
+A result never changes while it is kept: its content key is a strong ``ETag``, it may be
+cached (``immutable``) for the time it has left, and an ``If-None-Match`` naming it is a
+``304`` before the store is asked anything (whatever holds the result, presigned or not).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ import anyio.to_thread
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
 
+from imgstream.content import etag, matches
 from imgstream.errors import error_response
 from imgstream.storage import Chunks, StoredResult
 
@@ -26,7 +32,6 @@ class Unsatisfiable(Exception):
     """The range asked for lies outside the object (a 416)."""
 
 
-CACHE_CONTROL = "private, max-age=86400, immutable"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -37,20 +42,51 @@ def download_name(filename: str, job_id: str, extension: str) -> str:
     return f"{stem or job_id}.{extension}"
 
 
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How long a result may be cached (``seconds`` it has left), by whom, and its content
+    key (``""`` for a result stored before keys were recorded: no ``ETag``)."""
+
+    seconds: int
+    shared: bool
+    """Whether caches shared between users may keep it (API keys are off): ``public``."""
+    key: str = ""
+
+    def headers(self) -> dict[str, str]:
+        audience = "public" if self.shared else "private"
+        headers = {"Cache-Control": f"{audience}, max-age={max(0, self.seconds)}, immutable"}
+        if self.key:
+            headers["ETag"] = etag(self.key)
+        return headers
+
+    def not_modified(self, request_headers: Headers) -> Response | None:
+        """The ``304`` answering an ``If-None-Match`` that names this result, else None."""
+        if self.key and matches(request_headers.get("if-none-match"), self.key):
+            return Response(status_code=304, headers=self.headers())
+        return None
+
+
 async def result_response(
-    stored: StoredResult, headers: Headers, media_type: str, filename: str
+    stored: StoredResult,
+    headers: Headers,
+    media_type: str,
+    filename: str,
+    freshness: Freshness,
 ) -> Response:
     """A redirect to a presigned URL, the local file, or the object (or the one range asked
     for) streamed from the bucket."""
     if stored.url is not None:
-        return RedirectResponse(stored.url, status_code=307, headers={"Cache-Control": "no-store"})
+        redirect = {"Cache-Control": "no-store"}
+        if freshness.key:
+            redirect["ETag"] = etag(freshness.key)
+        return RedirectResponse(stored.url, status_code=307, headers=redirect)
     if stored.path is not None:
         return FileResponse(
             stored.path,
             media_type=media_type,
             filename=filename,
             content_disposition_type="inline",
-            headers={"Cache-Control": CACHE_CONTROL},
+            headers=freshness.headers(),
         )
     assert stored.open is not None
     try:
@@ -65,7 +101,7 @@ async def result_response(
     chunks = await anyio.to_thread.run_sync(stored.open, byte_range)
     first = await anyio.to_thread.run_sync(next, chunks, b"")  # errors surface here, as a 503
     extra: dict[str, str] = {
-        "Cache-Control": CACHE_CONTROL,
+        **freshness.headers(),
         "Accept-Ranges": "bytes",
         "Content-Disposition": f'inline; filename="{filename}"',
     }

@@ -19,13 +19,11 @@ exception, so callers handle it like a disk's trouble.
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
@@ -34,7 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imgstream.config import Settings
-from imgstream.jobs import is_valid_job_id
+from imgstream.jobs import is_stored_name
 from imgstream.output import RESULT_EXTENSIONS, OutputFormat
 from imgstream.storage import (
     STORAGE_COUNTS,
@@ -43,7 +41,7 @@ from imgstream.storage import (
     StorageUnavailable,
     StoredFile,
     StoredResult,
-    require_job_id,
+    require_name,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +65,6 @@ REFUSED = frozenset(
         "AuthorizationHeaderMalformed",
     }
 )
-PROC_FDS = Path("/proc/self/fd")
 MEDIA_TYPES = {output.extension: output.media_type for output in OutputFormat}
 
 
@@ -147,18 +144,13 @@ class S3Storage:
             with reply["Body"] as body:
                 return body.read()
 
-    def probe_source(self, job_id: str, upload: BinaryIO) -> Path | bytes:
-        """The upload the original was sent from, read in place (libvips reads the header
-        only): no second transfer, and the image is not loaded into memory. A file of the
-        form's spool, reached by its descriptor (written to disk first if it was small)."""
+    def has_original(self, name: str) -> bool:
         try:
-            descriptor = upload.fileno()
-        except (OSError, io.UnsupportedOperation):
-            descriptor = -1
-        if descriptor >= 0 and PROC_FDS.is_dir():
-            return PROC_FDS / str(descriptor)
-        upload.seek(0)
-        return upload.read()  # no descriptor to read from (not Linux, or not a file)
+            with self._failures("look up an original"):
+                self.client.head_object(Bucket=self.bucket, Key=self._original(name))
+        except FileNotFoundError:
+            return False
+        return True
 
     def save_result(self, job_id: str, data: bytes, extension: str) -> str:
         key = self._result(job_id, extension)
@@ -242,7 +234,7 @@ class S3Storage:
             for key, size, modified in self._list(f"{self.prefix}{kind}/"):
                 name = key.rsplit("/", 1)[-1]
                 job_id = name if kind == "originals" else name.split(".")[0]
-                if not is_valid_job_id(job_id):
+                if not is_stored_name(job_id):
                     continue  # not ours: never touched, never counted
                 scan.usage[kind] += 1
                 scan.usage[f"{kind}_bytes"] += size
@@ -295,11 +287,11 @@ class S3Storage:
         return [self._original(job_id), *results]
 
     def _original(self, job_id: str) -> str:
-        require_job_id(job_id)
+        require_name(job_id)
         return f"{self.prefix}originals/{job_id}"
 
     def _result(self, job_id: str, extension: str) -> str:
-        require_job_id(job_id)
+        require_name(job_id)
         if extension not in RESULT_EXTENSIONS:
             raise ValueError(f"unknown result extension {extension!r}")
         return f"{self.prefix}results/{job_id}.{extension}"

@@ -2,14 +2,16 @@
 
 The ``Storage`` protocol is the only way to them: the API, the worker and the janitor never
 build a path or a key themselves, so ``LocalStorage`` (a directory) and ``S3Storage`` (a
-bucket, ``s3_storage``) are interchangeable. Names are built from validated job ids only,
-never from anything a client named; a reader never sees half a file, and a job written
-twice still has exactly one result.
+bucket, ``s3_storage``) are interchangeable. Names are validated job ids, or the 64 hex
+digits of a shared file (an original by its SHA-256, a cached result by its content key:
+``cache``), never anything a client named; a reader never sees half a file, and a job
+written twice still has exactly one result.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import shutil
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from imgstream.jobs import is_valid_job_id
+from imgstream.jobs import is_stored_name
 from imgstream.output import RESULT_EXTENSIONS
 
 
@@ -31,11 +33,11 @@ class Storage(Protocol):
         ...
 
     def save_original(self, job_id: str, source: BinaryIO) -> int: ...
-    def original_source(self, job_id: str) -> Path | bytes: ...
-    def probe_source(self, job_id: str, upload: BinaryIO) -> Path | bytes:
-        """The original just saved from ``upload``, for the API's header probe."""
+    def has_original(self, name: str) -> bool:
+        """Whether an original is stored under ``name`` (a shared one, already uploaded)."""
         ...
 
+    def original_source(self, job_id: str) -> Path | bytes: ...
     def save_result(self, job_id: str, data: bytes, extension: str) -> object: ...
     def find_result(self, job_id: str, extension: str) -> StoredResult | None: ...
     def read_result(self, job_id: str, extension: str) -> Chunks:
@@ -129,6 +131,7 @@ def is_disk_full(exc: OSError) -> bool:
     return exc.errno in DISK_FULL_ERRNOS
 
 
+PROC_FDS = Path("/proc/self/fd")
 QUIET_WRITER_SECONDS = 30.0
 """A temporary untouched this long, whose writer is gone, is surely abandoned."""
 _TEMPORARY = re.compile(
@@ -219,15 +222,14 @@ class LocalStorage:
             raise
         return size
 
+    def has_original(self, name: str) -> bool:
+        return self._original(name).is_file()
+
     def original_source(self, job_id: str) -> Path:
         path = self._original(job_id)
         if not path.is_file():
             raise FileNotFoundError(f"no original stored for job {job_id}")
         return path
-
-    def probe_source(self, job_id: str, upload: BinaryIO) -> Path:
-        """The stored file itself (what the worker will read)."""
-        return self.original_source(job_id)
 
     def save_result(self, job_id: str, data: bytes, extension: str) -> Path:
         target = self._result(job_id, extension)
@@ -286,7 +288,7 @@ class LocalStorage:
             self._result(job_id, extension).unlink(missing_ok=True)
 
     def _original(self, job_id: str) -> Path:
-        require_job_id(job_id)
+        require_name(job_id)
         return self.originals / job_id
 
     def delete_job_files(self, job_id: str) -> tuple[int, int]:
@@ -331,7 +333,7 @@ class LocalStorage:
                             scan.usage["temporary_bytes"] += stat.st_size
                         continue
                     job_id = entry.name if kind == "originals" else entry.name.split(".")[0]
-                    if not is_valid_job_id(job_id):
+                    if not is_stored_name(job_id):
                         continue  # not ours: never touched, never counted
                     scan.usage[kind] += 1
                     scan.usage[f"{kind}_bytes"] += stat.st_size
@@ -342,15 +344,29 @@ class LocalStorage:
         return scan
 
     def _result(self, job_id: str, extension: str) -> Path:
-        require_job_id(job_id)
+        require_name(job_id)
         if extension not in RESULT_EXTENSIONS:
             raise ValueError(f"unknown result extension {extension!r}")
         return self.results / f"{job_id}.{extension}"
 
 
-def require_job_id(job_id: str) -> None:
-    if not is_valid_job_id(job_id):
-        raise ValueError("invalid job id")
+def require_name(name: str) -> None:
+    if not is_stored_name(name):
+        raise ValueError("invalid job id or shared file name")
+
+
+def spooled_source(upload: BinaryIO) -> Path | bytes:
+    """An upload as libvips reads it in place: a file of the form's spool, reached by its
+    descriptor (written to disk first if it was small), so the image is not loaded into
+    memory; its bytes where there is no descriptor (not Linux, or not a file)."""
+    try:
+        descriptor = upload.fileno()
+    except (OSError, io.UnsupportedOperation):
+        descriptor = -1
+    if descriptor >= 0 and PROC_FDS.is_dir():
+        return PROC_FDS / str(descriptor)
+    upload.seek(0)
+    return upload.read()
 
 
 def unlink_all(paths: list[Path]) -> tuple[int, int]:

@@ -10,11 +10,14 @@ example is the empty string, which Swagger UI does not send).
 
 from __future__ import annotations
 
+import hashlib
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from imgstream.operations import (
@@ -42,16 +45,41 @@ class TooManyFiles(FormError):
     """The form holds more files than the route takes."""
 
 
+class HashedUpload(UploadFile):
+    """A file part that knows its SHA-256, computed while it streamed in (no second read)."""
+
+    def __init__(self, plain: UploadFile) -> None:
+        super().__init__(plain.file, size=0, filename=plain.filename, headers=plain.headers)
+        self._digest = hashlib.sha256()
+
+    async def write(self, data: bytes) -> None:
+        self._digest.update(data)
+        await super().write(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _HashingParser(MultiPartParser):
+    """Starlette's multipart parser, with every file part a ``HashedUpload``."""
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        if self._current_part.file is not None:
+            self._current_part.file = HashedUpload(self._current_part.file)
+
+
 @dataclass(frozen=True, slots=True)
 class Upload:
-    image: UploadFile
+    image: HashedUpload
     fields: dict[str, str]
     """Every text field, by name, as sent (unknown names included, for the spec to refuse)."""
 
 
 @dataclass(frozen=True, slots=True)
 class BatchUpload:
-    images: list[UploadFile]
+    images: list[HashedUpload]
     """In the order sent: the batch's jobs keep it."""
     fields: dict[str, str]
     """As ``Upload.fields``: one set of steps and output options for every image."""
@@ -76,14 +104,14 @@ def read_batch_upload(form: FormData, max_files: int) -> BatchUpload:
     return BatchUpload(images=images, fields=fields)
 
 
-def _split(form: FormData) -> tuple[list[UploadFile], dict[str, str]]:
+def _split(form: FormData) -> tuple[list[HashedUpload], dict[str, str]]:
     """The ``image`` files (at least one) and every text field, each given at most once."""
-    images: list[UploadFile] = []
+    images: list[HashedUpload] = []
     fields: dict[str, str] = {}
     for name, value in form.multi_items():
         if name in fields:
             raise FormError(f"{name}: given more than once; give each field once")
-        if name == "image" and isinstance(value, UploadFile):
+        if name == "image" and isinstance(value, HashedUpload):
             images.append(value)
         elif isinstance(value, UploadFile):
             raise FormError(f"{name}: a file was sent; only image is a file")
@@ -97,19 +125,28 @@ def _split(form: FormData) -> tuple[list[UploadFile], dict[str, str]]:
 
 
 async def parse(request: Request, max_files: int = 2) -> FormData:
-    """The multipart form, with the spooled files; the caller closes it.
+    """The form, with the spooled files (each a ``HashedUpload``); the caller closes it.
 
-    ``max_files`` caps the file parts Starlette spools before it gives up (``TooManyFiles``).
+    ``max_files`` caps the file parts spooled before the form is refused (``TooManyFiles``).
     """
+    limits: dict[str, Any] = {
+        "max_files": max_files,
+        "max_fields": MAX_PARTS,
+        "max_part_size": MAX_FIELD_BYTES,
+    }
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        try:  # a urlencoded form has no file: read_upload says the image is missing
+            return await request.form(**limits)
+        except HTTPException as exc:  # Starlette's word for a malformed or oversized form
+            raise FormError(f"the form could not be read: {exc.detail}") from None
     try:
-        return await request.form(
-            max_files=max_files, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES
-        )
-    except HTTPException as exc:  # Starlette's word for a malformed or oversized form
+        async with aclosing(request.stream()) as stream:
+            return await _HashingParser(request.headers, stream, **limits).parse()
+    except MultiPartException as exc:
         # Starlette names no exception type for this one refusal, only its message.
-        if str(exc.detail).startswith("Too many files"):
-            raise TooManyFiles(f"image: {exc.detail}") from None
-        raise FormError(f"the form could not be read: {exc.detail}") from None
+        if exc.message.startswith("Too many files"):
+            raise TooManyFiles(f"image: {exc.message}") from None
+        raise FormError(f"the form could not be read: {exc.message}") from None
 
 
 def form_schema(limits: Limits) -> dict[str, Any]:

@@ -29,7 +29,9 @@ import anyio
 import anyio.to_thread
 from redis.exceptions import RedisError
 
+from imgstream.cache import SharedFiles
 from imgstream.config import Settings
+from imgstream.content import content_key
 from imgstream.heartbeats import consumer_name
 from imgstream.job_counters import JobMetrics
 from imgstream.jobs import ResultInfo, StartRefused
@@ -79,6 +81,7 @@ class Worker:
         """Set once this worker has joined the consumer group and starts reading."""
         self._visibility_ms = int(settings.visibility_timeout * 1000)
         self.telemetry = JobTelemetry(JobMetrics(queue.redis, queue.keys), self.consumer)
+        self.shared = SharedFiles(queue.redis, queue.keys, first_look=settings.orphan_age)
 
     def stop(self) -> None:
         """Stop taking entries; the job in hand is finished, the rest handed back."""
@@ -217,6 +220,8 @@ class Worker:
                     "job %s was taken over meanwhile; the newer outcome stands", delivery.job_id
                 )
                 return
+            if result.name:
+                await self.shared.record(result)
             await self.telemetry.finished(delivery, "done", began)
             return
 
@@ -270,16 +275,25 @@ class Worker:
             raise JobFailure("limit_exceeded", str(exc)) from None
         except SpecError as exc:
             raise JobFailure("invalid_spec", f"the job's parameters are invalid: {exc}") from None
+        entry = delivery.entry
+        result_name = ""
+        if self.settings.result_cache and entry.original_sha256:
+            key = content_key(entry.original_sha256, spec)
+            if await self._persist(self.shared.pin, key, entry.job_id):
+                result_name = key  # stored once, under its content key, for the cache
         timeout = self.settings.job_timeout
         with anyio.move_on_after(timeout + self.settings.job_backstop):
             return await anyio.to_thread.run_sync(
                 process_job,
                 self.storage,
-                delivery.entry.job_id,
+                entry.job_id,
                 spec,
                 self.limits,
                 timeout,
                 self.settings.placeholders,
+                entry.original_sha256,
+                entry.original_name,
+                result_name,
                 abandon_on_cancel=True,
             )
         # libvips ignored the kill: the thread cannot be stopped, so the process goes, and the
