@@ -23,8 +23,8 @@ from imgstream.config import Settings
 from imgstream.content import content_key
 from imgstream.deployment import Deployment
 from imgstream.janitor import Janitor
+from imgstream.job_counters import CACHE_HITS_FIELD
 from imgstream.jobs import new_job_id
-from imgstream.metrics import CACHE_HITS_FIELD
 from imgstream.operations import Limits, spec_from_form
 from imgstream.queue import JobQueue, Keys
 from imgstream.redis_server import RedisServer

@@ -218,7 +218,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         if unchanged is not None:
             return unchanged
         extension = OutputFormat(record.result.format).extension
-        name = record.result.name or job_id  # a cached result is shared, under its key
+        name = record.result.stored_name(job_id)
         stored = await anyio.to_thread.run_sync(services.storage.find_result, name, extension)
         if stored is None:
             raise ApiError(404, "result_gone", "the result is no longer stored")

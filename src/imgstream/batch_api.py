@@ -179,14 +179,14 @@ def archive_members(services: Services, jobs: list[JobRecord | None]) -> list[Me
                 name=name,
                 size=job.result.bytes,
                 modified=_moment(job.finished_at),
-                read=_reader(services, job.id, extension),
+                read=_reader(services, job.result.stored_name(job.id), extension),
             )
         )
     return members
 
 
-def _reader(services: Services, job_id: str, extension: str) -> Callable[[], Chunks]:
-    return partial(services.storage.read_result, job_id, extension)
+def _reader(services: Services, name: str, extension: str) -> Callable[[], Chunks]:
+    return partial(services.storage.read_result, name, extension)
 
 
 def _moment(timestamp: str | None) -> datetime:

@@ -302,6 +302,11 @@ class ResultInfo:
     name: str = ""
     """The name it is stored under when shared (its content key); empty: the job's id."""
 
+    def stored_name(self, job_id: str) -> str:
+        """The name the result of job ``job_id`` is stored under: its content key when it
+        is shared (a cached result), else the job's id."""
+        return self.name or job_id
+
 
 @dataclass(frozen=True, slots=True)
 class JobError:
