@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,28 +188,9 @@ async def store(
     """
     job_id = services.queue.new_job_id(scope)
     storage = services.storage
-    free = await anyio.to_thread.run_sync(storage.free_bytes)
-    if free < services.settings.min_free_bytes:
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            disk_full_message(free, services.settings.min_free_bytes),
-            retry_after(RETRY_AFTER_DISK),
-        )
-    try:
+    await check_free_space(services)
+    with storage_full_refused():
         size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
-    except OSError as exc:
-        if isinstance(exc, StorageUnavailable):
-            raise
-        if not is_disk_full(exc):
-            raise
-        log.error("upload refused, the data directory is full: %s", exc)
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            "the data directory is full; the upload was not stored, try again later",
-            retry_after(RETRY_AFTER_DISK),
-        ) from None
     try:
         check_size(services, size)
         source = spooled_source(image.file)
@@ -380,15 +362,7 @@ class Intake:
     async def queue(self) -> JSONResponse:
         """Store the original (once per content hash while the cache is on) and queue."""
         services, image, job_id = self.services, self.upload.image, self.job_id
-        storage = services.storage
-        free = await anyio.to_thread.run_sync(storage.free_bytes)
-        if free < services.settings.min_free_bytes:
-            raise ApiError(
-                507,
-                "insufficient_storage",
-                disk_full_message(free, services.settings.min_free_bytes),
-                retry_after(RETRY_AFTER_DISK),
-            )
+        await check_free_space(services)
         check_size(services, image.size or 0)
         info = await self._probe(spooled_source(image.file))  # nothing stored for a refusal
         shared = services.settings.result_cache
@@ -396,20 +370,8 @@ class Intake:
             name = image.sha256  # stored once per content hash
         else:
             name = job_id
-        try:
+        with storage_full_refused():
             size = await self._store(name)
-        except OSError as exc:
-            if isinstance(exc, StorageUnavailable):
-                raise
-            if not is_disk_full(exc):
-                raise
-            log.error("upload refused, the data directory is full: %s", exc)
-            raise ApiError(
-                507,
-                "insufficient_storage",
-                "the data directory is full; the upload was not stored, try again later",
-                retry_after(RETRY_AFTER_DISK),
-            ) from None
         try:
             entry = self._entry("" if name == job_id else name)
             await services.queue.enqueue(
@@ -480,6 +442,38 @@ class Intake:
             original_sha256=self.upload.image.sha256,
             original_name=original_name,
         )
+
+
+async def check_free_space(services: Services) -> None:
+    """A 507 when the data directory is below its reserve (``IMGSTREAM_MIN_FREE_BYTES``)."""
+    free = await anyio.to_thread.run_sync(services.storage.free_bytes)
+    if free < services.settings.min_free_bytes:
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            disk_full_message(free, services.settings.min_free_bytes),
+            retry_after(RETRY_AFTER_DISK),
+        )
+
+
+@contextmanager
+def storage_full_refused() -> Iterator[None]:
+    """A store that fills the disk while an upload is written becomes a 507; an unreachable
+    store (``StorageUnavailable``) and other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, StorageUnavailable):
+            raise
+        if not is_disk_full(exc):
+            raise
+        log.error("upload refused, the data directory is full: %s", exc)
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            "the data directory is full; the upload was not stored, try again later",
+            retry_after(RETRY_AFTER_DISK),
+        ) from None
 
 
 def check_size(services: Services, size: int) -> None:
