@@ -4,6 +4,7 @@ through classic pub/sub, and several deployments (prefixes) spread over the mast
 
 from __future__ import annotations
 
+import collections
 import json
 import uuid
 from pathlib import Path
@@ -108,15 +109,19 @@ def test_jobs_end_done_on_the_cluster_across_deployments(
 def test_chaos_on_the_cluster_loses_and_duplicates_nothing(
     redis_cluster: RedisCluster, tmp_path: Path
 ) -> None:
-    """Workers SIGKILLed while they hold jobs, on the cluster: every job ends done, once."""
+    """Workers SIGKILLed while they hold jobs of three partitions (spread over the masters):
+    every job ends done, once, and each partition counts its own."""
     prefix = f"chaos-{uuid.uuid4().hex[:6]}"
+    parts = 3
     service = Service.launch(
         redis_cluster.url, tmp_path / "data", prefix, concurrency=3,
-        IMGSTREAM_REDIS_CLUSTER="true", IMGSTREAM_MAX_ATTEMPTS="20", IMGSTREAM_READ_BATCH="4",
+        IMGSTREAM_REDIS_CLUSTER="true", IMGSTREAM_PARTITIONS=str(parts),
+        IMGSTREAM_MAX_ATTEMPTS="20", IMGSTREAM_READ_BATCH="4",
         IMGSTREAM_VISIBILITY_TIMEOUT="1", IMGSTREAM_RETRY_BACKOFF="0.05",
         IMGSTREAM_LOG_LEVEL="INFO",
     )  # fmt: skip
-    finals, _, drain = listen_for_final_statuses(redis_cluster.url, prefix)
+    finals, _, drain = listen_for_final_statuses(redis_cluster.url, prefix, parts)
+    streams = [Keys(prefix).partition(part).stream for part in range(parts)]
     raw = redis.RedisCluster.from_url(redis_cluster.url, decode_responses=True)
     data = encode(photo(320, 240), "png")
     operations = '[{"op":"blur","sigma":2},{"op":"resize","width":100}]'
@@ -129,7 +134,7 @@ def test_chaos_on_the_cluster_loses_and_duplicates_nothing(
     try:
         ids, kills = feed_and_kill(
             submit,
-            lambda: oldest_holder(raw, [Keys(prefix).stream], service.workers.pid),
+            lambda: oldest_holder(raw, streams, service.workers.pid),
             finals,
             jobs=60,
             kills=3,
@@ -146,5 +151,9 @@ def test_chaos_on_the_cluster_loses_and_duplicates_nothing(
     assert {job["result"]["width"] for job in results.values()} == {100}
     assert set(finals.values()) == {1}, [k for k, v in finals.items() if v != 1]
     assert set(finals) == set(ids)
-    counters = redis_cluster.owner_reply("hgetall", Keys(prefix).metrics)
-    assert sum(int(v) for k, v in counters.items() if k.startswith("jobs:done:")) == len(ids)
+    per_partition = collections.Counter(partition_of(job_id) for job_id in ids)
+    assert set(per_partition) == set(range(parts)), per_partition  # in flight in all three
+    for part in range(parts):
+        counters = redis_cluster.owner_reply("hgetall", Keys(prefix).partition(part).metrics)
+        done = sum(int(v) for k, v in counters.items() if k.startswith("jobs:done:"))
+        assert done == per_partition[part], (part, counters)
