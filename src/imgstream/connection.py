@@ -79,6 +79,29 @@ async def run_replicated(
     return reply, acked if isinstance(acked, int) else 0
 
 
+ScriptCall = tuple[AsyncScript, Sequence[str], Sequence[Any]]
+"""A script with its keys and arguments."""
+
+_NOT_RUN = (NoScriptError, AskError, TryAgainError, ClusterDownError)
+"""Replies meaning the server did not run the command (unknown script, slot moved)."""
+
+
+async def run_together(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """The replies of ``calls``, scripts whose keys all share one slot, sent in one round
+    trip on one connection (a cluster client refuses scripts in its pipelines). A script the
+    server did not run (it does not know it yet, or the slot moved meanwhile) is run again
+    alone, the usual way, which loads it or follows the redirection; any other error raises."""
+    commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
+    replies = await _on_one_connection(redis, calls[0][1][0], commands)
+    for index, reply in enumerate(replies):
+        if isinstance(reply, _NOT_RUN):
+            script, keys, args = calls[index]
+            replies[index] = await script(keys=keys, args=args)
+        elif isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 async def _on_one_connection(redis: Redis, key: str, commands: list[tuple[Any, ...]]) -> list[Any]:
     """The replies (or errors) of ``commands`` sent together on one connection."""
     if not isinstance(redis, RedisCluster):

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from imgstream.connection import load_script, run_replicated
+from imgstream.connection import load_script, run_replicated, run_together
 from imgstream.job_counters import CACHE_HITS_FIELD, outcome_field, submitted_field
 from imgstream.jobs import (
     FINAL_STATUSES,
@@ -158,6 +158,20 @@ class MalformedDelivery:
 
 Delivery = ValidDelivery | MalformedDelivery
 """What reading the stream hands a consumer."""
+
+
+class Starting(NamedTuple):
+    """The arguments of one ``JobQueue.start``: a job to start under ``lease``."""
+
+    delivery: ValidDelivery
+    lease: str
+    consumer: str
+    max_attempts: int
+
+
+def _done(result: ResultInfo) -> dict[str, str]:
+    """The outcome fields of a job done with ``result``."""
+    return {"status": JobStatus.DONE.value, "finished_at": utc_now(), **result_fields(result)}
 
 
 class JobQueue:
@@ -473,6 +487,11 @@ class JobQueue:
         it); ``StartRefused.EXHAUSTED`` means ``max_attempts`` attempts started and none
         ended: bury it.
         """
+        keys, args = self._start_call(Starting(delivery, lease, consumer, max_attempts))
+        return int(await self._start(keys=keys, args=args))
+
+    def _start_call(self, starting: Starting) -> tuple[list[str], list[Any]]:
+        delivery = starting.delivery
         entry = delivery.entry
         keys = self._partition_keys(delivery)
         if_missing = {
@@ -480,32 +499,51 @@ class JobQueue:
             "created_at": stream_id_timestamp(delivery.entry_id),
             "entry": delivery.entry_id,
         }
-        reply = await self._start(
-            keys=[keys.job(entry.job_id), keys.metrics],
-            args=[
-                lease,
-                utc_now(),
-                consumer,
-                max_attempts,
-                submitted_field(entry.operations),
-                keys.channel(entry.job_id),
-                JobStatus.PROCESSING.value,
-                *FINAL_STATUSES,
-                *pairs(if_missing),
-            ],
-        )
-        return int(reply)
+        args: list[Any] = [
+            starting.lease,
+            utc_now(),
+            starting.consumer,
+            starting.max_attempts,
+            submitted_field(entry.operations),
+            keys.channel(entry.job_id),
+            JobStatus.PROCESSING.value,
+            *FINAL_STATUSES,
+            *pairs(if_missing),
+        ]
+        return [keys.job(entry.job_id), keys.metrics], args
 
     async def complete(
         self, delivery: ValidDelivery, lease: str, result: ResultInfo, *, ttl: int
     ) -> bool:
         """Record success and acknowledge; False when the lease was lost (nothing written)."""
-        outcome = {
-            "status": JobStatus.DONE.value,
-            "finished_at": utc_now(),
-            **result_fields(result),
-        }
-        return await self._record(delivery, lease, outcome, ttl)
+        return await self._record(delivery, lease, _done(result), ttl)
+
+    async def complete_then_start(
+        self,
+        delivery: ValidDelivery,
+        lease: str,
+        result: ResultInfo,
+        *,
+        ttl: int,
+        then: Starting,
+    ) -> tuple[bool, int]:
+        """``complete`` one job and ``start`` the next (``then``) in one round trip: the
+        replies of both, in order. The finish still runs only once its result is stored (the
+        caller stored it) and fenced by its lease; the start is the one the next job gets
+        anyway, only sent sooner. Both on one connection when they are in one partition (one
+        slot); else, or with replication required (the finish must be followed by its own
+        ``WAIT``), one after the other."""
+        together = self._by_stream[delivery.stream].part == self._by_stream[then[0].stream].part
+        if self.replication.replicas or not together:
+            recorded = await self.complete(delivery, lease, result, ttl=ttl)
+            return recorded, await self.start(*then)
+        finish_keys, finish_args = self._record_call(delivery, lease, _done(result), ttl, "")
+        start_keys, start_args = self._start_call(then)
+        replies = await run_together(
+            self.redis,
+            [(self._finish, finish_keys, finish_args), (self._start, start_keys, start_args)],
+        )
+        return Recorded(int(replies[0])) is Recorded.RECORDED, int(replies[1])
 
     async def fail(
         self,
@@ -548,6 +586,29 @@ class JobQueue:
         dead_letter_reason: str = "",
     ) -> bool:
         job_id = delivery.job_id
+        script_keys, args = self._record_call(delivery, lease, outcome, ttl, dead_letter_reason)
+        reply, acked = await self._durably(self._finish, script_keys, args)
+        recorded = Recorded(int(reply)) is Recorded.RECORDED
+        if recorded and acked < self.replication.replicas:
+            log.warning(
+                "job %s ended, but %d of %d Redis replicas confirmed it: if its master is lost "
+                "now, the job is recovered and run again",
+                job_id,
+                acked,
+                self.replication.replicas,
+                extra={"event": "redis.replication_lagging", "job": job_id},
+            )
+        return recorded
+
+    def _record_call(
+        self,
+        delivery: ValidDelivery,
+        lease: str,
+        outcome: Mapping[str, str],
+        ttl: int,
+        dead_letter_reason: str,
+    ) -> tuple[list[str], list[Any]]:
+        job_id = delivery.job_id
         keys = self._partition_keys(delivery)
         status = outcome["status"]
         args: list[Any] = [
@@ -567,18 +628,7 @@ class JobQueue:
             keys.metrics,
             keys.webhooks,
         ]
-        reply, acked = await self._durably(self._finish, script_keys, args)
-        recorded = Recorded(int(reply)) is Recorded.RECORDED
-        if recorded and acked < self.replication.replicas:
-            log.warning(
-                "job %s ended, but %d of %d Redis replicas confirmed it: if its master is lost "
-                "now, the job is recovered and run again",
-                job_id,
-                acked,
-                self.replication.replicas,
-                extra={"event": "redis.replication_lagging", "job": job_id},
-            )
-        return recorded
+        return script_keys, args
 
     # Recovering.
 

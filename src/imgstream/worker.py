@@ -23,7 +23,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import ParamSpec, TypeVar
+from typing import NamedTuple, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -42,7 +42,14 @@ from imgstream.processing import (
     TransientFailure,
     process_job,
 )
-from imgstream.queue import Delivery, EntryRef, JobQueue, MalformedDelivery, ValidDelivery
+from imgstream.queue import (
+    Delivery,
+    EntryRef,
+    JobQueue,
+    MalformedDelivery,
+    Starting,
+    ValidDelivery,
+)
 from imgstream.redis_health import eviction_problem, is_outage, refusal
 from imgstream.storage import Storage
 from imgstream.telemetry import JobTelemetry
@@ -59,6 +66,13 @@ CONSUMER_HYGIENE_INTERVAL = 60.0
 
 class UnfitRedis(Exception):
     """Redis is configured so that it would lose jobs: the worker refuses to start."""
+
+
+class Started(NamedTuple):
+    """A job's start already sent to Redis: its lease and the start script's reply."""
+
+    lease: str
+    attempt: int
 
 
 class _Stopped(Exception):
@@ -150,35 +164,62 @@ class Worker:
 
     async def _handle_batch(self, deliveries: Sequence[Delivery]) -> None:
         self.held.update(delivery.ref for delivery in deliveries)
+        started: Started | None = None
+        upcoming: Delivery | None = None  # the entry ``started`` belongs to
         for index, delivery in enumerate(deliveries):
-            if self._stopping:
+            if started is not None and delivery is not upcoming:
+                continue  # skipped when the upcoming entry was chosen: no longer ours
+            if self._stopping and started is None:
                 unstarted = [d.ref for d in deliveries[index:] if d.ref in self.held]
                 await self._hand_back(unstarted)
                 return
-            if delivery.ref not in self.held:
+            if delivery.ref not in self.held and started is None:
                 continue  # taken over by another worker while it waited in our batch
+            upcoming = self._upcoming(deliveries[index + 1 :])
             try:
-                await self.handle(delivery)
+                started = await self.handle(delivery, started=started, upcoming=upcoming)
             except _Stopped:
                 return
             finally:
                 self.held.discard(delivery.ref)
 
-    async def handle(self, delivery: Delivery) -> None:
-        """Take one entry to its end: done, failed, dead-lettered, or left for recovery."""
+    def _upcoming(self, rest: Sequence[Delivery]) -> ValidDelivery | None:
+        """The entry to start together with this one's outcome: the next one still ours."""
+        for delivery in rest:
+            if delivery.ref in self.held:
+                return delivery if isinstance(delivery, ValidDelivery) else None
+        return None
+
+    async def handle(
+        self,
+        delivery: Delivery,
+        *,
+        started: Started | None = None,
+        upcoming: ValidDelivery | None = None,
+    ) -> Started | None:
+        """Take one entry to its end: done, failed, dead-lettered, or left for recovery.
+
+        ``started`` is this entry's start, already sent with the previous entry's outcome;
+        ``upcoming`` is the next entry of the batch, started with this one's success in the
+        same round trip (its start is returned) unless the worker is stopping.
+        """
         if isinstance(delivery, MalformedDelivery):
             log.error("discarding malformed entry %s: %s", delivery.entry_id, delivery.problem)
             await self._persist(self.queue.discard, delivery)
-            return
+            return None
         max_attempts = self.settings.max_attempts
         while True:
-            lease = uuid.uuid4().hex
-            attempt = await self._persist(
-                self.queue.start, delivery, lease, self.consumer, max_attempts
-            )
+            if started is not None:
+                lease, attempt = started
+                started = None
+            else:
+                lease = uuid.uuid4().hex
+                attempt = await self._persist(
+                    self.queue.start, delivery, lease, self.consumer, max_attempts
+                )
             if attempt == StartRefused.ALREADY_ENDED:
                 await self._persist(self.queue.discard, delivery)
-                return
+                return None
             if attempt == StartRefused.EXHAUSTED:
                 log.error("job %s is poison; dead-lettering it", delivery.job_id)
                 reason = (
@@ -186,13 +227,13 @@ class Worker:
                     "stopped its worker process or ran out of time (IMGSTREAM_MAX_ATTEMPTS)"
                 )
                 await self._fail(delivery, "", "poison", reason, dead_letter=True)
-                return
+                return None
             began = self.telemetry.started(delivery, attempt)
             try:
                 result = await self._process_when_room(delivery)
             except JobFailure as failure:
                 await self._fail(delivery, lease, failure.code, failure.message, began=began)
-                return
+                return None
             except Exception as problem:
                 reason = str(problem) if isinstance(problem, TransientFailure) else "internal error"
                 if not isinstance(problem, TransientFailure):
@@ -202,7 +243,7 @@ class Worker:
                     await self._fail(
                         delivery, lease, "retries_exhausted", reason, dead_letter=True, began=began
                     )
-                    return
+                    return None
                 pause = self._backoff(attempt)
                 log.warning(
                     "job %s attempt %d: %s; retrying in %.1f s",
@@ -214,16 +255,34 @@ class Worker:
                 )
                 await anyio.sleep(pause)
                 continue
-            ttl = self.settings.result_ttl
-            if not await self._persist(self.queue.complete, delivery, lease, result, ttl=ttl):
+            recorded, next_started = await self._complete(delivery, lease, result, upcoming)
+            if not recorded:
                 log.warning(
                     "job %s was taken over meanwhile; the newer outcome stands", delivery.job_id
                 )
-                return
+                return next_started
             if result.name:
                 await self.shared.record(result)
             await self.telemetry.finished(delivery, "done", began)
-            return
+            return next_started
+
+    async def _complete(
+        self,
+        delivery: ValidDelivery,
+        lease: str,
+        result: ResultInfo,
+        upcoming: ValidDelivery | None,
+    ) -> tuple[bool, Started | None]:
+        """Record success; with an ``upcoming`` entry (and not stopping), start it in the same
+        round trip. Returns whether the outcome was recorded, and the upcoming one's start."""
+        ttl = self.settings.result_ttl
+        if upcoming is None or self._stopping:
+            return await self._persist(self.queue.complete, delivery, lease, result, ttl=ttl), None
+        then = Starting(upcoming, uuid.uuid4().hex, self.consumer, self.settings.max_attempts)
+        recorded, attempt = await self._persist(
+            self.queue.complete_then_start, delivery, lease, result, ttl=ttl, then=then
+        )
+        return recorded, Started(then.lease, attempt)
 
     async def _fail(
         self,

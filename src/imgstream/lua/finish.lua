@@ -19,7 +19,7 @@
 -- ARGV[13..] field/value pairs of the outcome
 -- Returns RECORDED (1), or LEASE_LOST (0) when the lease was lost or the job had already
 -- ended (jobs.Recorded).
-local current = redis.call('HMGET', KEYS[1], 'lease', 'status')
+local current = redis.call('HMGET', KEYS[1], 'lease', 'status', 'callback_url')
 if ARGV[1] ~= '' and current[1] ~= ARGV[1] then
   return 0
 end
@@ -35,7 +35,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 local id = ARGV[8]
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[4], tonumber(clock[1]) + tonumber(ARGV[4]), id)
-if redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
+if current[3] then
   redis.call('ZADD', KEYS[6], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000), id)
 end
 if ARGV[5] ~= '' then

@@ -15,11 +15,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 10))
   redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == ARGV[8] or status == ARGV[9] then
+local job = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+if job[1] == ARGV[8] or job[1] == ARGV[9] then
   return -1
 end
-if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= tonumber(ARGV[4]) then
+if tonumber(job[2] or '0') >= tonumber(ARGV[4]) then
   return -2
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[7], 'started_at', ARGV[2],
