@@ -110,7 +110,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 LAYERS: dict[str, tuple[int, str]] = {
     "model": (
         0,
-        "config setting_values limits output steps operations jobs keys redis_health"
+        "config settings_backends settings_http setting_values limits output steps operations"
+        " lifecycle jobs keys redis_health"
         " transforms imaging image_errors decoding encoding luma placeholder api_models"
         " webhooks batches content",
     ),

@@ -24,7 +24,7 @@ from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.fleet_snapshot import Monitor
 from imgstream.heartbeats import Presence
-from imgstream.jobs import JobStatus
+from imgstream.lifecycle import JobStatus
 from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer
 from imgstream.stats_view import render

@@ -10,7 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from imgstream.config import Settings
-from imgstream.jobs import JobStatus, new_job_id
+from imgstream.jobs import new_job_id
+from imgstream.lifecycle import JobStatus
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from imgstream.batches import BatchCounts, BatchRecord
 from imgstream.config import Settings
-from imgstream.jobs import BatchStatus, JobRecord, JobStatus, OriginalInfo, Placeholder
+from imgstream.jobs import JobRecord, OriginalInfo, Placeholder
+from imgstream.lifecycle import BatchStatus, JobStatus
 
 
 class ErrorDetail(BaseModel):

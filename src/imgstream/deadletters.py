@@ -19,7 +19,6 @@ from imgstream.jobs import (
     ENTRY_OUTPUT_FIELDS,
     ORIGINAL_NAME_FIELD,
     ORIGINAL_SHA256_FIELD,
-    JobStatus,
     StreamEntry,
     is_valid_job_id,
     lane_of,
@@ -28,6 +27,7 @@ from imgstream.jobs import (
     utc_now,
 )
 from imgstream.keys import partition_of
+from imgstream.lifecycle import JobStatus
 from imgstream.queue import Keys
 
 

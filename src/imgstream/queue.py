@@ -32,12 +32,8 @@ from redis.exceptions import ResponseError
 from imgstream.connection import load_script, run_replicated
 from imgstream.job_counters import CACHE_HITS_FIELD, outcome_field, submitted_field
 from imgstream.jobs import (
-    FINAL_STATUSES,
-    Enqueued,
     JobRecord,
-    JobStatus,
     OriginalInfo,
-    Recorded,
     ResultInfo,
     StreamEntry,
     WireError,
@@ -52,6 +48,7 @@ from imgstream.jobs import (
 )
 from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
 from imgstream.keys import partition_of, partition_of_scope
+from imgstream.lifecycle import FINAL_STATUSES, Enqueued, JobStatus, Recorded
 
 log = logging.getLogger(__name__)
 
