@@ -16,7 +16,8 @@ from pydantic import SecretStr
 from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.deployment import open_storage
-from imgstream.queue import JobQueue, Keys
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
 

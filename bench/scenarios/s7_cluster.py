@@ -25,7 +25,8 @@ from redis.asyncio import Redis
 
 from imgstream.connection import connect
 from imgstream.jobs import ResultInfo, StreamEntry, new_job_id
-from imgstream.queue import JobQueue, Keys, ValidDelivery
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue, ValidDelivery
 
 from context import Context
 from measure import Summary, cpu_seconds

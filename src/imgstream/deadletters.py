@@ -26,9 +26,8 @@ from imgstream.jobs import (
     queued_state,
     utc_now,
 )
-from imgstream.keys import partition_of
+from imgstream.keys import Keys, partition_of
 from imgstream.lifecycle import JobStatus
-from imgstream.queue import Keys
 
 
 @dataclass(frozen=True, slots=True)

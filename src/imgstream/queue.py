@@ -46,8 +46,7 @@ from imgstream.jobs import (
     stream_id_timestamp,
     utc_now,
 )
-from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
-from imgstream.keys import partition_of, partition_of_scope
+from imgstream.keys import Keys, partition_of, partition_of_scope
 from imgstream.lifecycle import FINAL_STATUSES, Enqueued, JobStatus, Recorded
 
 log = logging.getLogger(__name__)

@@ -22,21 +22,9 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 class StorageSettings(BaseSettings):
-    """Where originals and results live (docs/storage.md), and where Redis is."""
+    """Where originals and results live: a directory, or a bucket (docs/storage.md)."""
 
-    # Where things live.
-    redis_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("REDIS_URL", "IMGSTREAM_REDIS_URL"),
-        description="Redis to use. Unset: `up` starts a private one, `api`/`worker` use localhost.",
-    )
     data_dir: Path = Field(default=Path("./data"), description="Originals, results, private Redis.")
-    key_prefix: str = Field(
-        default="imgstream",
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="Common prefix of every Redis key; also the Redis Cluster hash tag.",
-    )
-    group: str = Field(default="imgstream-workers", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     # Object storage (docs/storage.md). Credentials and region: the standard AWS chain.
     storage: StorageKind = Field(
@@ -111,6 +99,20 @@ class RedisSettings(BaseSettings):
     """The Redis client of each process, and the layout of the streams every process of a
     deployment must agree on."""
 
+    # Which Redis, and the names in it.
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "IMGSTREAM_REDIS_URL"),
+        description="Redis to use. Unset: `up` starts a private one, `api`/`worker` use localhost.",
+    )
+    key_prefix: str = Field(
+        default="imgstream",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Common prefix of every Redis key; also the Redis Cluster hash tag.",
+    )
+    group: str = Field(default="imgstream-workers", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+    # Redis client of each process.
     redis_cluster: bool = Field(
         default=False,
         description="REDIS_URL names one node of a Redis Cluster: every process uses redis-py's "
