@@ -188,6 +188,14 @@ async def test_limits_say_what_the_operator_allows(settings: Settings) -> None:
         "max_frames": tight.max_frames,
         "max_steps": tight.max_steps,
         "max_sigma": 12.5,
+        "extensions": {
+            "jpeg": "jpg",
+            "png": "png",
+            "webp": "webp",
+            "avif": "avif",
+            "gif": "gif",
+            "tiff": "tif",
+        },
     }
     form = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["properties"]["sigma"]["maximum"] == 12.5

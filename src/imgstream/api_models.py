@@ -12,6 +12,7 @@ from imgstream.batches import BatchCounts, BatchRecord
 from imgstream.config import Settings
 from imgstream.jobs import JobRecord, OriginalInfo, Placeholder
 from imgstream.lifecycle import BatchStatus, JobStatus
+from imgstream.output import OutputFormat
 
 
 class ErrorDetail(BaseModel):
@@ -38,10 +39,16 @@ class LimitsView(BaseModel):
     max_frames: int
     max_steps: int
     max_sigma: float
+    extensions: dict[str, str]
+    """Each output format's file extension (``jpeg`` → ``jpg``), so that a client names a
+    downloaded result as the server does (``output`` is the one place that knows them)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitsView:
-        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+        limits = {
+            name: getattr(settings, name) for name in cls.model_fields if name != "extensions"
+        }
+        return cls(**limits, extensions={kind.value: kind.extension for kind in OutputFormat})
 
 
 class Links(BaseModel):

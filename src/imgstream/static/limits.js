@@ -4,9 +4,14 @@
 // `undefined`) and the server still has the last word.
 
 const limits = {};
+const extensions = {};
 
 /** The limits as last learnt from the server; a limit not learnt is `undefined`. */
 export const currentLimits = () => limits;
+
+/** The file extension of an output format ("jpeg" -> "jpg"), as the server names results;
+ *  until the server has said, the format's own name. */
+export const extensionOf = (format) => extensions[format] ?? format;
 
 /** Ask the server once; resolves to the limits, whatever the answer. */
 export async function loadLimits() {
@@ -16,6 +21,9 @@ export async function loadLimits() {
       const body = await response.json();
       for (const [name, value] of Object.entries(body ?? {})) {
         if (Number.isFinite(value) && value > 0) limits[name] = value;
+      }
+      for (const [format, extension] of Object.entries(body?.extensions ?? {})) {
+        if (typeof extension === "string" && extension) extensions[format] = extension;
       }
       document.documentElement.dataset.limits = "server";
     }
