@@ -196,6 +196,7 @@ async def test_limits_say_what_the_operator_allows(settings: Settings) -> None:
             "gif": "gif",
             "tiff": "tif",
         },
+        "lossy": ["jpeg", "webp", "avif"],
     }
     form = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["properties"]["sigma"]["maximum"] == 12.5
