@@ -39,6 +39,8 @@ class LimitsView(BaseModel):
     max_frames: int
     max_steps: int
     max_sigma: float
+    batch_max_files: int
+    batch_max_bytes: int
     extensions: dict[str, str]
     """Each output format's file extension (``jpeg`` → ``jpg``), so that a client names a
     downloaded result as the server does (``output`` is the one place that knows them)."""
@@ -145,6 +147,9 @@ class JobView(BaseModel):
     original: OriginalView | None = None
     """Known from acceptance for jobs sent through the API (not for raw stream entries)."""
     result: ResultView | None
+    cached: bool = False
+    """True when the job was done at once from the result cache: its image and steps equal
+    a finished job's, whose result it shares; no worker ran it."""
     links: Links
 
 
@@ -187,6 +192,7 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         attempts=record.attempts,
         error=record.error.message if record.error else None,
         error_code=record.error.code if record.error else None,
+        cached=record.cached,
         original=_original(record.original),
         result=result,
         links=links,

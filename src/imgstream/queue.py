@@ -32,6 +32,7 @@ from redis.exceptions import ResponseError
 from imgstream.connection import load_script, run_replicated
 from imgstream.job_counters import CACHE_HITS_FIELD, outcome_field, submitted_field
 from imgstream.jobs import (
+    FROM_CACHE_FIELD,
     JobRecord,
     OriginalInfo,
     ResultInfo,
@@ -315,6 +316,7 @@ class JobQueue:
             "status": JobStatus.DONE.value,
             "started_at": now,
             "finished_at": now,
+            FROM_CACHE_FIELD: "1",
             **result_fields(result),
         }
         keys = self.keys.of_job(job_id)  # every key in the job's partition: one slot
