@@ -225,9 +225,11 @@ def test_stats_show_a_killed_workers_pending_entry_until_it_is_taken_over(
         seen = {c["name"]: c for c in stats["consumers"]}
         assert seen[victim]["pending"] == 1 and seen[victim]["seen_seconds"] >= 0.5
         assert stats["queue"]["pending"] == 1
-        # The other worker is live, and so is the victim's replacement if it is up already.
-        others = [c["live"] for name, c in seen.items() if name != victim]
-        assert others and all(others), seen
+        # The other worker is live, and so is the victim's replacement once it has sent its
+        # first heartbeat (until then, having joined the group, it is listed as not live).
+        others = [c for name, c in seen.items() if name != victim]
+        beating = [c["live"] for c in others if c["seen_seconds"] is not None]
+        assert beating and all(beating), seen
 
         cli = subprocess.run(
             [sys.executable, "-m", "imgstream", "stats", "--json"],
