@@ -21,7 +21,8 @@ import redis
 
 from imgstream.connection import connect
 from imgstream.jobs import StreamEntry, new_job_id
-from imgstream.queue import JobQueue, Keys
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue
 
 from context import BENCH, RUNNERS, env, main_python
 from measure import machine_busy, tree_cpu

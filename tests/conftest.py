@@ -16,10 +16,12 @@ import pytest
 from redis.asyncio import Redis
 
 from imgstream.api import create_app
-from imgstream.config import Settings, StorageKind
+from imgstream.config import Settings
 from imgstream.connection import connect
-from imgstream.queue import JobQueue, Keys
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer
+from imgstream.setting_values import StorageKind
 from redis_cluster import RedisCluster
 from seaweed import SeaweedS3
 

@@ -152,7 +152,7 @@ async def test_failed_job_reports_a_readable_error(
 
 async def test_health_readiness_docs_and_page(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
-    # Redis is up but no worker was ever seen: not ready (see test_monitor for the rest).
+    # Redis is up but no worker was ever seen: not ready (see test_fleet_snapshot for the rest).
     assert_error(await client.get("/readyz"), 503, "no_workers")
     assert (await client.get("/docs")).status_code == 200
     schema = (await client.get("/openapi.json")).json()
@@ -192,6 +192,15 @@ async def test_limits_say_what_the_operator_allows(settings: Settings) -> None:
         "max_sigma": 12.5,
         "batch_max_files": 7,
         "batch_max_bytes": tight.batch_max_bytes,
+        "extensions": {
+            "jpeg": "jpg",
+            "png": "png",
+            "webp": "webp",
+            "avif": "avif",
+            "gif": "gif",
+            "tiff": "tif",
+        },
+        "lossy": ["jpeg", "webp", "avif"],
     }
     form = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["properties"]["sigma"]["maximum"] == 12.5

@@ -33,7 +33,8 @@ from imgstream.auth import fingerprint
 from imgstream.config import Settings
 from imgstream.connection import connect
 from imgstream.jobs import StreamEntry, new_job_id
-from imgstream.queue import JobQueue, Keys
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker

@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 from imgstream.api import create_app
 from imgstream.auth import ANYONE, PUBLIC_API_PATHS, KeyRing, bearer_token, fingerprint
 from imgstream.config import Settings
-from imgstream.queue import JobQueue, Keys
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue
 
 from images import encode, photo
 from inprocess import assert_error, client_for, drain

@@ -18,7 +18,8 @@ from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.deployment import open_storage
 from imgstream.janitor import sweep_once
-from imgstream.queue import JobQueue, Keys
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
 

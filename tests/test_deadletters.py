@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from imgstream.config import Settings
 from imgstream.deadletters import DeadLetters
-from imgstream.jobs import JobStatus, StreamEntry, new_job_id
+from imgstream.jobs import StreamEntry, new_job_id
+from imgstream.lifecycle import JobStatus
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker

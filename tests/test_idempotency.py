@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from imgstream.api import create_app
 from imgstream.config import Settings
-from imgstream.queue import JobQueue, Keys
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 
 from images import encode, photo

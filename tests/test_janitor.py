@@ -17,7 +17,8 @@ from imgstream.config import Settings
 from imgstream.deadletters import DeadLetters
 from imgstream.fleet_snapshot import Monitor
 from imgstream.janitor import TEMPORARY_AGE, Janitor
-from imgstream.jobs import JobStatus, ResultInfo, new_job_id
+from imgstream.jobs import ResultInfo, new_job_id
+from imgstream.lifecycle import JobStatus
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 

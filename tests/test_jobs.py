@@ -8,7 +8,6 @@ import pytest
 
 from imgstream.jobs import (
     JobRecord,
-    JobStatus,
     ResultInfo,
     StreamEntry,
     WireError,
@@ -19,6 +18,7 @@ from imgstream.jobs import (
     stream_id_timestamp,
     utc_now,
 )
+from imgstream.lifecycle import JobStatus
 
 
 def test_job_ids_are_uuid4_hex_and_distinct() -> None:

@@ -20,9 +20,10 @@ import httpx
 import pytest
 import redis
 
-from imgstream.config import DEFAULT_REDIS_URL, Settings
+from imgstream.config import Settings
 from imgstream.redis_server import free_port
 from imgstream.runtime import find_redis
+from imgstream.settings_backends import DEFAULT_REDIS_URL
 
 from images import encode, photo
 from service import pid_of_consumer

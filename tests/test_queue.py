@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from imgstream.jobs import JobStatus, ResultInfo, StartRefused, StreamEntry, new_job_id
+from imgstream.jobs import ResultInfo, StreamEntry, new_job_id
+from imgstream.lifecycle import JobStatus, StartRefused
 from imgstream.queue import BacklogFull, JobQueue
 
 pytestmark = pytest.mark.anyio

@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from imgstream import imaging
-from imgstream.config import AppendFsync
 from imgstream.operations import JobSpec, Limits, parse_operations_json
 from imgstream.redis_server import RedisServer, free_port
+from imgstream.setting_values import AppendFsync
 from pacing import Uploads, feed_and_kill, listen_for_final_statuses, oldest_holder
 
 from fleet import worker_pids

@@ -25,8 +25,9 @@ from imgstream.deployment import Deployment
 from imgstream.janitor import Janitor
 from imgstream.job_counters import CACHE_HITS_FIELD
 from imgstream.jobs import new_job_id
+from imgstream.keys import Keys
 from imgstream.operations import Limits, spec_from_form
-from imgstream.queue import JobQueue, Keys
+from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer
 from imgstream.s3_storage import S3Storage
 from imgstream.storage import LocalStorage, Storage

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgstream.config import MIB
 from imgstream.keys import Keys, partition_of
 from imgstream.processes import EXIT_REFUSED
 from imgstream.redis_server import RedisServer, free_port
+from imgstream.setting_values import MIB
 from redis_cluster import RedisCluster
 from seaweed import SeaweedS3
 

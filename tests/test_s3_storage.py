@@ -18,14 +18,16 @@ import pytest
 from redis.asyncio import Redis
 
 from imgstream import cli, commands, imaging
-from imgstream.config import MIB, Settings
+from imgstream.config import Settings
 from imgstream.deployment import open_storage
 from imgstream.janitor import Janitor
-from imgstream.jobs import JobStatus, ResultInfo, new_job_id
+from imgstream.jobs import ResultInfo, new_job_id
+from imgstream.lifecycle import JobStatus
 from imgstream.operations import Limits
 from imgstream.queue import JobQueue
 from imgstream.redis_server import free_port
 from imgstream.s3_storage import S3Storage
+from imgstream.setting_values import MIB
 from imgstream.storage import StorageUnavailable, spooled_source
 from imgstream.worker import Worker
 from seaweed import SeaweedS3, keys_in

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imgstream.jobs import new_job_id
-from imgstream.storage import LocalStorage
+from imgstream.storage import LocalStorage, StoredResult
 
 
 def test_original_and_result_round_trip(tmp_path: Path) -> None:
@@ -17,11 +17,11 @@ def test_original_and_result_round_trip(tmp_path: Path) -> None:
     assert storage.save_original(job_id, io.BytesIO(b"abc")) == 3
     assert storage.original_source(job_id).read_bytes() == b"abc"
     path = storage.save_result(job_id, b"xyz", "png")
-    assert storage.result_path(job_id, "png") == path
-    assert path.read_bytes() == b"xyz"
-    assert storage.result_path(job_id, "jpg") is None
+    assert storage.find_result(job_id, "png") == StoredResult(size=3, path=path)
+    assert b"".join(storage.read_result(job_id, "png")) == b"xyz"
+    assert storage.find_result(job_id, "jpg") is None
     storage.delete(job_id)
-    assert storage.result_path(job_id, "png") is None
+    assert storage.find_result(job_id, "png") is None
     with pytest.raises(FileNotFoundError):
         storage.original_source(job_id)
 

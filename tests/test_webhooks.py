@@ -18,7 +18,8 @@ from pydantic import SecretStr
 
 from imgstream.api import create_app
 from imgstream.config import Settings
-from imgstream.queue import JobQueue, Keys
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue
 from imgstream.webhook_queue import WebhookQueue
 from imgstream.webhook_sender import WebhookSender
 from imgstream.webhooks import (

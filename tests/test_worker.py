@@ -10,7 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from imgstream.config import Settings
-from imgstream.jobs import JobStatus, new_job_id
+from imgstream.jobs import new_job_id
+from imgstream.lifecycle import JobStatus
 from imgstream.queue import JobQueue
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
@@ -123,4 +124,4 @@ async def test_an_entry_beyond_the_limits_fails_whatever_wrote_it(
     assert record is not None and record.status is JobStatus.FAILED, record
     assert record.error is not None and record.error.code == "limit_exceeded"
     assert setting in record.error.message
-    assert storage.result_path(job_id, "png") is None
+    assert storage.find_result(job_id, "png") is None

@@ -13,7 +13,7 @@ import time
 import redis
 
 from imgstream.jobs import StreamEntry
-from imgstream.queue import Keys
+from imgstream.keys import Keys
 
 import images
 from context import Context

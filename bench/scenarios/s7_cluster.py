@@ -25,7 +25,8 @@ from redis.asyncio import Redis
 
 from imgstream.connection import connect
 from imgstream.jobs import ResultInfo, StreamEntry
-from imgstream.queue import JobQueue, Keys, ValidDelivery
+from imgstream.keys import Keys
+from imgstream.queue import JobQueue, ValidDelivery
 
 from context import Context
 from measure import Summary, cpu_seconds

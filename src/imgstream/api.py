@@ -48,11 +48,8 @@ from imgstream.errors import (
 from imgstream.fleet_snapshot import Monitor
 from imgstream.intake import accept, disk_full_message, with_form
 from imgstream.job_changes import EventHub, TooManyStreams
-from imgstream.jobs import (
-    JobRecord,
-    JobStatus,
-    is_valid_job_id,
-)
+from imgstream.jobs import JobRecord, is_valid_job_id
+from imgstream.lifecycle import JobStatus
 from imgstream.middleware.api_keys import ApiKeyGate
 from imgstream.middleware.body_limit import BodySizeLimit
 from imgstream.middleware.cors import cors_options

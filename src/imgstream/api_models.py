@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from imgstream.batches import BatchCounts, BatchRecord
 from imgstream.config import Settings
-from imgstream.jobs import BatchStatus, JobRecord, JobStatus, OriginalInfo, Placeholder
+from imgstream.jobs import JobRecord, OriginalInfo, Placeholder
+from imgstream.lifecycle import BatchStatus, JobStatus
+from imgstream.output import LOSSY_FORMATS, OutputFormat
 
 
 class ErrorDetail(BaseModel):
@@ -39,10 +41,24 @@ class LimitsView(BaseModel):
     max_sigma: float
     batch_max_files: int
     batch_max_bytes: int
+    extensions: dict[str, str]
+    """Each output format's file extension (``jpeg`` → ``jpg``), so that a client names a
+    downloaded result as the server does (``output`` is the one place that knows them)."""
+    lossy: list[str]
+    """The output formats that take ``quality`` and ``max_bytes`` (the others refuse them),
+    so that a client offers them only there (``output.LOSSY_FORMATS``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitsView:
-        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+        published = {"extensions", "lossy"}  # facts of the code, not settings
+        limits = {
+            name: getattr(settings, name) for name in cls.model_fields if name not in published
+        }
+        return cls(
+            **limits,
+            extensions={kind.value: kind.extension for kind in OutputFormat},
+            lossy=[kind.value for kind in LOSSY_FORMATS],
+        )
 
 
 class Links(BaseModel):

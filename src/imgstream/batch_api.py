@@ -34,7 +34,8 @@ from imgstream.batches import BatchCounts, BatchRecord, seconds_to_keep
 from imgstream.errors import ApiError
 from imgstream.intake import with_form
 from imgstream.job_changes import TooManyStreams
-from imgstream.jobs import JobRecord, JobStatus, is_valid_job_id
+from imgstream.jobs import JobRecord, is_valid_job_id
+from imgstream.lifecycle import JobStatus
 from imgstream.operations import Limits, OutputFormat
 from imgstream.ratelimit import client_identity
 from imgstream.result_download import download_name

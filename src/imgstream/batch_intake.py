@@ -44,7 +44,8 @@ from imgstream.intake import (
     request_fingerprint,
     store,
 )
-from imgstream.jobs import BatchStatus, JobRecord, new_job_id, utc_now
+from imgstream.jobs import JobRecord, new_job_id, utc_now
+from imgstream.lifecycle import BatchStatus
 from imgstream.queue import BacklogFull, ReplicationLagging
 from imgstream.ratelimit import take_more
 from imgstream.services import Services, services_of

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from imgstream.jobs import BatchStatus, JobRecord, WireError, is_valid_job_id
+from imgstream.jobs import JobRecord, WireError, is_valid_job_id
+from imgstream.lifecycle import BatchStatus
 
 
 @dataclass(frozen=True, slots=True)

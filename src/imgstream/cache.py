@@ -25,8 +25,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from imgstream.connection import load_script
-from imgstream.jobs import Pinned, ResultInfo, pairs, result_fields, result_of
+from imgstream.jobs import ResultInfo, pairs, result_fields, result_of
 from imgstream.keys import Keys
+from imgstream.lifecycle import Pinned
 
 log = logging.getLogger("imgstream.cache")
 

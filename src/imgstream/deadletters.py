@@ -19,7 +19,6 @@ from imgstream.jobs import (
     ENTRY_OUTPUT_FIELDS,
     ORIGINAL_NAME_FIELD,
     ORIGINAL_SHA256_FIELD,
-    JobStatus,
     StreamEntry,
     is_valid_job_id,
     lane_of,
@@ -27,8 +26,8 @@ from imgstream.jobs import (
     queued_state,
     utc_now,
 )
-from imgstream.keys import partition_of
-from imgstream.queue import Keys
+from imgstream.keys import Keys, partition_of
+from imgstream.lifecycle import JobStatus
 
 
 @dataclass(frozen=True, slots=True)

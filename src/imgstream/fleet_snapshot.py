@@ -26,7 +26,8 @@ from imgstream.deadletters import DeadLetter, decode_dead_letters
 from imgstream.deployment import Deployment
 from imgstream.heartbeats import Presence
 from imgstream.job_counters import Counters, Failure, Rates, read_rates, sum_counters
-from imgstream.queue import Keys, Lane
+from imgstream.keys import Keys
+from imgstream.queue import Lane
 from imgstream.storage import StorageUse
 from imgstream.webhook_queue import Undeliverable, WebhookQueue
 

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from imgstream.config import Settings
 from imgstream.connection import connect, load_script, server_ms
-from imgstream.queue import Keys
+from imgstream.keys import Keys
 from imgstream.runtime import find_redis
 
 

@@ -35,7 +35,8 @@ from imgstream.errors import (
     retry_after,
 )
 from imgstream.job_counters import operation_label
-from imgstream.jobs import JobStatus, OriginalInfo, StreamEntry
+from imgstream.jobs import OriginalInfo, StreamEntry
+from imgstream.lifecycle import JobStatus
 from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_form
 from imgstream.queue import BacklogFull, Once, Replayed, ReplicationLagging
 from imgstream.ratelimit import client_identity

@@ -46,7 +46,7 @@ from imgstream.config import Settings
 from imgstream.connection import load_script
 from imgstream.deployment import Deployment
 from imgstream.jobs import is_shared_name, is_valid_job_id
-from imgstream.queue import Keys
+from imgstream.keys import Keys
 from imgstream.redis_health import is_outage
 from imgstream.storage import Storage, StorageUse, StoredFile
 

@@ -32,13 +32,9 @@ from redis.exceptions import ResponseError
 from imgstream.connection import load_script, run_replicated, run_together
 from imgstream.job_counters import CACHE_HITS_FIELD, outcome_field, submitted_field
 from imgstream.jobs import (
-    FINAL_STATUSES,
     FROM_CACHE_FIELD,
-    Enqueued,
     JobRecord,
-    JobStatus,
     OriginalInfo,
-    Recorded,
     ResultInfo,
     StreamEntry,
     WireError,
@@ -51,8 +47,8 @@ from imgstream.jobs import (
     stream_id_timestamp,
     utc_now,
 )
-from imgstream.keys import Keys as Keys  # re-exported: most modules take it from here
-from imgstream.keys import partition_of, partition_of_scope
+from imgstream.keys import Keys, partition_of, partition_of_scope
+from imgstream.lifecycle import FINAL_STATUSES, Enqueued, JobStatus, Recorded
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from imgstream.config import DEFAULT_REDIS_URL, Settings
+from imgstream.config import Settings
+from imgstream.settings_backends import DEFAULT_REDIS_URL
 
 LOCK_NAME = "up.lock"
 RUNTIME_NAME = "runtime.json"

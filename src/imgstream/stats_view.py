@@ -64,9 +64,7 @@ def render(stats: dict[str, Any]) -> RenderableType:
         "",
     )
 
-    workers = Table(title="Workers", title_justify="left", expand=True)
-    for column in ("consumer", "pending", "idle (s)", "last seen (s ago)", "state"):
-        workers.add_column(column)
+    workers = _table("Workers", ("consumer", "pending", "idle (s)", "last seen (s ago)", "state"))
     for consumer in stats["consumers"]:
         workers.add_row(
             Text(consumer["name"]),
@@ -76,9 +74,9 @@ def render(stats: dict[str, Any]) -> RenderableType:
             Text("live", "green") if consumer["live"] else Text("not seen", "red"),
         )
 
-    operations = Table(title="By operation", title_justify="left", expand=True)
-    for column in ("operation", "submitted", "done", "failed", "mean processing (s)"):
-        operations.add_column(column)
+    operations = _table(
+        "By operation", ("operation", "submitted", "done", "failed", "mean processing (s)")
+    )
     for name, row in stats["jobs"]["by_operation"].items():
         mean = row["mean_processing_seconds"]
         operations.add_row(
@@ -89,27 +87,23 @@ def render(stats: dict[str, Any]) -> RenderableType:
             "-" if mean is None else f"{mean:.3f}",
         )
 
-    streams = Table(title="Streams (partition, lane)", title_justify="left", expand=True)
-    for column in ("partition", "lane", "backlog", "waiting", "pending"):
-        streams.add_column(column)
+    streams = _table(
+        "Streams (partition, lane)", ("partition", "lane", "backlog", "waiting", "pending")
+    )
     for figures in stats.get("streams", []):
         streams.add_row(
             str(figures["partition"]), Text(figures["operation"] or "all"),
             str(figures["backlog"]), str(figures["waiting"]), str(figures["pending"]),
         )  # fmt: skip
 
-    failures = Table(title="Recent failures", title_justify="left", expand=True)
-    for column in ("when", "job", "code", "error"):
-        failures.add_column(column, overflow="fold")
+    failures = _table("Recent failures", ("when", "job", "code", "error"), fold=True)
     for failure in stats["recent_failures"][:10]:
         failures.add_row(
             _when(failure["at"]), Text(failure["job"]), Text(failure["error_code"]),
             Text(failure["error"]),
         )  # fmt: skip
 
-    letters = Table(title="Dead letters (newest)", title_justify="left", expand=True)
-    for column in ("entry", "job", "deliveries", "reason"):
-        letters.add_column(column, overflow="fold")
+    letters = _table("Dead letters (newest)", ("entry", "job", "deliveries", "reason"), fold=True)
     for letter in stats["dead_letters"][:10]:
         letters.add_row(
             Text(letter["entry_id"]), Text(letter["job_id"]), str(letter["deliveries"]),
@@ -153,3 +147,12 @@ def show_stats(settings: Settings, *, as_json: bool, interval: float) -> int:
         return anyio.run(run)
     except KeyboardInterrupt:
         return 0
+
+
+def _table(title: str, columns: tuple[str, ...], *, fold: bool = False) -> Table:
+    """A titled table of ``columns`` across the terminal; ``fold`` wraps long cells (ids,
+    messages) instead of cutting them."""
+    table = Table(title=title, title_justify="left", expand=True)
+    for column in columns:
+        table.add_column(column, overflow="fold" if fold else "ellipsis")
+    return table

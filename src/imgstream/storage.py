@@ -266,10 +266,6 @@ class LocalStorage:
                     removed += 1
         return removed
 
-    def result_path(self, job_id: str, extension: str) -> Path | None:
-        path = self._result(job_id, extension)
-        return path if path.is_file() else None
-
     def find_result(self, job_id: str, extension: str) -> StoredResult | None:
         path = self._result(job_id, extension)
         try:

@@ -34,7 +34,8 @@ from imgstream.config import Settings
 from imgstream.content import content_key
 from imgstream.heartbeats import consumer_name
 from imgstream.job_counters import JobMetrics
-from imgstream.jobs import ResultInfo, StartRefused
+from imgstream.jobs import ResultInfo
+from imgstream.lifecycle import StartRefused
 from imgstream.operations import LimitError, SpecError, spec_from_entry
 from imgstream.processing import (
     DiskFull,

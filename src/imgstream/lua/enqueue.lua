@@ -8,7 +8,7 @@
 -- then n field/value pairs of the stream entry, then field/value pairs of the job hash
 -- (its 'entry' field, the new entry's id, is added here)
 -- Returns {ACCEPTED 1, entry id}, {BACKLOG_FULL 0, backlog}, {JOB_EXISTS -1, ''} or
--- {REPLAYED 2, job id, fingerprint} (jobs.Enqueued).
+-- {REPLAYED 2, job id, fingerprint} (lifecycle.Enqueued).
 if KEYS[4] then
   local prior = redis.call('HMGET', KEYS[4], 'job', 'request')
   if prior[1] then

@@ -11,7 +11,7 @@
 -- ARGV[6] job id, ARGV[7] request fingerprint, ARGV[8] the job's channel, ARGV[9] the done
 -- status (announced on the channel), then field/value pairs of the job hash
 -- Returns {ACCEPTED 1, ''}, {JOB_EXISTS -1, ''} or {REPLAYED 2, job id, fingerprint}
--- (jobs.Enqueued).
+-- (lifecycle.Enqueued).
 if KEYS[5] then
   local prior = redis.call('HMGET', KEYS[5], 'job', 'request')
   if prior[1] then

@@ -18,7 +18,7 @@
 -- ARGV[12] the new status (announced on the channel, for live status),
 -- ARGV[13..] field/value pairs of the outcome
 -- Returns RECORDED (1), or LEASE_LOST (0) when the lease was lost or the job had already
--- ended (jobs.Recorded).
+-- ended (lifecycle.Recorded).
 local current = redis.call('HMGET', KEYS[1], 'lease', 'status', 'callback_url')
 if ARGV[1] ~= '' and current[1] ~= ARGV[1] then
   return 0

@@ -6,7 +6,7 @@
 -- KEYS[1] the name's users (sorted set), KEYS[2] the shared files' schedule (sorted set),
 -- KEYS[3] the name's retiring mark, KEYS[4] (optional) the cache entry
 -- ARGV[1] job id, ARGV[2] the name, ARGV[3] seconds until the janitor first looks at it
--- Returns {REFUSED 0} or {PINNED 1, field, value, ...} (the entry's fields) (jobs.Pinned).
+-- Returns {REFUSED 0} or {PINNED 1, field, value, ...} (the entry's fields) (lifecycle.Pinned).
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return {0}
 end

@@ -9,7 +9,7 @@
 -- Returns the attempt number; ALREADY_ENDED (-1) when the job has already ended (a
 -- duplicate delivery); EXHAUSTED (-2) when it has been started max-attempts times without
 -- ending (a poison entry: each attempt killed its worker or ran out of time), which the
--- caller must bury (jobs.StartRefused).
+-- caller must bury (lifecycle.StartRefused).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   -- A producer that only added the stream entry: the job becomes visible (and counted) now.
   redis.call('HSET', KEYS[1], unpack(ARGV, 10))

@@ -3,6 +3,7 @@
 
 import { fetchResult, jobUrl } from "./api.js";
 import { el, formatAgo, formatBytes, formatElapsed, sentence } from "./dom.js";
+import { extensionOf } from "./limits.js";
 import { placeholderCanvas } from "./placeholder.js";
 
 const STATUS_TEXT = {
@@ -24,7 +25,7 @@ const WAITING_TEXT = {
 /** "holiday.jpg", "webp" -> "holiday-imgstream.webp" (the name used for downloads). */
 export function downloadName(fileName, format) {
   const base = (fileName || "image").replace(/\.[^.]+$/, "") || "image";
-  const extension = format === "jpeg" ? "jpg" : format || "img";
+  const extension = (format && extensionOf(format)) || "img";
   return `${base}-imgstream.${extension}`;
 }
 

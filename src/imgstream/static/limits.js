@@ -4,9 +4,19 @@
 // `undefined`) and the server still has the last word.
 
 const limits = {};
+const extensions = {};
+let lossy = null;
 
 /** The limits as last learnt from the server; a limit not learnt is `undefined`. */
 export const currentLimits = () => limits;
+
+/** The file extension of an output format ("jpeg" -> "jpg"), as the server names results;
+ *  until the server has said, the format's own name. */
+export const extensionOf = (format) => extensions[format] ?? format;
+
+/** Does an output format take a quality and a size budget? Until the server has said, any
+ *  format may (the server refuses them for a lossless one). */
+export const isLossy = (format) => lossy === null || lossy.has(format);
 
 /** Ask the server once; resolves to the limits, whatever the answer. */
 export async function loadLimits() {
@@ -17,6 +27,10 @@ export async function loadLimits() {
       for (const [name, value] of Object.entries(body ?? {})) {
         if (Number.isFinite(value) && value > 0) limits[name] = value;
       }
+      for (const [format, extension] of Object.entries(body?.extensions ?? {})) {
+        if (typeof extension === "string" && extension) extensions[format] = extension;
+      }
+      if (Array.isArray(body?.lossy)) lossy = new Set(body.lossy.filter((format) => typeof format === "string"));
       document.documentElement.dataset.limits = "server";
     }
   } catch {

@@ -2,7 +2,7 @@
 // output options; add, remove, reorder; remembered in localStorage between visits.
 
 import { $, $$, el, readStored, writeStored } from "./dom.js";
-import { currentLimits } from "./limits.js";
+import { currentLimits, isLossy } from "./limits.js";
 
 const STORAGE_KEY = "imgstream.settings.v1";
 const SIGMA_STEP = 0.5;
@@ -21,7 +21,6 @@ const GRAVITIES = [
 ];
 const DIRECTIONS = [["horizontal", "Horizontal (mirror)"], ["vertical", "Vertical (upside down)"]];
 const FORMATS = ["", "jpeg", "png", "webp", "avif", "gif"]; // TIFF too is accepted, but browsers cannot show it
-const LOSSY = new Set(["jpeg", "webp", "avif"]);
 const STEPS = {
   resize: { title: "Resize", defaults: () => ({ op: "resize", width: 800, height: null, fit: "inside", enlarge: false, gravity: "centre", background: "#ffffff" }) },
   crop: { title: "Crop", defaults: () => ({ op: "crop", left: 0, top: 0, width: 400, height: 300 }) },
@@ -108,7 +107,7 @@ export const selectedFormat = () => $("#format").value;
 /** The output options as form fields: format, quality, max_bytes, strip ("" when default). */
 export function outputOptions() {
   const format = selectedFormat();
-  const lossy = format === "" || LOSSY.has(format);
+  const lossy = format === "" || isLossy(format);
   const quality = lossy ? $("#quality").value.trim() : "";
   const kilobytes = lossy ? Number($("#max-kb").value) : 0;
   return {
@@ -165,7 +164,7 @@ function save() {
 // Quality and a size budget mean nothing to a lossless format.
 function syncOutput() {
   const format = selectedFormat();
-  const lossless = format !== "" && !LOSSY.has(format);
+  const lossless = format !== "" && !isLossy(format);
   for (const input of [$("#quality"), $("#max-kb")]) input.disabled = lossless;
 }
 

@@ -24,7 +24,8 @@ from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.fleet_snapshot import Monitor
 from imgstream.heartbeats import Presence
-from imgstream.jobs import JobStatus
+from imgstream.keys import Keys
+from imgstream.lifecycle import JobStatus
 from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer
 from imgstream.stats_view import render
@@ -202,23 +203,33 @@ def stats_of(service: Service) -> dict[str, Any]:
 def test_stats_show_a_killed_workers_pending_entry_until_it_is_taken_over(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
+    # The visibility timeout is longer than the readings below can take (each has its own
+    # timeout, 30 s): no live worker can take the entry over while the stats are read, however
+    # loaded the machine (with 8 s, a slow ``imgstream stats`` once found it taken over
+    # already). The timeout's passing is then made to happen rather than waited for.
+    visibility = 120
     prefix = f"mon-{uuid.uuid4().hex[:8]}"
     service = Service.launch(
         redis_server.url, tmp_path / "data", prefix, concurrency=2,
-        IMGSTREAM_VISIBILITY_TIMEOUT="8", IMGSTREAM_JOB_TIMEOUT="120",
+        IMGSTREAM_VISIBILITY_TIMEOUT=str(visibility), IMGSTREAM_JOB_TIMEOUT="300",
     )  # fmt: skip
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    keys = Keys(prefix)
     try:
-        victim = service.wait_until_processing(service.submit_slow())["worker"]
+        job_id = service.submit_slow()
+        job = service.wait_until_processing(job_id)
+        victim = job["worker"]
         os.kill(pid_of_consumer(victim), signal.SIGKILL)
         time.sleep(0.5)
         stats = stats_of(service)
         seen = {c["name"]: c for c in stats["consumers"]}
         assert seen[victim]["pending"] == 1 and seen[victim]["seen_seconds"] >= 0.5
         assert stats["queue"]["pending"] == 1
-        # The other worker is live, and so is the victim's replacement if it is up already.
-        others = [c["live"] for name, c in seen.items() if name != victim]
-        assert others and all(others), seen
+        # The other worker is live, and so is the victim's replacement once it has sent its
+        # first heartbeat (until then, having joined the group, it is listed as not live).
+        others = [c for name, c in seen.items() if name != victim]
+        beating = [c["live"] for c in others if c["seen_seconds"] is not None]
+        assert beating and all(beating), seen
 
         cli = subprocess.run(
             [sys.executable, "-m", "imgstream", "stats", "--json"],
@@ -228,16 +239,26 @@ def test_stats_show_a_killed_workers_pending_entry_until_it_is_taken_over(
         from_cli = {c["name"]: c for c in json.loads(cli.stdout)["consumers"]}
         assert from_cli[victim]["pending"] == 1
 
-        deadline = time.monotonic() + 40  # past the visibility timeout a live worker takes it
+        # The visibility timeout passes: the victim's entry has been idle that long, and its
+        # last heartbeat is that old.
+        raw.xclaim(
+            keys.stream, "imgstream-workers", victim, 0, [job["entry"]],
+            idle=visibility * 1000, justid=True,
+        )  # fmt: skip
+        raw.zincrby(keys.workers, -visibility * 1000, victim)
+        deadline = time.monotonic() + 90  # a live worker's next recovery pass takes it over
         while True:
             seen = {c["name"]: c for c in stats_of(service)["consumers"]}
             others = [c for name, c in seen.items() if name != victim]
-            if seen.get(victim, {"pending": 0})["pending"] == 0 and any(
-                c["pending"] == 1 and c["live"] for c in others
+            if seen.get(victim, {"pending": 0})["pending"] == 0 and (
+                any(c["pending"] == 1 and c["live"] for c in others)
+                # or the new holder finished the job between two readings (a loaded machine)
+                or raw.hget(keys.job(job_id), "status") == JobStatus.DONE
             ):
                 break
             assert time.monotonic() < deadline, seen
             time.sleep(0.2)
+        assert raw.hget(keys.job(job_id), "worker") not in (None, victim)
         assert not seen[victim]["live"]  # unheard of for the visibility timeout
     finally:
         raw.close()
