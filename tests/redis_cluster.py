@@ -100,7 +100,7 @@ class RedisCluster:
             raise ClusterError(str(exc)) from None
         try:
             for node in self.nodes:
-                node.start()
+                node.start(timeout)  # a loaded machine may take more than a few seconds
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
             subprocess.run(
                 [redis_cli, "--cluster", "create", *addresses,

@@ -197,8 +197,9 @@ def test_workers_and_the_api_ride_out_a_whole_cluster_outage(tmp_path: Path) -> 
             # The workers met the outage and have waited through five back-offs (3 s or more)
             wait_for_log(service, "retrying in 1.6 s")
             for node in cluster.nodes:
-                node.start()
+                node.start(60)
             cluster.wait_until_ok(60)
+            wait_until_ready(service)  # the API's clients have found the nodes again
             after = submit_all(6)
             for job_id in before + after:
                 assert service.wait(job_id, 120)["status"] == "done"
@@ -212,4 +213,11 @@ def wait_for_log(service: Service, text: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while text not in service.log.read_text():
         assert time.monotonic() < deadline, f"{text!r} never logged"
+        time.sleep(0.1)
+
+
+def wait_until_ready(service: Service, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while service.http.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the API never became ready again"
         time.sleep(0.1)
