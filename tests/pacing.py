@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import httpx
 import redis
 
+from imgstream.keys import Keys
+
 from fleet import worker_pids
 from images import encode, photo
 from service import Service, pid_of_consumer, process_age
@@ -22,9 +24,10 @@ SENTINEL = b"sentinel"
 
 
 def listen_for_final_statuses(
-    redis_url: str, prefix: str
+    redis_url: str, prefix: str, partitions: int = 1
 ) -> tuple[collections.Counter[str], threading.Event, Callable[[], None]]:
-    """Count final-status announcements per job in a background thread.
+    """Count final-status announcements per job (of every one of ``partitions``) in a
+    background thread.
 
     Returns the counts, an event set once the thread has seen its own subscription confirmed,
     and ``drain``: it publishes a sentinel on a job channel and waits until the thread has
@@ -36,7 +39,8 @@ def listen_for_final_statuses(
     drained = threading.Event()
     client = redis.Redis.from_url(redis_url)
     pubsub = client.pubsub()
-    pubsub.psubscribe(f"{{{prefix}}}:job:*")
+    patterns = [f"{Keys(prefix).partition(part).tag}:job:*" for part in range(partitions)]
+    pubsub.psubscribe(*patterns)
 
     def listen() -> None:
         while not drained.is_set():
@@ -44,7 +48,8 @@ def listen_for_final_statuses(
             if message is None:
                 continue
             if message["type"] == "psubscribe":
-                subscribed.set()
+                if message["data"] == len(patterns):  # the count of subscriptions so far
+                    subscribed.set()
             elif message["type"] == "pmessage":
                 if message["data"] == SENTINEL:
                     drained.set()

@@ -177,7 +177,9 @@ async def test_redis_unreachable_answers_503_with_retry_after(settings: Settings
 
 
 async def test_limits_say_what_the_operator_allows(settings: Settings) -> None:
-    tight = settings.model_copy(update={"max_sigma": 12.5, "max_dimension": 4000})
+    tight = settings.model_copy(
+        update={"max_sigma": 12.5, "max_dimension": 4000, "batch_max_files": 7}
+    )
     async with client_for(create_app(tight)) as client:
         limits = (await client.get("/api/limits")).json()
         schema = (await client.get("/openapi.json")).json()
@@ -188,6 +190,8 @@ async def test_limits_say_what_the_operator_allows(settings: Settings) -> None:
         "max_frames": tight.max_frames,
         "max_steps": tight.max_steps,
         "max_sigma": 12.5,
+        "batch_max_files": 7,
+        "batch_max_bytes": tight.batch_max_bytes,
     }
     form = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["properties"]["sigma"]["maximum"] == 12.5

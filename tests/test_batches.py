@@ -12,10 +12,12 @@ import anyio
 import httpx
 import pytest
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from imgstream.api import create_app
 from imgstream.config import Settings
 from imgstream.deployment import open_storage
+from imgstream.janitor import sweep_once
 from imgstream.queue import JobQueue, Keys
 from imgstream.storage import LocalStorage
 from imgstream.worker import Worker
@@ -264,3 +266,29 @@ async def test_a_batch_draws_a_token_per_image_from_the_rate_limit(
         assert "counts as 2 uploads" in assert_error(refused, 429, "rate_limited")
         assert int(refused.headers["retry-after"]) >= 1
     assert await queue.backlog() == 3 and len(originals(settings)) == 3
+
+
+async def test_a_batch_lives_as_long_as_its_jobs_even_when_nobody_reads_it(
+    client: httpx.AsyncClient, settings: Settings, queue: JobQueue, redis: Redis
+) -> None:
+    accepted = await post_batch(client, THREE)
+    batch_id = accepted.json()["id"]
+    key = queue.keys.batch(batch_id)
+    assert await redis.sismember(queue.keys.open_batches, batch_id)
+    # Its jobs wait in a backlog (no worker) until the batch's first TTL is nearly over:
+    # a sweep gives it another result TTL, as long as one of its jobs has not ended.
+    await redis.expire(key, 2)
+    sweep = await sweep_once(settings)
+    assert sweep is not None and sweep.open_batches == 1
+    assert await redis.ttl(key) > settings.result_ttl - 60
+    await drain(settings, queue)
+    # Once every job has ended, the batch lives until the last one's record expires, and the
+    # janitor stops looking at it.
+    await redis.expire(key, 2)
+    sweep = await sweep_once(settings)
+    assert sweep is not None and sweep.open_batches == 0
+    assert not await redis.sismember(queue.keys.open_batches, batch_id)
+    job_ttls = [await redis.ttl(queue.keys.job(job["id"])) for job in accepted.json()["jobs"]]
+    assert abs(await redis.ttl(key) - max(job_ttls)) <= 2
+    batch = await client.get(f"/api/batches/{batch_id}")
+    assert batch.status_code == 200 and batch.json()["status"] == "done"

@@ -493,3 +493,54 @@ def test_a_batch_waits_out_the_upload_rate_instead_of_failing(
         assert reads and 429 not in reads
     finally:
         context.close()
+
+
+@pytest.fixture
+def small_batch_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[Service]:
+    """A service whose batches carry at most two images, with the result cache on."""
+    running = Service.launch(
+        redis_server.url, tmp_path / "data", f"small-{uuid.uuid4().hex[:8]}", concurrency=1,
+        IMGSTREAM_BATCH_MAX_FILES="2", IMGSTREAM_RESULT_CACHE="true",
+    )  # fmt: skip
+    yield running
+    running.close()
+
+
+def test_more_files_than_a_batch_holds_go_as_several_batches(
+    browser: Browser, small_batch_service: Service, files: dict[str, Path]
+) -> None:
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        posted: list[tuple[str, int]] = []
+        page.on(
+            "response",
+            lambda r: posted.append((r.url, r.status)) if r.request.method == "POST" else None,
+        )
+        page.goto(small_batch_service.url)
+        page.wait_for_selector("html[data-ready]")
+        sent = ["meadow.jpg", "tall hills.jpg", "square.jpg"]
+        page.set_input_files("#file-input", [files[name] for name in sent])
+        page.click("#submit")
+        wait_for_cards(page, 3)
+        for name in sent:
+            assert card(page, name).get_attribute("data-status") == "done"
+        # Two images, then one: the limit learnt from /api/limits, never a refused batch.
+        batches = [status for url, status in posted if url.endswith("/api/batches")]
+        assert batches == [202, 202]
+        # The server's ZIP covers one batch only, so the page offers "Download all" instead.
+        assert page.locator("#batch-zip").is_hidden()
+        assert page.inner_text("#download-all") == "Download all (3)"
+        first = card(page, "square.jpg")
+        first.get_by_text(" px · ").wait_for()  # its result's details, shown once fetched
+        assert "from cache" not in first.inner_text()
+        # The same image with the same steps again: done at once from the result cache.
+        page.set_input_files("#file-input", [files["square.jpg"]])
+        page.click("#submit")
+        wait_for_cards(page, 4)
+        again = card(page, "square.jpg").first  # the newest card comes first
+        assert again.get_attribute("data-status") == "done"
+        again.get_by_text(" px · ").wait_for()
+        assert "from cache" in again.inner_text()
+    finally:
+        context.close()

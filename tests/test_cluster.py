@@ -4,7 +4,9 @@ through classic pub/sub, and several deployments (prefixes) spread over the mast
 
 from __future__ import annotations
 
+import collections
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from imgstream.keys import Keys, partition_of
 from pacing import feed_and_kill, listen_for_final_statuses, oldest_holder
 from redis_cluster import RedisCluster
 
+from fleet import worker_pids
 from images import encode, photo
 from service import Service
 
@@ -108,15 +111,19 @@ def test_jobs_end_done_on_the_cluster_across_deployments(
 def test_chaos_on_the_cluster_loses_and_duplicates_nothing(
     redis_cluster: RedisCluster, tmp_path: Path
 ) -> None:
-    """Workers SIGKILLed while they hold jobs, on the cluster: every job ends done, once."""
+    """Workers SIGKILLed while they hold jobs of three partitions (spread over the masters):
+    every job ends done, once, and each partition counts its own."""
     prefix = f"chaos-{uuid.uuid4().hex[:6]}"
+    parts = 3
     service = Service.launch(
         redis_cluster.url, tmp_path / "data", prefix, concurrency=3,
-        IMGSTREAM_REDIS_CLUSTER="true", IMGSTREAM_MAX_ATTEMPTS="20", IMGSTREAM_READ_BATCH="4",
+        IMGSTREAM_REDIS_CLUSTER="true", IMGSTREAM_PARTITIONS=str(parts),
+        IMGSTREAM_MAX_ATTEMPTS="20", IMGSTREAM_READ_BATCH="4",
         IMGSTREAM_VISIBILITY_TIMEOUT="1", IMGSTREAM_RETRY_BACKOFF="0.05",
         IMGSTREAM_LOG_LEVEL="INFO",
     )  # fmt: skip
-    finals, _, drain = listen_for_final_statuses(redis_cluster.url, prefix)
+    finals, _, drain = listen_for_final_statuses(redis_cluster.url, prefix, parts)
+    streams = [Keys(prefix).partition(part).stream for part in range(parts)]
     raw = redis.RedisCluster.from_url(redis_cluster.url, decode_responses=True)
     data = encode(photo(320, 240), "png")
     operations = '[{"op":"blur","sigma":2},{"op":"resize","width":100}]'
@@ -129,7 +136,7 @@ def test_chaos_on_the_cluster_loses_and_duplicates_nothing(
     try:
         ids, kills = feed_and_kill(
             submit,
-            lambda: oldest_holder(raw, [Keys(prefix).stream], service.workers.pid),
+            lambda: oldest_holder(raw, streams, service.workers.pid),
             finals,
             jobs=60,
             kills=3,
@@ -146,5 +153,63 @@ def test_chaos_on_the_cluster_loses_and_duplicates_nothing(
     assert {job["result"]["width"] for job in results.values()} == {100}
     assert set(finals.values()) == {1}, [k for k, v in finals.items() if v != 1]
     assert set(finals) == set(ids)
-    counters = redis_cluster.owner_reply("hgetall", Keys(prefix).metrics)
-    assert sum(int(v) for k, v in counters.items() if k.startswith("jobs:done:")) == len(ids)
+    per_partition = collections.Counter(partition_of(job_id) for job_id in ids)
+    assert set(per_partition) == set(range(parts)), per_partition  # in flight in all three
+    for part in range(parts):
+        counters = redis_cluster.owner_reply("hgetall", Keys(prefix).partition(part).metrics)
+        done = sum(int(v) for k, v in counters.items() if k.startswith("jobs:done:"))
+        assert done == per_partition[part], (part, counters)
+
+
+def test_workers_and_the_api_ride_out_a_whole_cluster_outage(tmp_path: Path) -> None:
+    """Every node of the cluster stopped at once (a maintenance restart, a power cut with
+    append-only files): the API answers 503 JSON meanwhile, the workers wait (the same
+    processes, none exits), and once the cluster is back every job ends done."""
+    prefix = f"down-{uuid.uuid4().hex[:6]}"
+    with RedisCluster(tmp_path / "cluster", masters=3) as cluster:
+        service = Service.launch(
+            cluster.url, tmp_path / "data", prefix, concurrency=2,
+            IMGSTREAM_REDIS_CLUSTER="true", IMGSTREAM_PARTITIONS="3", IMGSTREAM_LOG_LEVEL="INFO",
+        )  # fmt: skip
+        try:
+            data = encode(photo(64, 48), "png")
+            grayscale = '[{"op":"grayscale"}]'
+
+            def submit_all(count: int) -> list[str]:
+                ids = []
+                for index in range(count):
+                    response = service.submit(data, f"{index}.png", operations=grayscale)
+                    assert response.status_code == 202, response.text
+                    ids.append(response.json()["id"])
+                return ids
+
+            before = submit_all(6)
+            assert all(service.wait(job_id, 120)["status"] == "done" for job_id in before)
+            workers = worker_pids(service.workers.pid)
+            assert len(workers) == 2
+            for node in cluster.nodes:
+                node.stop()
+            down = service.submit(data, "down.png", operations=grayscale)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "unavailable"
+            status = service.http.get(f"/api/jobs/{before[0]}")
+            assert status.status_code == 503 and status.json()["error"]["code"] == "unavailable"
+            # The workers met the outage and have waited through five back-offs (3 s or more)
+            wait_for_log(service, "retrying in 1.6 s")
+            for node in cluster.nodes:
+                node.start()
+            cluster.wait_until_ok(60)
+            after = submit_all(6)
+            for job_id in before + after:
+                assert service.wait(job_id, 120)["status"] == "done"
+            assert worker_pids(service.workers.pid) == workers  # no worker exited
+        finally:
+            statuses = service.close()
+    assert statuses == (0, 0), service.log.read_text()[-3000:]
+
+
+def wait_for_log(service: Service, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in service.log.read_text():
+        assert time.monotonic() < deadline, f"{text!r} never logged"
+        time.sleep(0.1)

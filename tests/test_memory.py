@@ -55,11 +55,13 @@ def test_one_job_stays_under_the_memory_ceiling(
 
     report = "\n".join(
         f"{source} {operation} {fmt}: {result.peak_mb:.0f} MiB, {result.seconds:.1f} s, "
-        f"{result.job.get('status')} {result.job.get('error', '')}"
+        f"{result.job.get('status')} (attempts {result.job.get('attempts')}) "
+        f"{result.job.get('error', '')}"
         for (source, operation, fmt), result in results.items()
     )
     for (source, operation, fmt), result in results.items():
         assert result.job["status"] == "done", report
+        assert result.job["attempts"] == "1", report  # the peak of one attempt, not of retries
         turned = source == "jpeg"  # EXIF orientation 6: shown turned by 90 degrees
         if operation != "resize":
             size = (HEIGHT, WIDTH) if turned else (WIDTH, HEIGHT)

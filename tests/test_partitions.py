@@ -19,8 +19,9 @@ from imgstream.deployment import Deployment
 from imgstream.fleet_snapshot import Monitor
 from imgstream.jobs import JobStatus, StreamEntry, lane_of, new_job_id
 from imgstream.keys import Keys, partition_of, partition_of_scope
-from imgstream.queue import JobQueue, Once
+from imgstream.queue import Delivery, JobQueue, Once
 from imgstream.redis_server import RedisServer, free_port
+from imgstream.steps import OPERATION_NAMES
 from redis_cluster import RedisCluster
 
 from images import encode, photo
@@ -184,3 +185,35 @@ def test_operations_without_lanes_are_refused(redis_server: RedisServer, tmp_pat
     process = start(["worker", "--operations", "blur"], env, log)
     assert process.wait(60) == 2
     assert "IMGSTREAM_STREAM_PER_OPERATION" in log.read_text()
+
+
+@pytest.mark.anyio
+async def test_an_idle_consumer_reads_each_partition_once_not_each_lane(
+    redis: Redis, settings: Settings
+) -> None:
+    """3 partitions x every lane: once a sweep of every lane found nothing, an idle read is
+    one XREADGROUP per partition plus one blocking read, and a job queued in any lane of any
+    partition is still found by the next read."""
+    lanes = OPERATION_NAMES
+    queue = JobQueue(redis, Keys(settings.key_prefix), "g", partitions=3, lanes=lanes)
+    await queue.ensure_group()
+
+    async def reads_of_one_call() -> tuple[int, list[Delivery]]:
+        before = (await redis.info("commandstats")).get("cmdstat_xreadgroup", {}).get("calls", 0)
+        found = await queue.read("c", count=16, block_ms=30)
+        after = (await redis.info("commandstats"))["cmdstat_xreadgroup"]["calls"]
+        return after - before, found
+
+    busy, found = await reads_of_one_call()  # not yet idle: a read of every lane, then a wait
+    assert (busy, found) == (3 * len(lanes) + 1, [])
+    for _ in range(3):
+        idle, found = await reads_of_one_call()
+        assert (idle, found) == (3 + 1, [])
+    job_id = new_job_id(2)
+    await queue.enqueue(job_id, StreamEntry(job_id, '[{"op":"blur","sigma":1}]'))
+    _, found = await reads_of_one_call()
+    assert [delivery.ref.stream for delivery in found] == [
+        Keys(settings.key_prefix, 2).lane("blur")
+    ]
+    busy, found = await reads_of_one_call()  # after work, every lane is read again
+    assert (busy, found) == (3 * len(lanes) + 1, [])

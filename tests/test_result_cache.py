@@ -171,6 +171,8 @@ async def test_an_identical_upload_is_done_at_once_with_the_same_bytes(
     assert await result_of(client, second) == await result_of(client, first)
     job = (await client.get(second.headers["location"])).json()
     assert job["status"] == "done" and job["result"]["width"] == 32
+    assert job["cached"] is True  # said, so that a client can tell
+    assert (await client.get(first.headers["location"])).json()["cached"] is False
     assert job["original"]["width"] == 64
     key = content_key(hashlib.sha256(JPEG).hexdigest(), spec_from_form(FIELDS, Limits()))
     assert stored(settings) == ([hashlib.sha256(JPEG).hexdigest()], [f"{key}.jpg"])

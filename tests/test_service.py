@@ -42,6 +42,7 @@ def service(
         tmp_path_factory,
         "e2e",
         IMGSTREAM_MAX_UPLOAD_BYTES=str(1024 * 1024),
+        IMGSTREAM_BATCH_MAX_FILES="2",
     )
 
 
@@ -226,6 +227,36 @@ def test_cli_submit_with_an_idempotency_key_reruns_without_new_jobs(
     first = run()
     assert len(set(first)) == 2
     assert run() == first
+
+
+def test_cli_submit_splits_more_files_than_a_batch_holds(service: Service, tmp_path: Path) -> None:
+    sources = [tmp_path / f"{name}.png" for name in ("a", "b", "c")]
+    for number, source in enumerate(sources):
+        source.write_bytes(encode(photo(40 + number, 30), "png"))
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "imgstream", "submit", *map(str, sources), "--op",
+             "grayscale", "-o", str(tmp_path / "out"), "--url", service.url, *extra],
+            env=service.env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    # The service's batches hold two images (from GET /api/limits): two batches, 2 + 1.
+    completed = run("--idempotency-key", "split-1")
+    assert completed.returncode == 0, completed.stderr
+    batches = re.findall(r"(\d) images: queued as batch (\w+)", completed.stderr)
+    assert [count for count, _ in batches] == ["2", "1"]
+    for _, batch_id in batches:
+        assert service.http.get(f"/api/batches/{batch_id}").json()["status"] == "done"
+    assert len(completed.stdout.splitlines()) == 3
+    # A rerun with the same key makes nothing new: each part has its own key.
+    again = run("--idempotency-key", "split-1")
+    assert re.findall(r"queued as batch (\w+)", again.stderr) == [b for _, b in batches]
+    # One ZIP holds one batch: refused up front, nothing uploaded.
+    refused = run("--zip", str(tmp_path / "all.zip"))
+    assert refused.returncode != 0
+    assert "--zip: 3 files make 2 batches" in refused.stderr
+    assert "queued" not in refused.stderr
 
 
 def test_cli_help_is_written_for_users() -> None:

@@ -90,7 +90,9 @@ def measure(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     entry = {"job": job_id, "operations": operations, **({"format": fmt} if fmt else {})}
     client.xadd(f"{{{prefix}}}:jobs", entry)  # type: ignore[arg-type]
-    env = service_env(redis_url, data_dir, prefix)
+    # One attempt, however loaded the machine: a job past its time limit would be retried in
+    # the same process, whose high-water mark would then hold two attempts, not one job.
+    env = service_env(redis_url, data_dir, prefix, IMGSTREAM_JOB_TIMEOUT=str(timeout * 10))
     started = time.monotonic()
     with (data_dir / f"worker-{prefix}.log").open("wb") as log:
         process = subprocess.Popen(

@@ -24,7 +24,7 @@ import redis as sync_redis
 from redis.asyncio import Redis
 
 from imgstream.connection import connect
-from imgstream.jobs import ResultInfo, StreamEntry, new_job_id
+from imgstream.jobs import ResultInfo, StreamEntry
 from imgstream.queue import JobQueue, Keys, ValidDelivery
 
 from context import Context
@@ -90,16 +90,14 @@ def difference(before: list[dict[str, Any]], after: list[dict[str, Any]], jobs: 
     return phase
 
 
-async def held_per_job(
-    client: Redis, queues: list[JobQueue], ids: list[str], home: dict[str, JobQueue]
-) -> float:
+async def held_per_job(client: Redis, keys: Keys, partitions: int, ids: list[str]) -> float:
     """Bytes Redis holds per job (``MEMORY USAGE``): a sample of job hashes, plus each
     partition's stream and expiry set shared out over their entries."""
     sample = ids[:: max(1, len(ids) // 50)]
-    hashes = [await client.memory_usage(home[job_id].keys.job(job_id)) or 0 for job_id in sample]
+    hashes = [await client.memory_usage(keys.job(job_id)) or 0 for job_id in sample]
     shared = 0
-    for queue in queues:
-        for key in (queue.keys.stream, queue.keys.expiry):
+    for part in range(partitions):
+        for key in (keys.partition(part).stream, keys.partition(part).expiry):
             shared += await client.memory_usage(key) or 0
     return sum(hashes) / len(hashes) + shared / len(ids)
 
@@ -108,56 +106,54 @@ async def one_round(
     url: str, cluster: bool, nodes: list[Node], partitions: int, jobs: int
 ) -> dict[str, Any]:
     client: Redis = connect(url, timeout=10, cluster=cluster)
-    base = f"s7-{secrets.token_hex(3)}"
-    # One hash tag per partition, as IMGSTREAM_PARTITIONS lays them out; each its own prefix
-    # here, so that every script of a partition stays in its slot whatever main's state.
-    queues = [JobQueue(client, Keys(f"{base}-{p}"), GROUP) for p in range(partitions)]
-    for queue in queues:
-        await queue.ensure_group()
-        await queue.enqueue(new_job_id(), ENTRY)  # warm: scripts loaded, connections open
-        for delivery in await queue.read("warm", count=1, block_ms=0):
+    keys = Keys(f"s7-{secrets.token_hex(3)}")
+    # The service's own layout (IMGSTREAM_PARTITIONS): ids spread over the partitions in
+    # turn, each partition one hash tag, a worker's read going over every partition.
+    queue = JobQueue(client, keys, GROUP, partitions=partitions)
+    await queue.ensure_group()
+    for _ in range(partitions):  # warm: scripts loaded, connections open to every master
+        job_id = queue.new_job_id()
+        await queue.enqueue(job_id, StreamEntry(job_id, ENTRY.operations, ENTRY.format, ()))
+    while warm := await queue.read("warm", count=BATCH, block_ms=10):
+        for delivery in warm:
             await queue.discard(delivery)
-    ids = [new_job_id() for _ in range(jobs)]
-    home = {job_id: queues[index % partitions] for index, job_id in enumerate(ids)}
+    ids = [queue.new_job_id() for _ in range(jobs)]
     phases: dict[str, Phase] = {}
     memory: dict[str, float] = {}
     try:
         before = snapshot(nodes)
         began = time.perf_counter()
         for job_id in ids:
-            await home[job_id].enqueue(
-                job_id, StreamEntry(job_id, ENTRY.operations, ENTRY.format, ())
-            )
+            await queue.enqueue(job_id, StreamEntry(job_id, ENTRY.operations, ENTRY.format, ()))
         enqueue_wall = time.perf_counter() - began
         after = snapshot(nodes)
         phases["enqueue"] = difference(before, after, jobs)
-        memory["queued"] = await held_per_job(client, queues, ids, home)
+        memory["queued"] = await held_per_job(client, keys, partitions, ids)
 
         before = after
-        taken: list[tuple[JobQueue, ValidDelivery, str]] = []
+        taken: list[tuple[ValidDelivery, str]] = []
         while len(taken) < jobs:
-            for queue in queues:
-                for delivery in await queue.read("w1", count=BATCH, block_ms=0):
-                    if not isinstance(delivery, ValidDelivery):
-                        raise RuntimeError(f"malformed entry: {delivery.problem}")
-                    lease = secrets.token_hex(8)
-                    await queue.start(delivery, lease, "w1", 5)
-                    taken.append((queue, delivery, lease))
+            for delivery in await queue.read("w1", count=BATCH, block_ms=0):
+                if not isinstance(delivery, ValidDelivery):
+                    raise RuntimeError(f"malformed entry: {delivery.problem}")
+                lease = secrets.token_hex(8)
+                await queue.start(delivery, lease, "w1", 5)
+                taken.append((delivery, lease))
         after = snapshot(nodes)
         phases["read + start"] = difference(before, after, jobs)
 
         before = after
-        for queue, delivery, lease in taken:
+        for delivery, lease in taken:
             assert await queue.complete(delivery, lease, RESULT, ttl=3600)
         after = snapshot(nodes)
         phases["finish"] = difference(before, after, jobs)
 
         before = after
         for job_id in ids:
-            await client.hgetall(home[job_id].keys.job(job_id))
+            await client.hgetall(keys.job(job_id))
         after = snapshot(nodes)
         phases["status read"] = difference(before, after, jobs)
-        memory["finished"] = await held_per_job(client, queues, ids, home)
+        memory["finished"] = await held_per_job(client, keys, partitions, ids)
     finally:
         await client.aclose()
     return {"phases": phases, "memory": memory, "enqueue_rate": jobs / enqueue_wall}
@@ -215,8 +211,9 @@ def run(ctx: Context) -> list[Table]:
         "process's user+system time, which adds the event loop, the network, the cluster bus "
         "and forwarding each PUBLISH to every node. Memory (MEMORY USAGE): bytes held per "
         "job while queued (its hash and its share of the stream) and once finished (its hash, "
-        "kept for the result TTL, and its share of the expiry set). Partitions are one hash "
-        "tag each; which master a tag lands on is CRC16's choice, so few partitions spread "
+        "kept for the result TTL, and its share of the expiry set). Partitions are the "
+        "service's own (JobQueue with IMGSTREAM_PARTITIONS), one hash tag each; which "
+        "master a tag lands on is CRC16's choice, so few partitions spread "
         "unevenly."
     )
     cost.data = {

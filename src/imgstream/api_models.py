@@ -37,6 +37,8 @@ class LimitsView(BaseModel):
     max_frames: int
     max_steps: int
     max_sigma: float
+    batch_max_files: int
+    batch_max_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitsView:
@@ -129,6 +131,9 @@ class JobView(BaseModel):
     original: OriginalView | None = None
     """Known from acceptance for jobs sent through the API (not for raw stream entries)."""
     result: ResultView | None
+    cached: bool = False
+    """True when the job was done at once from the result cache: its image and steps equal
+    a finished job's, whose result it shares; no worker ran it."""
     links: Links
 
 
@@ -171,6 +176,7 @@ def job_view(record: JobRecord, base_url: str) -> JobView:
         attempts=record.attempts,
         error=record.error.message if record.error else None,
         error_code=record.error.code if record.error else None,
+        cached=record.cached,
         original=_original(record.original),
         result=result,
         links=links,

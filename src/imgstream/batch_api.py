@@ -30,7 +30,7 @@ from imgstream.api_models import (
 from imgstream.auth import Caller, caller
 from imgstream.batch_archive import Member, first_piece, unique_names, zip_stream
 from imgstream.batch_intake import accept_batch, batch_store
-from imgstream.batches import BatchCounts, BatchRecord, last_finished
+from imgstream.batches import BatchCounts, BatchRecord, seconds_to_keep
 from imgstream.errors import ApiError
 from imgstream.intake import with_form
 from imgstream.job_changes import TooManyStreams
@@ -208,9 +208,6 @@ async def find_batch(
     if all(job is None for job in jobs):
         await batches.delete(batch_id)
         raise ApiError(404, "not_found", "no such batch (its jobs expired)")
-    ttl = services.settings.result_ttl
-    ended = last_finished(jobs)
-    if ended is not None:
-        ttl = int(ended.timestamp() + ttl - time.time()) + 1
+    ttl = seconds_to_keep(jobs, services.settings.result_ttl, time.time())
     await batches.keep_for(batch_id, ttl)
     return batch, jobs

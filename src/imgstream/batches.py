@@ -8,7 +8,7 @@ derived from theirs every time it is read, so it can never disagree with them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,3 +68,12 @@ def last_finished(jobs: Iterable[JobRecord | None]) -> datetime | None:
             return None
         moments.append(datetime.fromisoformat(job.finished_at))
     return max(moments, default=None)
+
+
+def seconds_to_keep(jobs: Sequence[JobRecord | None], result_ttl: int, now: float) -> int:
+    """How long a batch must still live: until the last of its jobs' records expires
+    (``result_ttl`` after the last one ended), or ``result_ttl`` more while one has not."""
+    ended = last_finished(jobs)
+    if ended is None:
+        return result_ttl
+    return max(1, int(ended.timestamp() + result_ttl - now) + 1)

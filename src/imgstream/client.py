@@ -110,6 +110,11 @@ class Client:
         accepted: dict[str, Any] = self._patiently(post).json()
         return accepted
 
+    def limits(self) -> dict[str, Any]:
+        """The operator's limits (``GET /api/limits``, public)."""
+        limits: dict[str, Any] = self._patiently(lambda: self.http.get("/api/limits")).json()
+        return limits
+
     def batch(self, batch_id: str) -> dict[str, Any]:
         path = f"/api/batches/{batch_id}"
         batch: dict[str, Any] = self._patiently(lambda: self.http.get(path)).json()

@@ -40,6 +40,7 @@ import anyio.to_thread
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from imgstream.batch_queue import BatchKeeper, BatchStore
 from imgstream.cache import SharedFiles
 from imgstream.config import Settings
 from imgstream.connection import load_script
@@ -69,6 +70,8 @@ class Sweep:
     """Shared files (and their cache entries) deleted: no job uses them any more."""
     files_removed: int = 0
     bytes_removed: int = 0
+    open_batches: int = 0
+    """Batches with a job not yet ended, kept alive for another result TTL."""
     storage: StorageUse = field(default_factory=StorageUse)
 
     def summary(self) -> dict[str, int]:
@@ -79,6 +82,7 @@ class Sweep:
             "shared": self.shared,
             "files_removed": self.files_removed,
             "bytes_removed": self.bytes_removed,
+            "open_batches": self.open_batches,
         }
 
 
@@ -92,8 +96,12 @@ class Janitor:
         temporary_age: float = TEMPORARY_AGE,
         orphan_age: float = ORPHAN_AGE,
         partitions: int = 1,
+        batches: BatchKeeper | None = None,
     ) -> None:
+        """``batches`` keeps batches alive as long as their jobs; without it, batches keep
+        the expiry they were given."""
         self.redis = redis
+        self.batches = batches
         self.partitions = partitions
         self.keys = keys
         self.storage = storage
@@ -116,6 +124,8 @@ class Janitor:
             sweep = Sweep()
             await self._remove_expired(sweep)
             await self._review_shared(sweep)
+            if self.batches is not None:
+                sweep.open_batches = await self.batches.sweep()
             await self._scan_storage(sweep)
             return sweep
         finally:
@@ -247,6 +257,11 @@ def janitor_for(deployment: Deployment) -> Janitor:
         temporary_age=settings.temporary_age,
         orphan_age=settings.orphan_age,
         partitions=settings.partitions,
+        batches=BatchKeeper(
+            BatchStore(deployment.redis, deployment.keys),
+            deployment.queue.get_jobs,
+            settings.result_ttl,
+        ),
     )
 
 

@@ -157,6 +157,8 @@ ORIGINAL_SHA256_FIELD = "original_sha256"
 """The stream entry's (and job hash's) field holding the original's SHA-256."""
 ORIGINAL_NAME_FIELD = "original_name"
 """The stream entry's (and job hash's) field naming a shared original (its SHA-256)."""
+FROM_CACHE_FIELD = "cached"
+"""Set ("1") in the hash of a job done at once from the result cache: no worker ran it."""
 
 
 def is_shared_name(value: str) -> bool:
@@ -335,6 +337,8 @@ class JobRecord:
     """The output options besides ``format`` that the job gave (``ENTRY_OUTPUT_FIELDS``)."""
     callback_url: str = ""
     """Where the job's final status is POSTed when it ends (a webhook); empty: nowhere."""
+    cached: bool = False
+    """Done at once from the result cache (``FROM_CACHE_FIELD``), not by a worker."""
 
     @classmethod
     def from_hash(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
@@ -364,6 +368,7 @@ class JobRecord:
             original=OriginalInfo.from_fields(fields),
             options=_options(fields),
             callback_url=fields.get("callback_url", ""),
+            cached=fields.get(FROM_CACHE_FIELD) == "1",
         )
 
 

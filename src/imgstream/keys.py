@@ -115,6 +115,12 @@ class Keys:
         partition), so it stays under the deployment-wide tag."""
         return f"{self.base}:batch:{batch_id}"
 
+    @property
+    def open_batches(self) -> str:
+        """Set: the batches that had a job not yet ended when last looked at. The janitor
+        keeps each alive until its last job has ended (``batch_queue.BatchKeeper``)."""
+        return f"{self.base}:batches:open"
+
     def batch_idempotency(self, scope: str) -> str:
         """The record of one ``Idempotency-Key`` sent to ``POST /api/batches``."""
         return f"{self.base}:idempotency:batch:{scope}"

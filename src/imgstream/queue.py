@@ -33,6 +33,7 @@ from imgstream.connection import load_script, run_replicated, run_together
 from imgstream.job_counters import CACHE_HITS_FIELD, outcome_field, submitted_field
 from imgstream.jobs import (
     FINAL_STATUSES,
+    FROM_CACHE_FIELD,
     Enqueued,
     JobRecord,
     JobStatus,
@@ -210,6 +211,13 @@ class JobQueue:
         self.per_operation = tuple(lanes) != ("",)
         self._by_stream = {lane.stream: lane for lane in self.lanes}
         self._next = 0
+        self._idle = False
+        self._by_partition = [
+            [lane.stream for lane in self.served if lane.part == part]
+            for part in range(partitions)
+            if any(lane.part == part for lane in self.served)
+        ]
+        """The served streams, partition by partition: each list is in one slot."""
         self._next_partition = random.randrange(partitions)
         self.replication = replication or Replication()
         self._enqueue = load_script(redis, "enqueue")
@@ -333,6 +341,7 @@ class JobQueue:
             "status": JobStatus.DONE.value,
             "started_at": now,
             "finished_at": now,
+            FROM_CACHE_FIELD: "1",
             **result_fields(result),
         }
         keys = self.keys.of_job(job_id)  # every key in the job's partition: one slot
@@ -415,42 +424,56 @@ class JobQueue:
     async def read(self, consumer: str, *, count: int, block_ms: int) -> list[Delivery]:
         """New entries for this consumer from its streams; they stay pending until finished.
 
-        One stream: a blocking read, as ever. Several: each is read in turn, without
-        blocking, from a stream that moves on by one every call, until ``count`` entries
-        are in hand; when all are empty, the read blocks on the next stream for a short
-        share of ``block_ms`` (so a job queued anywhere waits at most about ``block_ms``).
+        One stream: a blocking read, as ever. Several: while there is work, each is read in
+        turn, without blocking, from a stream that moves on by one every call, until
+        ``count`` entries are in hand. When none has any, the read blocks on every served
+        lane of one partition at once (a partition's lanes share its slot, so one
+        ``XREADGROUP`` covers them: a job there wakes it at once) for ``block_ms`` divided by
+        the partitions, the next partition each call; until work shows up again, each call
+        first looks at every partition with one read of all its lanes. So a job queued
+        anywhere waits at most about ``block_ms`` / partitions, and an idle consumer costs
+        about (partitions + 1) commands per such share, however many lanes there are.
         """
         served = self.served
         if len(served) == 1:
-            return await self._read(served[0].stream, consumer, count, block_ms)
+            return await self._read([served[0].stream], consumer, count, block_ms)
         first = self._next % len(served)
         self._next += 1
         found: list[Delivery] = []
-        for lane in (*served[first:], *served[:first]):
-            found += await self._read(lane.stream, consumer, count - len(found), None)
-            if len(found) >= count:
-                return found
-        if found:
-            return found
-        share = max(10, block_ms // len(served))
-        return await self._read(served[first].stream, consumer, count, share)
+        if self._idle:
+            for streams in self._by_partition:
+                found += await self._read(streams, consumer, _per_stream(count, streams), None)
+        else:
+            for lane in (*served[first:], *served[:first]):
+                found += await self._read([lane.stream], consumer, count - len(found), None)
+                if len(found) >= count:
+                    break
+        if not found:
+            share = max(10, block_ms // len(self._by_partition))
+            streams = self._by_partition[first % len(self._by_partition)]
+            found = await self._read(streams, consumer, _per_stream(count, streams), share)
+        self._idle = not found
+        return found
 
     async def _read(
-        self, stream: str, consumer: str, count: int, block_ms: int | None
+        self, streams: Sequence[str], consumer: str, count: int, block_ms: int | None
     ) -> list[Delivery]:
+        """One ``XREADGROUP`` of ``streams`` (of one slot), up to ``count`` entries each."""
         try:
             reply: Any = await self.redis.xreadgroup(
-                self.group, consumer, {stream: ">"}, count=count, block=block_ms
+                self.group, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self._ensure_group(stream)  # Redis lost its data (or the stream was deleted)
+            for stream in streams:  # Redis lost its data (or a stream was deleted)
+                await self._ensure_group(stream)
             return []
-        if not reply:
-            return []
-        _stream, entries = reply[0]
-        return [self._delivery(stream, entry_id, fields) for entry_id, fields in entries]
+        return [
+            self._delivery(stream, entry_id, fields)
+            for stream, entries in reply or []
+            for entry_id, fields in entries
+        ]
 
     def _partition_keys(self, delivery: Delivery) -> Keys:
         return self.keys.partition(self._by_stream[delivery.stream].part)
@@ -693,3 +716,8 @@ class JobQueue:
             problem = f"job {entry.job_id} belongs to partition {partition_of(entry.job_id)}"
             return MalformedDelivery(entry_id, f"{problem}, not to {part}", stream)
         return ValidDelivery(entry_id, entry, stream)
+
+
+def _per_stream(count: int, streams: Sequence[str]) -> int:
+    """``COUNT`` for one read of several streams (it bounds each): about ``count`` in all."""
+    return max(1, count // len(streams))

@@ -61,8 +61,9 @@ def submit_files(
 ) -> int:
     """Upload, follow and save every file; 0 when every job ended ``done``.
 
-    Several files go as one batch (one request, one bar), and with ``zip_path`` (which
-    makes even one file a batch) the batch's results are saved as one ZIP too. With
+    Several files go as one batch (one request, one bar), or as several when they are more
+    than one batch may hold, and with ``zip_path`` (which makes even one file a batch) the
+    batch's results are saved as one ZIP too. With
     ``idempotency_key`` (sent with the one request), a rerun after a lost answer finds the
     jobs it made instead of making new ones.
     """
@@ -70,7 +71,7 @@ def submit_files(
         if output is not None and len(files) > 1:
             output.mkdir(parents=True, exist_ok=True)
         with _progress(err) as progress:
-            uploads = _submit_batch(
+            uploads = _submit_batches(
                 client, progress, files, fields, output, zip_path, timeout, idempotency_key
             )
     else:
@@ -97,7 +98,23 @@ def _progress(err: Console) -> Progress:
     )
 
 
-def _submit_batch(
+def batches_of(sizes: Sequence[int], max_files: int, max_bytes: int) -> list[range]:
+    """The files (by their ``sizes``) split into consecutive groups that each fit one batch:
+    at most ``max_files`` images and ``max_bytes`` together. A file larger than ``max_bytes``
+    on its own still gets a group, for the server to refuse by name."""
+    groups: list[range] = []
+    start = total = 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start >= max_files or total + size > max_bytes):
+            groups.append(range(start, index))
+            start, total = index, 0
+        total += size
+    if sizes:
+        groups.append(range(start, len(sizes)))
+    return groups
+
+
+def _submit_batches(
     client: Client,
     progress: Progress,
     files: Sequence[Path],
@@ -107,11 +124,56 @@ def _submit_batch(
     timeout: float,
     idempotency_key: str | None,
 ) -> list[_Upload]:
-    """Several files as one batch under one bar: the upload, then the jobs as they end."""
+    """Every file, in as many batches as the server's limits (``GET /api/limits``) need:
+    all of them uploaded first, then followed, a bar each. A split batch ``k`` (from 1)
+    carries the idempotency key ``<key>/<k>``, so a rerun of the same files makes nothing."""
     sizes = [path.stat().st_size for path in files]
-    task = progress.add_task(
-        f"{len(files)} images", total=sum(sizes) + len(files), state="uploading"
-    )
+    limits = client.limits()  # a server from before batch limits were published: one batch
+    max_files = limits.get("batch_max_files", len(files))
+    max_bytes = limits.get("batch_max_bytes", sum(sizes))
+    groups = batches_of(sizes, max_files, max_bytes)
+    if zip_path is not None and len(groups) > 1:
+        raise ClientError(
+            f"--zip: {len(files)} files make {len(groups)} batches (at most "
+            f"{max_files} images or {decimal(max_bytes)} each), "
+            "and a ZIP holds one batch; submit fewer files at a time"
+        )
+    sent = []
+    split = len(groups) > 1
+    for number, group in enumerate(groups, start=1):
+        key = f"{idempotency_key}/{number}" if split and idempotency_key else idempotency_key
+        label = f"images {group.start + 1}-{group.stop} of {len(files)}" if split else None
+        sent.append(
+            _send_batch(
+                client,
+                progress,
+                [files[i] for i in group],
+                [sizes[i] for i in group],
+                fields,
+                key,
+                label or f"{len(files)} images",
+            )
+        )
+    uploads: list[_Upload] = []
+    for group_uploads, accepted in sent:
+        if accepted is not None:
+            _finish_batch(client, progress, group_uploads, accepted, output, zip_path, timeout)
+        uploads.extend(group_uploads)
+    return uploads
+
+
+def _send_batch(
+    client: Client,
+    progress: Progress,
+    files: Sequence[Path],
+    sizes: Sequence[int],
+    fields: Mapping[str, str],
+    idempotency_key: str | None,
+    label: str,
+) -> tuple[list[_Upload], dict[str, Any] | None]:
+    """One batch's upload under its bar; its uploads and the server's answer (None when
+    refused: each upload then carries the reason)."""
+    task = progress.add_task(label, total=sum(sizes) + len(files), state="uploading")
     uploads = [_Upload(path, size, task) for path, size in zip(files, sizes, strict=True)]
     try:
         accepted = client.submit_batch(
@@ -125,16 +187,30 @@ def _submit_batch(
             upload.error = str(exc)
         progress.update(task, state=f"[red]refused[/]: {escape(str(exc))}")
         progress.stop_task(task)
-        return uploads
+        return uploads, None
     for upload, job in zip(uploads, accepted["jobs"], strict=True):
         upload.job = job
         progress.console.print(f"{escape(upload.path.name)}: queued as job {job['id']}")
     progress.console.print(f"{len(uploads)} images: queued as batch {accepted['id']}")
-    batch = _follow_batch(client, progress, task, accepted, sum(sizes), timeout)
+    return uploads, accepted
+
+
+def _finish_batch(
+    client: Client,
+    progress: Progress,
+    uploads: list[_Upload],
+    accepted: dict[str, Any],
+    output: Path | None,
+    zip_path: Path | None,
+    timeout: float,
+) -> None:
+    """Follow one accepted batch until its jobs end; save the results (and its ZIP)."""
+    task = uploads[0].task
+    batch = _follow_batch(client, progress, task, accepted, sum(u.size for u in uploads), timeout)
     if batch is None:
         for upload in uploads:
             upload.error = "the batch's status could not be read"
-        return uploads
+        return
     jobs = {job["id"]: job for job in batch["jobs"]}
     for upload in uploads:
         assert upload.job is not None
@@ -150,7 +226,6 @@ def _submit_batch(
             progress.console.print(f"({decimal(written)}, {batch['counts']['done']} results)")
         except (ClientError, OSError) as exc:
             progress.console.print(f"[red]the ZIP could not be saved[/]: {escape(str(exc))}")
-    return uploads
 
 
 def _follow_batch(

@@ -7,7 +7,7 @@ import { JobCard } from "./cards.js";
 import { $ } from "./dom.js";
 import { installKeyForm } from "./keyform.js";
 import { apiFetch, currentKey } from "./keys.js";
-import { loadLimits } from "./limits.js";
+import { batchesOf, loadLimits } from "./limits.js";
 import { describeOperations, initPipeline, operationsPayload, outputOptions, pipelineProblem } from "./pipeline.js";
 import { forget, forgetAll, loadRecent, remember, thumbnail } from "./recent.js";
 import { watchJob } from "./watch.js";
@@ -79,6 +79,8 @@ async function send(card, file, operations, output, submittedAt = Date.now()) {
 
 async function accepted(card, file, job, operations, output, submittedAt) {
   card.setJobId(job.id);
+  // Done at once (from the result cache): the 202 names no result, its status does.
+  if (TERMINAL.has(job.status)) job = (await fetchJob(job.id)) ?? job;
   card.update(job);
   remember({
     id: job.id, name: file.name, size: file.size, submittedAt,
@@ -91,13 +93,15 @@ async function accepted(card, file, job, operations, output, submittedAt) {
  * Several files in one request. The server takes a batch whole or not at all: a file it
  * refuses gets its card's explanation, and the others are sent again as a batch.
  */
-async function sendBatch(batchCards, files, operations, output, startedAt) {
+async function sendBatch(batchCards, files, operations, output, startedAt, zip = true) {
   let left = batchCards.map((card, index) => ({ card, file: files[index], index }));
   while (left.length) {
     const { batch, error, index } = await submitBatch(left.map((item) => item.file), operations, output);
     if (batch) {
-      lastBatch = { url: batch.links.result, cards: left.map((item) => item.card) };
-      $("#batch-zip").href = batch.links.result;
+      if (zip) {
+        lastBatch = { url: batch.links.result, cards: left.map((item) => item.card) };
+        $("#batch-zip").href = batch.links.result;
+      }
       // Each job is remembered a millisecond apart, so a reload lists the batch in this order.
       await Promise.all(batch.jobs.map((job, k) =>
         accepted(left[k].card, left[k].file, job, operations, output, startedAt - left[k].index)));
@@ -144,9 +148,20 @@ async function onSubmit(event) {
   const submit = $("#submit");
   submit.disabled = true;
   try {
+    // More files than one batch may carry go as several batches, one after the other.
     const startedAt = Date.now() + batch.length;
-    if (batch.length === 1) await send(batch[0], files[0], operations, output, startedAt);
-    else await sendBatch(batch, files, operations, output, startedAt);
+    const groups = batchesOf(files);
+    // The server's ZIP holds one batch: for several, "Download all" is the one that covers them.
+    const zip = groups.length === 1;
+    if (!zip) lastBatch = null;
+    let first = 0;
+    for (const group of groups) {
+      const groupCards = batch.slice(first, first + group.length);
+      const groupStart = startedAt - first;
+      if (files.length === 1) await send(groupCards[0], group[0], operations, output, groupStart);
+      else await sendBatch(groupCards, group, operations, output, groupStart, zip);
+      first += group.length;
+    }
   } finally {
     submit.disabled = false;
   }

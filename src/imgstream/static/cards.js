@@ -176,6 +176,7 @@ export class JobCard {
     const details = [
       result.width && result.height ? `${result.width} × ${result.height} px` : "",
       String(result.format ?? "").toUpperCase(), formatBytes(result.bytes),
+      job.cached ? "from cache" : "",
     ].filter(Boolean);
     this.setStatus("done");
     this.finish(job);

@@ -24,3 +24,25 @@ export async function loadLimits() {
   }
   return limits;
 }
+
+/**
+ * The files split into consecutive groups that each fit one batch: at most
+ * `batch_max_files` images and `batch_max_bytes` together (a file larger than that on its
+ * own still gets a group, for the server to refuse by name). Limits not learnt bound nothing.
+ */
+export function batchesOf(files, { batch_max_files: maxFiles = Infinity, batch_max_bytes: maxBytes = Infinity } = limits) {
+  const groups = [];
+  let group = [];
+  let bytes = 0;
+  for (const file of files) {
+    if (group.length && (group.length >= maxFiles || bytes + file.size > maxBytes)) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(file);
+    bytes += file.size;
+  }
+  if (group.length) groups.push(group);
+  return groups;
+}
