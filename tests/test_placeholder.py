@@ -129,3 +129,25 @@ def of_bytes(data: bytes) -> Placeholder:
     found = placeholder.of_image(data)
     assert found is not None
     return found
+
+
+@pytest.mark.parametrize(("width", "height"), [(64, 64), (100, 30), (33, 90)])
+def test_the_small_copy_keeps_the_aspect_and_ignores_transparent_pixels_colour(
+    width: int, height: int
+) -> None:
+    """Shrunk by opacity-weighted averages: a transparent pixel's colour never bleeds in."""
+    hidden = flat(width // 2, height, [0, 255, 0, 0])  # green, but fully transparent
+    image = hidden.join(flat(width - width // 2, height, [*RED, 255]), "horizontal")
+    small_width, small_height, rgba = placeholder.rgba_copy(image)
+    assert max(small_width, small_height) == min(placeholder.SIDE, max(width, height))
+    assert abs(small_width / small_height - width / height) < 0.2 * width / height
+    pixels = np.frombuffer(rgba, np.uint8).reshape(small_height, small_width, 4)
+    seen = pixels[pixels[..., 3] > 0][:, :3]
+    assert np.abs(seen.astype(int) - RED).max() <= 1
+    assert (pixels[:, 0, 3] == 0).all() and (pixels[:, -1, 3] == 255).all()
+
+
+def test_a_grey_copy_is_grey_rgba() -> None:
+    width, height, rgba = placeholder.rgba_copy(flat(10, 6, [90]))
+    assert (width, height) == (10, 6)
+    assert rgba == bytes([90, 90, 90, 255]) * 60
