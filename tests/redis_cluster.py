@@ -72,6 +72,21 @@ class ClusterNode(RedisServer):
         return owners
 
 
+def start_on_a_free_port(node: ClusterNode, timeout: float, attempts: int = 5) -> None:
+    """Start ``node``; when another process took its port (or its bus port) between
+    ``cluster_port`` and the bind, as concurrent test runs on one machine can, on another.
+    ``timeout``: a loaded machine may take more than a few seconds to answer."""
+    for attempt in range(attempts):
+        try:
+            node.start(timeout)
+            return
+        except RedisServerError:
+            log = node.directory / "redis.log"
+            if attempt == attempts - 1 or "Address already in use" not in log.read_text():
+                raise
+            node.port = cluster_port()
+
+
 class RedisCluster:
     """``masters`` masters (and ``replicas`` replicas each), all started and killed by us."""
 
@@ -100,7 +115,7 @@ class RedisCluster:
             raise ClusterError(str(exc)) from None
         try:
             for node in self.nodes:
-                node.start(timeout)  # a loaded machine may take more than a few seconds
+                start_on_a_free_port(node, timeout)
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
             subprocess.run(
                 [redis_cli, "--cluster", "create", *addresses,
