@@ -15,12 +15,14 @@ from redis.asyncio import Redis
 
 from imgstream.config import Settings
 from imgstream.deadletters import DeadLetters
+from imgstream.deliveries import Delivery
 from imgstream.deployment import Deployment
 from imgstream.fleet_snapshot import Monitor
 from imgstream.jobs import StreamEntry, lane_of, new_job_id
 from imgstream.keys import Keys, partition_of, partition_of_scope
 from imgstream.lifecycle import JobStatus
-from imgstream.queue import Delivery, JobQueue, Once
+from imgstream.producer import Once
+from imgstream.queue import JobQueue
 from imgstream.redis_server import RedisServer, free_port
 from imgstream.steps import OPERATION_NAMES
 from redis_cluster import RedisCluster

@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 
 from imgstream.jobs import ResultInfo, StreamEntry, new_job_id
 from imgstream.lifecycle import JobStatus, StartRefused
-from imgstream.queue import BacklogFull, JobQueue
+from imgstream.producer import BacklogFull
+from imgstream.queue import JobQueue
 
 pytestmark = pytest.mark.anyio
 

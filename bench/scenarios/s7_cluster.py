@@ -24,9 +24,10 @@ import redis as sync_redis
 from redis.asyncio import Redis
 
 from imgstream.connection import connect
+from imgstream.deliveries import ValidDelivery
 from imgstream.jobs import ResultInfo, StreamEntry
 from imgstream.keys import Keys
-from imgstream.queue import JobQueue, ValidDelivery
+from imgstream.queue import JobQueue
 
 from context import Context
 from measure import Summary, cpu_seconds

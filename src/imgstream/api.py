@@ -46,7 +46,7 @@ from imgstream.errors import (
     retry_after,
 )
 from imgstream.fleet_snapshot import Monitor
-from imgstream.intake import accept, disk_full_message, with_form
+from imgstream.intake import accept, with_form
 from imgstream.job_changes import EventHub, TooManyStreams
 from imgstream.jobs import JobRecord, is_valid_job_id
 from imgstream.lifecycle import JobStatus
@@ -66,6 +66,7 @@ from imgstream.result_download import Freshness, download_name, result_response
 from imgstream.services import STATIC_DIR, Services, services_of
 from imgstream.sse import EventStreamResponse, StatusView, status_events, stream_refused
 from imgstream.storage import StorageUnavailable
+from imgstream.upload_refusals import disk_full_message
 
 log = logging.getLogger("imgstream.api")
 

@@ -30,26 +30,20 @@ from imgstream.auth import Caller
 from imgstream.batch_queue import BatchStore
 from imgstream.batches import BatchCounts, BatchRecord
 from imgstream.errors import RETRY_AFTER_MOMENT, ApiError, retry_after
-from imgstream.intake import (
-    CALLBACK_FIELD,
+from imgstream.idempotency import (
     IDEMPOTENCY_HEADER,
     REPLAYED_HEADER,
-    Stored,
-    backlog_full,
-    checked_callback,
-    checked_form,
-    discard,
-    enqueue,
     idempotency_scope,
     request_fingerprint,
-    store,
 )
+from imgstream.intake import CALLBACK_FIELD, Stored, checked_callback, checked_form, enqueue, store
 from imgstream.jobs import JobRecord, new_job_id, utc_now
 from imgstream.lifecycle import BatchStatus
-from imgstream.queue import BacklogFull, ReplicationLagging
+from imgstream.producer import BacklogFull, ReplicationLagging
 from imgstream.ratelimit import take_more
 from imgstream.services import Services, services_of
 from imgstream.upload_form import FormError, TooManyFiles, read_batch_upload
+from imgstream.upload_refusals import backlog_full, discard
 
 log = logging.getLogger("imgstream.api")
 

@@ -17,7 +17,8 @@ from imgstream.deadletters import DeadLetters
 from imgstream.heartbeats import Presence
 from imgstream.job_counters import JobMetrics
 from imgstream.keys import Keys
-from imgstream.queue import JobQueue, Replication
+from imgstream.queue import JobQueue
+from imgstream.queue_layout import Replication
 from imgstream.setting_values import StorageKind
 from imgstream.storage import LocalStorage, Storage
 

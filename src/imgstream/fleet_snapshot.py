@@ -23,11 +23,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from imgstream.deadletters import DeadLetter, decode_dead_letters
+from imgstream.deliveries import Lane
 from imgstream.deployment import Deployment
 from imgstream.heartbeats import Presence
 from imgstream.job_counters import Counters, Failure, Rates, read_rates, sum_counters
 from imgstream.keys import Keys
-from imgstream.queue import Lane
 from imgstream.storage import StorageUse
 from imgstream.webhook_queue import Undeliverable, WebhookQueue
 

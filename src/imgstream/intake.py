@@ -9,12 +9,8 @@ by the same script that queues the job.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,34 +19,32 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData
 
-from imgstream import imaging, upload_form
-from imgstream.api_models import JobAccepted
+from imgstream import upload_form
 from imgstream.auth import Caller
 from imgstream.content import content_key
-from imgstream.errors import (
-    RETRY_AFTER_BUSY,
-    RETRY_AFTER_DISK,
-    RETRY_AFTER_MOMENT,
-    ApiError,
-    retry_after,
-)
+from imgstream.errors import ApiError
+from imgstream.idempotency import accepted, idempotency_scope, replay, request_fingerprint
 from imgstream.job_counters import operation_label
 from imgstream.jobs import OriginalInfo, StreamEntry
 from imgstream.lifecycle import JobStatus
-from imgstream.operations import JobSpec, SpecError, check_geometry, spec_from_form
-from imgstream.queue import BacklogFull, Once, Replayed, ReplicationLagging
-from imgstream.ratelimit import client_identity
+from imgstream.operations import JobSpec, SpecError, spec_from_form
+from imgstream.producer import BacklogFull, Once, Replayed, ReplicationLagging
 from imgstream.services import Services, services_of
-from imgstream.storage import StorageUnavailable, is_disk_full, spooled_source
+from imgstream.storage import spooled_source
 from imgstream.upload_form import FormError, HashedUpload, TooManyFiles, Upload, read_upload
+from imgstream.upload_refusals import (
+    backlog_full,
+    check_free_space,
+    check_size,
+    checked_original,
+    discard,
+    replication_lagging,
+    storage_full_refused,
+)
 from imgstream.webhooks import RefusedUrl, parse_url, resolve
 
 log = logging.getLogger("imgstream.api")
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_error": 415}
 CALLBACK_FIELD = "callback_url"
 RESOLVE_TIMEOUT = 5.0
 """Seconds the callback URL's host may take to resolve at upload."""
@@ -84,72 +78,6 @@ async def checked_callback(services: Services, url: str) -> str:
             f"callback_url's host did not resolve in {RESOLVE_TIMEOUT:g} s",
         ) from None
     return url
-
-
-def disk_full_message(free: int, reserve: int) -> str:
-    return (
-        f"the data directory has {free} bytes free, under the {reserve} it keeps in reserve "
-        "(IMGSTREAM_MIN_FREE_BYTES); try again later"
-    )
-
-
-def request_fingerprint(image_digest: str, spec: JobSpec, extra: dict[str, str]) -> str:
-    """What makes two uploads the same request: the image's bytes, the steps, the output
-    options and ``extra`` fields (a callback URL); not the file's name."""
-    canonical = json.dumps(
-        {
-            "image": image_digest,
-            "operations": json.loads(spec.operations_json()),
-            "output": spec.output_fields(),
-            **extra,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def idempotency_scope(request: Request) -> str | None:
-    """The digest naming this client's ``Idempotency-Key``, or None when none was sent.
-
-    The client is the API key (its fingerprint), or the address while keys are off, so
-    two clients never share a key's record.
-    """
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
-        return None
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters (a UUID, say)",
-        )
-    client = client_identity(request.scope, request.app.state.keyring)
-    return hashlib.sha256(f"{client}\n{key}".encode()).hexdigest()
-
-
-async def replay(services: Services, prior: Replayed, fingerprint: str) -> JSONResponse:
-    """The answer to a repeated key: its job as first accepted, or a conflict."""
-    if prior.request != fingerprint:
-        raise ApiError(
-            409,
-            "idempotency_conflict",
-            f"this {IDEMPOTENCY_HEADER} was used for a different request (another image, "
-            "steps or output); use a new key for a new request",
-        )
-    record = await services.queue.get_job(prior.job_id)
-    status = record.status if record is not None else JobStatus.QUEUED
-    return accepted(services, prior.job_id, status, replayed=True)
-
-
-def accepted(
-    services: Services, job_id: str, status: JobStatus = JobStatus.QUEUED, *, replayed: bool = False
-) -> JSONResponse:
-    view = JobAccepted.for_job(job_id, services.settings.public_url, status)
-    headers = {"Location": view.links.self}
-    if replayed:
-        headers[REPLAYED_HEADER] = "true"
-    return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=headers)
 
 
 def checked_form(services: Services, fields: dict[str, str]) -> JobSpec:
@@ -194,15 +122,7 @@ async def store(
         size = await anyio.to_thread.run_sync(storage.save_original, job_id, image.file)
     try:
         check_size(services, size)
-        source = spooled_source(image.file)
-        try:
-            info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
-        except imaging.ImagingError as exc:
-            raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
-        try:
-            check_geometry(spec, info.width, info.height, single_step=single)
-        except SpecError as exc:
-            raise ApiError(422, "invalid_parameters", str(exc)) from None
+        info = await checked_original(services, spooled_source(image.file), spec, single)
     except BaseException:
         await discard(services, job_id)
         raise
@@ -214,14 +134,7 @@ async def store(
         options=tuple(output.items()),
         original_sha256=image.sha256,
     )
-    original = OriginalInfo(
-        width=info.width,
-        height=info.height,
-        format=info.format,
-        has_alpha=info.has_alpha,
-        pages=info.pages,
-    )
-    return Stored(job_id, entry, image.filename or "", original, size)
+    return Stored(job_id, entry, image.filename or "", info, size)
 
 
 async def enqueue(
@@ -250,21 +163,6 @@ async def enqueue(
         extra={"event": "job.accepted", "job": stored.job_id, "bytes": stored.size,
                "operation": operation_label(stored.entry.operations)},
     )  # fmt: skip
-
-
-def replication_lagging(exc: ReplicationLagging) -> ApiError:
-    """The answer to an upload queued on its master but not confirmed by enough replicas."""
-    return ApiError(
-        503,
-        "replication_lagging",
-        f"{exc}; it runs unless that Redis master fails first: look it up at "
-        f"/api/jobs/{exc.job_id}, or send again (with the same Idempotency-Key to be safe)",
-        retry_after(RETRY_AFTER_MOMENT),
-    )
-
-
-def backlog_full(exc: BacklogFull) -> ApiError:
-    return ApiError(429, "backlog_full", f"{exc}; try again shortly", retry_after(RETRY_AFTER_BUSY))
 
 
 Accept = Callable[[Request, Caller, FormData], Awaitable[JSONResponse]]
@@ -414,24 +312,8 @@ class Intake:
         return await anyio.to_thread.run_sync(storage.save_original, name, image.file)
 
     async def _probe(self, source: Path | bytes) -> OriginalInfo:
-        """What the upload is, from its header; a 4xx when it is no image we take, or its
-        geometry does not suit the steps."""
-        try:
-            info = await anyio.to_thread.run_sync(imaging.probe, source, self.services.limits)
-        except imaging.ImagingError as exc:
-            raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
-        try:
-            single = bool(self.upload.fields.get("operation", "").strip())
-            check_geometry(self.spec, info.width, info.height, single_step=single)
-        except SpecError as exc:
-            raise ApiError(422, "invalid_parameters", str(exc)) from None
-        return OriginalInfo(
-            width=info.width,
-            height=info.height,
-            format=info.format,
-            has_alpha=info.has_alpha,
-            pages=info.pages,
-        )
+        single = bool(self.upload.fields.get("operation", "").strip())
+        return await checked_original(self.services, source, self.spec, single)
 
     def _entry(self, original_name: str) -> StreamEntry:
         output = self.spec.output_fields()
@@ -443,57 +325,3 @@ class Intake:
             original_sha256=self.upload.image.sha256,
             original_name=original_name,
         )
-
-
-async def check_free_space(services: Services) -> None:
-    """A 507 when the data directory is below its reserve (``IMGSTREAM_MIN_FREE_BYTES``)."""
-    free = await anyio.to_thread.run_sync(services.storage.free_bytes)
-    if free < services.settings.min_free_bytes:
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            disk_full_message(free, services.settings.min_free_bytes),
-            retry_after(RETRY_AFTER_DISK),
-        )
-
-
-@contextmanager
-def storage_full_refused() -> Iterator[None]:
-    """A store that fills the disk while an upload is written becomes a 507; an unreachable
-    store (``StorageUnavailable``) and other errors pass unchanged."""
-    try:
-        yield
-    except OSError as exc:
-        if isinstance(exc, StorageUnavailable):
-            raise
-        if not is_disk_full(exc):
-            raise
-        log.error("upload refused, the data directory is full: %s", exc)
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            "the data directory is full; the upload was not stored, try again later",
-            retry_after(RETRY_AFTER_DISK),
-        ) from None
-
-
-def check_size(services: Services, size: int) -> None:
-    """An empty upload is no image (415); one over the limit is refused (413)."""
-    if size == 0:
-        raise ApiError(415, "unsupported_format", "the uploaded file is empty")
-    if size > services.settings.max_upload_bytes:
-        raise ApiError(
-            413,
-            "too_large",
-            f"the upload is larger than {services.settings.max_upload_bytes} bytes "
-            "(IMGSTREAM_MAX_UPLOAD_BYTES)",
-        )
-
-
-async def discard(services: Services, job_id: str) -> None:
-    """Delete the files of an upload that was not queued; a store that fails now leaves
-    them to the janitor's orphan sweep rather than hide why the upload failed."""
-    try:
-        await anyio.to_thread.run_sync(services.storage.delete, job_id)
-    except OSError as exc:
-        log.warning("could not delete the files of refused job %s: %s", job_id, exc)

@@ -13,9 +13,9 @@ import logging
 import time
 from typing import Any
 
+from imgstream.deliveries import Delivery, ValidDelivery
 from imgstream.job_counters import JobMetrics, operation_label
 from imgstream.jobs import entry_id_ms
-from imgstream.queue import Delivery, ValidDelivery
 
 log = logging.getLogger("imgstream.worker")
 

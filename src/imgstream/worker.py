@@ -22,8 +22,8 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import anyio
 import anyio.to_thread
@@ -32,33 +32,26 @@ from redis.exceptions import RedisError
 from imgstream.cache import SharedFiles
 from imgstream.config import Settings
 from imgstream.content import content_key
+from imgstream.deliveries import Delivery, MalformedDelivery, Starting, ValidDelivery
 from imgstream.heartbeats import consumer_name
+from imgstream.held_entries import HeldEntries
 from imgstream.job_counters import JobMetrics
 from imgstream.jobs import ResultInfo
 from imgstream.lifecycle import StartRefused
 from imgstream.operations import LimitError, SpecError, spec_from_entry
+from imgstream.outages import Patience, Stopped
 from imgstream.processing import (
     DiskFull,
     JobFailure,
     TransientFailure,
     process_job,
 )
-from imgstream.queue import (
-    Delivery,
-    EntryRef,
-    JobQueue,
-    MalformedDelivery,
-    Starting,
-    ValidDelivery,
-)
-from imgstream.redis_health import eviction_problem, is_outage, refusal
+from imgstream.queue import JobQueue
+from imgstream.redis_health import eviction_problem
 from imgstream.storage import Storage
 from imgstream.telemetry import JobTelemetry
 
 log = logging.getLogger("imgstream.worker")
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 EXIT_STUCK = 70
 """A render ignored libvips' kill for IMGSTREAM_JOB_BACKSTOP past its time limit."""
@@ -76,10 +69,6 @@ class Started(NamedTuple):
     attempt: int
 
 
-class _Stopped(Exception):
-    """Raised out of a Redis wait when the worker was asked to stop meanwhile."""
-
-
 class Worker:
     """One consumer of the group. ``run()`` serves until ``stop()``; ``burst`` drains, returns."""
 
@@ -89,9 +78,9 @@ class Worker:
         self.storage = storage
         self.limits = settings.limits
         self.consumer = consumer_name()
-        self.held: set[EntryRef] = set()
-        """Entries delivered to this consumer and not yet finished."""
+        self.held = HeldEntries(queue, self.consumer, settings.visibility_timeout)
         self._stopping = False
+        self.patience = Patience(lambda: self._stopping)
         self.reading = anyio.Event()
         """Set once this worker has joined the consumer group and starts reading."""
         self._visibility_ms = int(settings.visibility_timeout * 1000)
@@ -104,18 +93,18 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> None:
         try:
-            policy = await self._redis(self.queue.eviction_policy)
+            policy = await self.patience.read(self.queue.eviction_policy)
             problem = eviction_problem(policy, allowed=self.settings.allow_eviction)
             if problem is not None:
                 raise UnfitRedis(problem)
-            await self._redis(self.queue.ensure_group)
-        except _Stopped:
+            await self.patience.read(self.queue.ensure_group)
+        except Stopped:
             return
         streams = ", ".join(lane.stream for lane in self.queue.served)
         log.info("worker %s reading %s", self.consumer, streams)
         self.reading.set()
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._keep_held_entries_fresh)
+            tasks.start_soon(self.held.keep_fresh)
             try:
                 await self._consume(burst=burst)
             finally:
@@ -132,13 +121,13 @@ class Worker:
                     deliveries = await self._claim_stale()
                     next_recovery = time.monotonic() + recovery_interval
                 if time.monotonic() >= next_hygiene:
-                    await self._redis(
+                    await self.patience.read(
                         self.queue.remove_idle_consumers,
                         idle_ms=int(self.settings.consumer_idle_ttl * 1000),
                     )
                     next_hygiene = time.monotonic() + CONSUMER_HYGIENE_INTERVAL
                 if not deliveries:
-                    deliveries = await self._redis(
+                    deliveries = await self.patience.read(
                         self.queue.read,
                         self.consumer,
                         count=self.settings.read_batch,
@@ -146,14 +135,14 @@ class Worker:
                         if burst
                         else min(self.settings.block_ms, int(recovery_interval * 1000)),
                     )
-            except _Stopped:
+            except Stopped:
                 return
             if not deliveries and burst:
                 return
             await self._handle_batch(deliveries)
 
     async def _claim_stale(self) -> list[Delivery]:
-        claimed = await self._redis(
+        claimed = await self.patience.read(
             self.queue.claim_stale,
             self.consumer,
             min_idle_ms=self._visibility_ms,
@@ -164,7 +153,7 @@ class Worker:
         return claimed
 
     async def _handle_batch(self, deliveries: Sequence[Delivery]) -> None:
-        self.held.update(delivery.ref for delivery in deliveries)
+        self.held.add(delivery.ref for delivery in deliveries)
         started: Started | None = None
         upcoming: Delivery | None = None  # the entry ``started`` belongs to
         for index, delivery in enumerate(deliveries):
@@ -172,14 +161,14 @@ class Worker:
                 continue  # skipped when the upcoming entry was chosen: no longer ours
             if self._stopping and started is None:
                 unstarted = [d.ref for d in deliveries[index:] if d.ref in self.held]
-                await self._hand_back(unstarted)
+                await self.held.hand_back(unstarted)
                 return
             if delivery.ref not in self.held and started is None:
                 continue  # taken over by another worker while it waited in our batch
             upcoming = self._upcoming(deliveries[index + 1 :])
             try:
                 started = await self.handle(delivery, started=started, upcoming=upcoming)
-            except _Stopped:
+            except Stopped:
                 return
             finally:
                 self.held.discard(delivery.ref)
@@ -206,7 +195,7 @@ class Worker:
         """
         if isinstance(delivery, MalformedDelivery):
             log.error("discarding malformed entry %s: %s", delivery.entry_id, delivery.problem)
-            await self._persist(self.queue.discard, delivery)
+            await self.patience.write(self.queue.discard, delivery)
             return None
         max_attempts = self.settings.max_attempts
         while True:
@@ -215,11 +204,11 @@ class Worker:
                 started = None
             else:
                 lease = uuid.uuid4().hex
-                attempt = await self._persist(
+                attempt = await self.patience.write(
                     self.queue.start, delivery, lease, self.consumer, max_attempts
                 )
             if attempt == StartRefused.ALREADY_ENDED:
-                await self._persist(self.queue.discard, delivery)
+                await self.patience.write(self.queue.discard, delivery)
                 return None
             if attempt == StartRefused.EXHAUSTED:
                 log.error("job %s is poison; dead-lettering it", delivery.job_id)
@@ -278,9 +267,11 @@ class Worker:
         round trip. Returns whether the outcome was recorded, and the upcoming one's start."""
         ttl = self.settings.result_ttl
         if upcoming is None or self._stopping:
-            return await self._persist(self.queue.complete, delivery, lease, result, ttl=ttl), None
+            return await self.patience.write(
+                self.queue.complete, delivery, lease, result, ttl=ttl
+            ), None
         then = Starting(upcoming, uuid.uuid4().hex, self.consumer, self.settings.max_attempts)
-        recorded, attempt = await self._persist(
+        recorded, attempt = await self.patience.write(
             self.queue.complete_then_start, delivery, lease, result, ttl=ttl, then=then
         )
         return recorded, Started(then.lease, attempt)
@@ -295,7 +286,7 @@ class Worker:
         dead_letter: bool = False,
         began: float | None = None,
     ) -> None:
-        recorded = await self._persist(
+        recorded = await self.patience.write(
             self.queue.fail,
             delivery,
             lease,
@@ -316,8 +307,8 @@ class Worker:
                 return await self._process(delivery)
             except DiskFull as exc:
                 if self._stopping:
-                    await self._hand_back([delivery.ref])
-                    raise _Stopped() from None
+                    await self.held.hand_back([delivery.ref])
+                    raise Stopped() from None
                 log.error(
                     "job %s: %s; retrying in %.0f s (the job is kept)",
                     delivery.job_id,
@@ -339,7 +330,7 @@ class Worker:
         result_name = ""
         if self.settings.result_cache and entry.original_sha256:
             key = content_key(entry.original_sha256, spec)
-            if await self._persist(self.shared.pin, key, entry.job_id):
+            if await self.patience.write(self.shared.pin, key, entry.job_id):
                 result_name = key  # stored once, under its content key, for the cache
         timeout = self.settings.job_timeout
         with anyio.move_on_after(timeout + self.settings.job_backstop):
@@ -364,67 +355,6 @@ class Worker:
     def _backoff(self, attempt: int) -> float:
         base = self.settings.retry_backoff * 2 ** (attempt - 1)
         return float(min(30.0, base * random.uniform(0.8, 1.2)))
-
-    async def _redis(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """A Redis call that waits out outages, unless the worker is asked to stop (reads)."""
-        return await self._retrying(True, call, *args, **kwargs)
-
-    async def _persist(
-        self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """A Redis write that settles work already done: it waits out outages even while
-        stopping; the supervisor's grace period bounds the wait."""
-        return await self._retrying(False, call, *args, **kwargs)
-
-    async def _retrying(
-        self,
-        until_stopped: bool,
-        call: Callable[P, Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        pause = 0.1
-        while True:
-            try:
-                return await call(*args, **kwargs)
-            except RedisError as exc:
-                if not is_outage(exc):
-                    raise
-                if until_stopped and self._stopping:
-                    raise _Stopped() from None
-                log.warning(
-                    "redis unavailable (%s); retrying in %.1f s",
-                    refusal(exc) or exc,
-                    pause,
-                    extra={"event": "redis.unavailable"},
-                )
-                await anyio.sleep(pause)
-                pause = min(pause * 2, 5.0)
-
-    async def _keep_held_entries_fresh(self) -> None:
-        interval = max(0.1, self.settings.visibility_timeout / 3)
-        while True:
-            await anyio.sleep(interval)
-            if not self.held:
-                continue
-            try:
-                still_held = await self.queue.keep_alive(self.consumer, list(self.held))
-            except RedisError as exc:
-                if not is_outage(exc):
-                    raise
-                continue  # the main loop waits for Redis; entries stay ours meanwhile
-            lost = self.held - still_held
-            if lost:
-                log.warning("entries %s were taken over by another worker", sorted(lost))
-            self.held &= still_held
-
-    async def _hand_back(self, refs: list[EntryRef]) -> None:
-        if not refs:
-            return
-        # If Redis is down they are recovered after the visibility timeout instead.
-        with contextlib.suppress(RedisError):
-            await self.queue.release(self.consumer, refs, idle_ms=self._visibility_ms)
-        self.held.difference_update(refs)
 
     async def _leave_group(self) -> None:
         with contextlib.suppress(RedisError):
