@@ -159,8 +159,9 @@ def connect(
         "health_check_interval": 30,
         "socket_connect_timeout": min(5.0, timeout) if timeout else 5.0,
         "socket_timeout": timeout,
-        "socket_keepalive": True,
     }
+    if not url.startswith("unix:"):  # a Unix socket has no TCP keepalive (redis-py refuses it)
+        options["socket_keepalive"] = True
     if cluster:
         return connect_cluster(url, options, max_connections=max_connections)
     if max_connections is None:
