@@ -15,10 +15,12 @@ step as the job itself: ``enqueue.lua`` (or ``start.lua``, for a job a producer 
 failed, was retried and then succeeded counts once, as done: submitted = done + failed +
 outstanding.
 
-Durations, throughput and the failure list are best effort: one pipelined batch per event,
-sent by the worker *after* ``finish.lua`` recorded the outcome and only when it did. A worker
-that dies between the two, or a Redis outage at that moment, loses one sample (the job's
-outcome and its count are never at risk; a failure here is logged and ignored).
+Durations, throughput and the failure list are best effort: a worker tallies them *after*
+``finish.lua`` recorded the outcome and only when it did, and sends the tally in one
+pipeline when its batch of entries ends (or after ``COUNTERS_FLUSH_SECONDS``), so they lag
+the outcomes by at most that. A worker that dies before it sends, or a Redis outage at that
+moment, loses those samples (the job's outcome and its count are never at risk; a failure
+here is logged and ignored).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -202,15 +205,43 @@ class Failure:
             return None
 
 
+COUNTERS_FLUSH_SECONDS: Final = 1.0
+"""How long a worker may hold counted durations before sending them (``JobMetrics.due``)."""
+
+
+@dataclass
+class _Tally:
+    """Counts not yet sent: summed per hash field, so a batch of jobs costs one pipeline."""
+
+    increments: dict[tuple[str, str], int] = field(default_factory=dict)
+    sums: dict[tuple[str, str], float] = field(default_factory=dict)
+    rate_keys: set[str] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+    since: float | None = None
+
+    def add(self, name: str, field_name: str, amount: int = 1) -> None:
+        self.increments[name, field_name] = self.increments.get((name, field_name), 0) + amount
+
+    def add_float(self, name: str, field_name: str, amount: float) -> None:
+        self.sums[name, field_name] = self.sums.get((name, field_name), 0.0) + amount
+
+
 class JobMetrics:
     """Write side of the fleet's durations and throughput. Best effort: it never raises for
-    Redis trouble, so observing a job can never fail it."""
+    Redis trouble, so observing a job can never fail it.
+
+    ``count`` only adds a recorded outcome to a tally kept in the process; ``flush`` sends the
+    whole tally in one pipeline (the same totals as one pipeline per job: fields are summed).
+    A worker counts every outcome of a batch and flushes once the batch ends, or sooner when
+    the tally is ``due``.
+    """
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._tally = _Tally()
 
-    async def finished(
+    def count(
         self,
         *,
         job_id: str,
@@ -223,44 +254,59 @@ class JobMetrics:
         error: str = "",
         consumer: str = "",
     ) -> None:
-        """Count one recorded outcome's durations, its throughput bucket, and a failure's
+        """Tally one recorded outcome's durations, its throughput bucket, and a failure's
         reason (the outcome itself was counted by ``finish.lua``)."""
         operation = operation_label(operations_json)
         name = self.keys.of_job(job_id).metrics
-        bucket = int(now) // RATE_BUCKET_SECONDS * RATE_BUCKET_SECONDS
+        tally = self._tally
+        if tally.since is None:
+            tally.since = time.monotonic()
+        if processing_seconds is not None:
+            prefix = f"processing:{operation}"
+            bound = bucket_bound(processing_seconds, PROCESSING_BUCKETS)
+            tally.add(name, f"{prefix}:bucket:{bound}")
+            tally.add_float(name, f"{prefix}:sum", processing_seconds)
+            tally.add(name, f"{prefix}:count")
+        if status == "done" and end_to_end_seconds is not None:
+            bound = bucket_bound(end_to_end_seconds, END_TO_END_BUCKETS)
+            tally.add(name, f"e2e:bucket:{bound}")
+            tally.add_float(name, "e2e:sum", end_to_end_seconds)
+            tally.add(name, "e2e:count")
+        rate = self.keys.rate(int(now) // RATE_BUCKET_SECONDS * RATE_BUCKET_SECONDS)
+        tally.add(rate, status)
+        tally.rate_keys.add(rate)
+        if status == "failed":
+            record = {
+                "job": job_id,
+                "error_code": error_code,
+                "error": error,
+                "operation": operation,
+                "consumer": consumer,
+                "at": round(now, 3),
+            }
+            tally.failures.append(json.dumps(record))
 
-        def batch(pipe: Any) -> None:
-            if processing_seconds is not None:
-                prefix = f"processing:{operation}"
-                bound = bucket_bound(processing_seconds, PROCESSING_BUCKETS)
-                pipe.hincrby(name, f"{prefix}:bucket:{bound}", 1)
-                pipe.hincrbyfloat(name, f"{prefix}:sum", processing_seconds)
-                pipe.hincrby(name, f"{prefix}:count", 1)
-            if status == "done" and end_to_end_seconds is not None:
-                bound = bucket_bound(end_to_end_seconds, END_TO_END_BUCKETS)
-                pipe.hincrby(name, f"e2e:bucket:{bound}", 1)
-                pipe.hincrbyfloat(name, "e2e:sum", end_to_end_seconds)
-                pipe.hincrby(name, "e2e:count", 1)
-            pipe.hincrby(self.keys.rate(bucket), status, 1)
-            pipe.expire(self.keys.rate(bucket), RATE_KEEP_SECONDS)
-            if status == "failed":
-                record = {
-                    "job": job_id,
-                    "error_code": error_code,
-                    "error": error,
-                    "operation": operation,
-                    "consumer": consumer,
-                    "at": round(now, 3),
-                }
-                pipe.lpush(self.keys.failures, json.dumps(record))
-                pipe.ltrim(self.keys.failures, 0, RECENT_FAILURES - 1)
+    def due(self) -> bool:
+        """True when the oldest outcome in the tally waited ``COUNTERS_FLUSH_SECONDS``."""
+        since = self._tally.since
+        return since is not None and time.monotonic() - since >= COUNTERS_FLUSH_SECONDS
 
-        await self._send(batch)
-
-    async def _send(self, batch: Any) -> None:
+    async def flush(self) -> None:
+        """Send the tally in one pipeline; a Redis error loses it (logged), never raises."""
+        tally, self._tally = self._tally, _Tally()
+        if tally.since is None:
+            return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                batch(pipe)
+                for (name, field_name), amount in tally.increments.items():
+                    pipe.hincrby(name, field_name, amount)
+                for (name, field_name), total in tally.sums.items():
+                    pipe.hincrbyfloat(name, field_name, total)
+                for rate in tally.rate_keys:
+                    pipe.expire(rate, RATE_KEEP_SECONDS)
+                if tally.failures:
+                    pipe.lpush(self.keys.failures, *tally.failures)
+                    pipe.ltrim(self.keys.failures, 0, RECENT_FAILURES - 1)
                 await pipe.execute()
         except RedisError as exc:
             log.warning("metrics not recorded (%s)", exc)

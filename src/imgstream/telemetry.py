@@ -4,7 +4,9 @@ Every job event carries the same fields (``job``, ``consumer``, ``operation``, `
 ``duration_s``, ``outcome``, ``error_code`` when it ends), so one job can be followed by its
 id from the API's ``job.accepted`` to a worker's ``job.started`` and ``job.finished``.
 ``finished`` is called only by the worker whose outcome ``finish.lua`` recorded, so each job
-is counted once, and never raises for Redis trouble.
+is counted once; its durations are tallied in the process and sent by ``flush`` (the worker
+flushes when a batch of entries ends, or when the tally is due), which never raises for
+Redis trouble.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class JobTelemetry:
         )
         return time.monotonic()
 
-    async def finished(
+    def finished(
         self,
         delivery: ValidDelivery,
         outcome: str,
@@ -57,7 +59,7 @@ class JobTelemetry:
         code: str = "",
         error: str = "",
     ) -> None:
-        """Log a recorded outcome (``done``/``failed``) and count it, with its durations.
+        """Log a recorded outcome (``done``/``failed``) and tally it, with its durations.
 
         ``began`` is when the last attempt started (None when no attempt ran, as for a
         poison job); end to end runs from the stream entry's time, which Redis stamped when
@@ -73,7 +75,7 @@ class JobTelemetry:
         if code:
             fields.update(error_code=code, error=error)
         log.info("job %s %s", entry.job_id, outcome, extra=fields)
-        await self.metrics.finished(
+        self.metrics.count(
             job_id=entry.job_id,
             operations_json=entry.operations,
             status=outcome,
@@ -84,3 +86,8 @@ class JobTelemetry:
             error=error,
             consumer=self.consumer,
         )
+
+    async def flush(self, *, only_if_due: bool = False) -> None:
+        """Send the tallied counters (``only_if_due``: if the oldest has waited long enough)."""
+        if not only_if_due or self.metrics.due():
+            await self.metrics.flush()

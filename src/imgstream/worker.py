@@ -140,6 +140,7 @@ class Worker:
             if not deliveries and burst:
                 return
             await self._handle_batch(deliveries)
+            await self.telemetry.flush()  # the batch's counters, in one round trip
 
     async def _claim_stale(self) -> list[Delivery]:
         claimed = await self.patience.read(
@@ -253,7 +254,8 @@ class Worker:
                 return next_started
             if result.name:
                 await self.shared.record(result)
-            await self.telemetry.finished(delivery, "done", began)
+            self.telemetry.finished(delivery, "done", began)
+            await self.telemetry.flush(only_if_due=True)
             return next_started
 
     async def _complete(
@@ -296,7 +298,8 @@ class Worker:
             dead_letter=dead_letter,
         )
         if recorded:
-            await self.telemetry.finished(delivery, "failed", began, code=code, error=message)
+            self.telemetry.finished(delivery, "failed", began, code=code, error=message)
+            await self.telemetry.flush(only_if_due=True)
 
     async def _process_when_room(self, delivery: ValidDelivery) -> ResultInfo:
         """Process; while the disk is full, wait and try again under the same attempt and
