@@ -48,16 +48,23 @@ class HeldEntries:
             await anyio.sleep(interval)
             if not self.refs:
                 continue
+            sent = set(self.refs)
             try:
-                still_held = await self.queue.keep_alive(self.consumer, list(self.refs))
+                still_held = await self.queue.keep_alive(self.consumer, sent)
             except RedisError as exc:
                 if not is_outage(exc):
                     raise
                 continue  # the main loop waits for Redis; entries stay ours meanwhile
-            lost = self.refs - still_held
-            if lost:
-                log.warning("entries %s were taken over by another worker", sorted(lost))
-            self.refs &= still_held
+            self._forget(sent - still_held)
+
+    def _forget(self, missing: set[EntryRef]) -> None:
+        """Drop entries the group no longer lists as ours. Only those still in hand count:
+        one finished (and acknowledged) while the heartbeat was on its way is not lost, and
+        one delivered meanwhile was not asked about."""
+        lost = missing & self.refs
+        if lost:
+            log.warning("entries %s were taken over by another worker", sorted(lost))
+        self.refs -= lost
 
     async def hand_back(self, refs: Collection[EntryRef]) -> None:
         """Make ``refs`` claimable by the group now; if Redis is down they are recovered after
