@@ -53,11 +53,13 @@ def rgba_of(pixels: Any) -> tuple[int, int, bytes]:
     """``rgba_copy`` of a height x width x bands array of 8-bit values (1 to 4 bands)."""
     np = _numpy()
     height, width, bands = pixels.shape
-    colour = pixels[..., :3] if bands >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    colour = pixels[..., :3] if bands >= 3 else pixels[..., :1]  # grey: one band, shrunk once
     alpha = pixels[..., 3 if bands >= 4 else 1] if bands in (2, 4) else None
     if max(width, height) > SIDE:
         colour, alpha = _shrunk(colour, alpha, width, height)
         height, width = colour.shape[:2]
+    if colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)
     opacity = np.full((height, width), 255, np.uint8) if alpha is None else alpha
     rgba = np.concatenate([colour, opacity[..., None]], axis=2).astype(np.uint8)
     return width, height, rgba.tobytes()
