@@ -16,6 +16,7 @@ small is over in well under a millisecond.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -151,22 +152,28 @@ def apply(step: Operation, pixels: Any) -> Any:
 def grayscale(pixels: Any) -> Any:
     """``transforms.grayscale`` in numpy, to the bit: alpha kept, grey left as it is.
 
-    libvips' ``linear`` computes each band in double and stores it as float; ``bandmean``
-    sums the bands in float and divides in float; ``cast`` truncates (the 0.5 added rounds)
-    and clips.
+    libvips' ``linear`` computes each band in double and stores it as float (here a table
+    of the 256 values per band); ``bandmean`` sums the bands in float and divides in float;
+    ``cast`` truncates (the 0.5 added rounds) and clips.
     """
     np = _numpy()
     if pixels.shape[2] < 3:
         return pixels
-    weighted = [
-        (pixels[..., band] * weight + 0.5).astype(np.float32)
-        for band, weight in enumerate(_LUMA_WEIGHTS)
-    ]
-    mean = (weighted[0] + weighted[1] + weighted[2]) / np.float32(3)
+    red, green, blue = _luma_tables()
+    mean = (red[pixels[..., 0]] + green[pixels[..., 1]] + blue[pixels[..., 2]]) / np.float32(3)
     luma = np.minimum(mean, 255).astype(np.uint8)[..., None]
     if pixels.shape[2] == 4:
         return np.concatenate([luma, pixels[..., 3:]], axis=2)
     return luma
+
+
+@functools.cache
+def _luma_tables() -> tuple[Any, Any, Any]:
+    """Each band's term of the luma, ``weight * value + 0.5`` in double stored as float."""
+    np = _numpy()
+    values = np.arange(256, dtype=np.float64)
+    red, green, blue = ((values * weight + 0.5).astype(np.float32) for weight in _LUMA_WEIGHTS)
+    return red, green, blue
 
 
 def png(pixels: Any, xres: float, yres: float) -> bytes:
