@@ -52,6 +52,11 @@ SOURCES = {
     "webp": lambda: encode(photo(33, 17), "webp"),
     "animated gif": lambda: animated_gif(3, 20, 12),
     "300 dpi png": lambda: encode(photo(30, 20).copy(xres=300 / 25.4, yres=150 / 25.4), "png"),
+    "interlaced png": lambda: encode(photo(48, 40), "png", interlace=True),
+    "palette png": lambda: encode(photo(48, 40).bandjoin(128), "png", palette=True),
+    "1-bit png": lambda: encode(photo(48, 40).colourspace("b-w"), "png", bitdepth=1),
+    "tiff": lambda: encode(photo(48, 40), "tiff"),
+    "avif": lambda: encode(photo(48, 40), "avif"),
 }
 PIPELINES: dict[str, tuple[Operation, ...]] = {
     "grayscale": (Grayscale(),),
