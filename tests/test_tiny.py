@@ -116,10 +116,10 @@ def test_a_tiny_source_takes_the_in_memory_path_to_the_libvips_result(
 ) -> None:
     source, steps = SOURCES[name](), PIPELINES[pipeline]
     alpha = decoding.open_header(source).hasalpha()
-    for fmt in (None, OutputFormat.PNG, OutputFormat.JPEG, OutputFormat.WEBP, OutputFormat.TIFF):
+    for fmt in (None, *OutputFormat):
         spec = JobSpec(operations=steps, format=fmt)
-        if fmt is OutputFormat.JPEG and alpha:
-            assert plan_of(source, spec) is None  # flattened on white: libvips' job
+        if (fmt is OutputFormat.JPEG and alpha) or fmt is OutputFormat.GIF:
+            assert plan_of(source, spec) is None  # flattened on white; the frames' timing
             continue
         assert plan_of(source, spec) is not None, fmt
         fast = imaging.render(source, spec, LIMITS, timeout=60, small_copy=True)

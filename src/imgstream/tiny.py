@@ -35,6 +35,8 @@ _PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
 """PNG colour type by band count: grey, grey + alpha, RGB, RGBA (8 bits each)."""
 _PNG_LEVEL = 6
 """As ``encoding``'s PNG ``compression``, and with no row filter, as libvips' default."""
+_PLAIN = {("b-w", 1), ("b-w", 2), ("srgb", 3), ("srgb", 4)}
+"""Interpretations and band counts taken as they are: grey or sRGB, with or without alpha."""
 _LUMA_WEIGHTS = tuple(3 * weight for weight in REC601_LUMA)
 """``transforms.grayscale`` takes the mean of the bands scaled by three times the weights."""
 
@@ -65,7 +67,8 @@ def plan(
     It is when the source is within ``limits.max_tiny_pixels``, is already upright 8-bit sRGB
     or grey without an ICC profile (what the libvips path too decodes through the header),
     its metadata is to be dropped, every step is an array operation, no transparency is to
-    be flattened for JPEG, and the luma path would not take it (a JPEG's grayscale).
+    be flattened for JPEG, the result is not a GIF, and the luma path would not take it (a
+    JPEG's grayscale).
     """
     if info.width * info.height > limits.max_tiny_pixels or not spec.strip:
         return None
@@ -79,12 +82,11 @@ def plan(
         return None
     if output_format is OutputFormat.JPEG and bands in (2, 4):
         return None
+    if output_format is OutputFormat.GIF:
+        return None  # it carries the source's frame timing (``delay``), as only libvips' path
     if info.format == "jpeg" and luma.wanted(steps):
         return None  # ``luma`` decodes the Y plane alone: cheaper still
     return Plan(info.width, info.height, bands, interpretation == "b-w")
-
-
-_PLAIN = {("b-w", 1), ("b-w", 2), ("srgb", 3), ("srgb", 4)}
 
 
 def render(
