@@ -113,7 +113,7 @@ LAYERS: dict[str, tuple[int, str]] = {
         0,
         "config settings_backends settings_http setting_values limits output steps operations"
         " lifecycle jobs deliveries keys redis_health"
-        " transforms imaging image_errors decoding encoding luma placeholder api_models"
+        " transforms imaging image_errors decoding encoding luma tiny placeholder api_models"
         " webhooks batches content",
     ),
     "store": (

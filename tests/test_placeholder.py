@@ -151,3 +151,35 @@ def test_a_grey_copy_is_grey_rgba() -> None:
     width, height, rgba = placeholder.rgba_copy(flat(10, 6, [90]))
     assert (width, height) == (10, 6)
     assert rgba == bytes([90, 90, 90, 255]) * 60
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "bands"),
+    [(64, 64, 1), (64, 64, 2), (64, 64, 3), (64, 64, 4), (128, 96, 4), (100, 50, 3), (48, 64, 2)],
+)
+def test_the_small_copy_is_each_blocks_opacity_weighted_mean(
+    height: int, width: int, bands: int
+) -> None:
+    """Against block means taken one block at a time: equal blocks (64 px to 32) are summed
+    another way than unequal ones, to the same numbers."""
+    rng = np.random.default_rng(height * width * bands)
+    pixels = rng.integers(0, 256, (height, width, bands), dtype=np.uint8)
+    if bands in (2, 4):
+        pixels[..., -1][rng.random((height, width)) < 0.3] = 0
+    got_width, got_height, rgba = placeholder.rgba_of(pixels)
+    longest = max(width, height)
+    across, down = round(width * 32 / longest), round(height * 32 / longest)
+    assert (got_width, got_height) == (across, down)
+    got = np.frombuffer(rgba, np.uint8).reshape(down, across, 4)
+    colour = pixels[..., :3] if bands >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    weight = pixels[..., -1] if bands in (2, 4) else np.full((height, width), 255, np.uint8)
+    for row in range(down):
+        for column in range(across):
+            block = np.s_[
+                row * height // down : (row + 1) * height // down,
+                column * width // across : (column + 1) * width // across,
+            ]
+            opacity = weight[block].astype(float)
+            mean = (colour[block] * opacity[..., None]).sum(axis=(0, 1)) / max(opacity.sum(), 1)
+            want = [*np.rint(mean), np.rint(opacity.mean())]
+            assert list(got[row, column]) == want, (row, column)

@@ -104,6 +104,14 @@ class Settings(StorageSettings, RedisSettings, HttpSettings):
         "as its luma plane alone, held whole in memory (one byte a pixel; 3-4x cheaper); larger "
         "ones go through libvips in strips. 0: never.",
     )
+    max_tiny_pixels: int = Field(
+        default=DEFAULT_LIMITS.max_tiny_pixels,
+        ge=0,
+        le=1_000_000,
+        description="Largest source (in pixels, by its header) rendered in memory with numpy "
+        "when every step is grayscale, crop, flip or a quarter turn, and it is plain 8-bit sRGB "
+        "or grey: one decode and one encode instead of a libvips operation per step. 0: never.",
+    )
     max_steps: int = Field(default=DEFAULT_LIMITS.max_steps, ge=1, le=100)
     max_sigma: float = Field(default=DEFAULT_LIMITS.max_sigma, gt=0, le=1000)
     placeholders: bool = Field(

@@ -1,15 +1,16 @@
 """Content keys: what names a result by what it is made of, for the result cache and ETags.
 
 A result is fixed by the original's bytes, the canonical steps, the output options and the
-encoder that renders them (libvips's version and ``RENDER_VERSION``). Two jobs with equal
-keys have byte-equal results, so the key is the result's strong ``ETag`` and its name in the
-result cache. Pure, but for reading libvips's version once.
+encoder that renders them (libvips's and zlib's versions and ``RENDER_VERSION``). Two jobs
+with equal keys have byte-equal results, so the key is the result's strong ``ETag`` and its
+name in the result cache. Pure, but for reading libvips's version once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from functools import cache
 from typing import BinaryIO
 
@@ -17,19 +18,20 @@ import pyvips
 
 from imgstream.operations import JobSpec
 
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 """Raise whenever imgstream's own rendering changes its output for the same request (a new
 default, a different resampling kernel, another encoder setting), so results cached by
-earlier code are never served for it."""
+earlier code are never served for it. 2: tiny PNGs deflated by zlib (``tiny``)."""
 
 _CHUNK = 1024 * 1024
 
 
 @cache
 def encoder_version() -> str:
-    """The libvips this process renders with, and ``RENDER_VERSION``."""
+    """The libvips and the zlib (tiny PNGs, ``tiny``) this process renders with, and
+    ``RENDER_VERSION``."""
     vips = ".".join(str(pyvips.version(part)) for part in range(3))
-    return f"libvips {vips}; imgstream render {RENDER_VERSION}"
+    return f"libvips {vips}; zlib {zlib.ZLIB_RUNTIME_VERSION}; imgstream render {RENDER_VERSION}"
 
 
 def content_key(original_sha256: str, spec: JobSpec, encoder: str | None = None) -> str:

@@ -77,7 +77,11 @@ def encode(image: Any, output_format: OutputFormat, spec: JobSpec) -> bytes:
 
 def check_output(image: Any, output_format: OutputFormat, limits: Limits) -> None:
     """Raise ``LimitExceeded`` if the result is beyond the operator's limits or the format's."""
-    width, height = int(image.width), int(image.height)
+    check_size(int(image.width), int(image.height), output_format, limits)
+
+
+def check_size(width: int, height: int, output_format: OutputFormat, limits: Limits) -> None:
+    """``check_output`` for a result of ``width`` x ``height``."""
     if max(width, height) > limits.max_dimension:
         raise LimitExceeded(
             f"the result would be {width}x{height}; no side may exceed "

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyvips
 
-from imgstream import decoding, encoding, placeholder
+from imgstream import decoding, encoding, placeholder, tiny
 from imgstream.decoding import SourceInfo
 from imgstream.image_errors import (
     DecodeError,
@@ -110,7 +110,8 @@ def render(
     With a ``timeout`` (seconds), libvips is told to stop computing once it has passed, and
     ``RenderTimeout`` is raised. With ``small_copy``, a result of at most
     ``SMALL_COPY_PIXELS`` is held in memory and ``Rendered.small`` is a tiny copy of it
-    (for placeholders, without decoding the result again).
+    (for placeholders, without decoding the result again). A tiny source whose steps are
+    array operations is rendered in memory instead (``tiny``), to the same result.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     watched: list[Any] = []
@@ -134,6 +135,12 @@ def render(
     info = decoding.check_source(header, limits)
     output_format = spec.format or default_output_format(info.format)
     try:
+        tiny_source = tiny.plan(header, info, spec, output_format, limits)
+        if tiny_source is not None:
+            result = tiny.render(
+                header, tiny_source, spec, output_format, limits, small_copy=small_copy
+            )
+            return Rendered(result.data, result.width, result.height, output_format, result.small)
         steps = list(spec.operations)
         image, steps = decoding.decode(source, header, info, steps, limits, luma_allowed=spec.strip)
         for step in steps:

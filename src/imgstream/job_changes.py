@@ -267,7 +267,7 @@ class EventHub:
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # unannotated before redis 8.2
 
     def _handle(self, message: dict[str, Any]) -> None:
         job_id = self.keys.job_of_channel(str(message.get("channel", "")))

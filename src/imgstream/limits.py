@@ -22,6 +22,9 @@ class Limits:
     max_luma_pixels: int = 24_000_000
     """The largest luma plane a grayscale of a JPEG decodes whole (one byte a pixel); larger
     ones are decoded by libvips in strips. 0: never."""
+    max_tiny_pixels: int = 65_536
+    """The largest source (by its header) rendered in memory by numpy when its steps allow
+    (``tiny``), for a fraction of libvips' fixed cost per operation. 0: never."""
 
 
 DEFAULT_LIMITS = Limits()

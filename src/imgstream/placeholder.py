@@ -46,12 +46,20 @@ def rgba_copy(image: Any) -> tuple[int, int, bytes]:
     if image.format != "uchar":
         image = image.cast("uchar")
     height, width, bands = int(image.height), int(image.width), int(image.bands)
-    pixels = np.frombuffer(image.write_to_memory(), np.uint8).reshape(height, width, bands)
-    colour = pixels[..., :3] if bands >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    return rgba_of(np.frombuffer(image.write_to_memory(), np.uint8).reshape(height, width, bands))
+
+
+def rgba_of(pixels: Any) -> tuple[int, int, bytes]:
+    """``rgba_copy`` of a height x width x bands array of 8-bit values (1 to 4 bands)."""
+    np = _numpy()
+    height, width, bands = pixels.shape
+    colour = pixels[..., :3] if bands >= 3 else pixels[..., :1]  # grey: one band, shrunk once
     alpha = pixels[..., 3 if bands >= 4 else 1] if bands in (2, 4) else None
     if max(width, height) > SIDE:
         colour, alpha = _shrunk(colour, alpha, width, height)
         height, width = colour.shape[:2]
+    if colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)
     opacity = np.full((height, width), 255, np.uint8) if alpha is None else alpha
     rgba = np.concatenate([colour, opacity[..., None]], axis=2).astype(np.uint8)
     return width, height, rgba.tobytes()
@@ -66,8 +74,17 @@ def _shrunk(colour: Any, alpha: Any | None, width: int, height: int) -> tuple[An
     rows, cols = np.arange(down) * height // down, np.arange(across) * width // across
     areas = np.outer(np.diff(rows, append=height), np.diff(cols, append=width))
 
+    step_y, step_x = height // down, width // across
+    few = height == step_y * down and width == step_x * across and step_y * step_x <= 16
+
     def mean(values: Any) -> Any:
-        summed = np.add.reduceat(np.add.reduceat(values, rows, axis=0), cols, axis=1)
+        # Sums of whole numbers, exact in float64 in any order. A few equal blocks (a 64 px
+        # image to 32) are summed as that many strided slices: four times cheaper than reduceat.
+        if few:
+            slices = [values[y::step_y, x::step_x] for y in range(step_y) for x in range(step_x)]
+            summed = sum(slices[1:], start=slices[0])
+        else:
+            summed = np.add.reduceat(np.add.reduceat(values, rows, axis=0), cols, axis=1)
         return summed / (areas if values.ndim == 2 else areas[..., None])
 
     if alpha is None:

@@ -138,12 +138,17 @@ def _luma(image: Any) -> Any:
 
 
 def crop(step: Crop, image: Any) -> Any:
-    if step.left + step.width > image.width or step.top + step.height > image.height:
+    check_crop(step, image.width, image.height)
+    return image.crop(step.left, step.top, step.width, step.height)
+
+
+def check_crop(step: Crop, width: int, height: int) -> None:
+    """Raise ``GeometryError`` if the crop box reaches outside a ``width`` x ``height`` image."""
+    if step.left + step.width > width or step.top + step.height > height:
         raise GeometryError(
             f"the crop box {step.width}x{step.height} at ({step.left}, {step.top}) reaches "
-            f"outside the {image.width}x{image.height} image it was given"
+            f"outside the {width}x{height} image it was given"
         )
-    return image.crop(step.left, step.top, step.width, step.height)
 
 
 def rotate(step: Rotate, image: Any) -> Any:
