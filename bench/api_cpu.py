@@ -9,6 +9,7 @@ of one upload, including the status read that follows it when ``--status`` is gi
     .venv/bin/python bench/api_cpu.py                     # this checkout alone
     .venv/bin/python bench/api_cpu.py --base main         # against main's code, alternating
     .venv/bin/python bench/api_cpu.py --rounds 5 --tiny 1000 --large 20
+    .venv/bin/python bench/api_cpu.py --src variant=/tmp/variant/src   # any src/ tree
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def measure(variant: Variant, label: str, data: bytes, count: int, status: bool)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", help="also measure this commit's src/, alternating")
+    parser.add_argument(
+        "--src", action="append", default=[], metavar="NAME=DIR", help="and this src/ tree"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tiny", type=int, default=500, help="64x64 PNG uploads per round")
     parser.add_argument("--large", type=int, default=15, help="6.1 MB JPEG uploads per round")
@@ -92,6 +96,9 @@ def main() -> int:
     sources = {"this": ROOT / "src"}
     if options.base:
         sources[options.base] = export_src(options.base, scratch)
+    for given in options.src:
+        name, _, directory = given.partition("=")
+        sources[name] = Path(directory).resolve()
     variants: list[Variant] = []
     try:
         with RedisServer(scratch / "redis") as server:
