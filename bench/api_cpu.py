@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,8 @@ def main() -> int:
     parser.add_argument("--status", action="store_true", help="GET each job's status too")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     options = parser.parse_args()
+    # A SIGTERM (a profiler's run ended, say) still stops the API and Redis started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tiny = images.tiny_png().read_bytes()
     large = images.imgproxy_jpeg().read_bytes()
     big = f"{len(large) / 1e6:.1f} MB"
