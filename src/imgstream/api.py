@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, cast
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import request_response
 
 from imgstream import imaging, upload_form
 from imgstream.api_models import (
@@ -45,7 +48,6 @@ from imgstream.errors import (
     error_response,
     retry_after,
 )
-from imgstream.fleet_snapshot import Monitor
 from imgstream.intake import accept, with_form
 from imgstream.job_changes import EventHub, TooManyStreams
 from imgstream.jobs import JobRecord, is_valid_job_id
@@ -61,12 +63,12 @@ from imgstream.middleware.security_headers import SecurityHeaders
 from imgstream.operations import Limits, OutputFormat
 from imgstream.ops_api import install as install_operator_routes
 from imgstream.ratelimit import client_identity, install_limiters
-from imgstream.redis_health import INFO_SECTIONS, describe, info_problem, is_outage
+from imgstream.redis_health import describe, is_outage
 from imgstream.result_download import Freshness, download_name, result_response
 from imgstream.services import STATIC_DIR, Services, services_of
 from imgstream.sse import EventStreamResponse, StatusView, status_events, stream_refused
 from imgstream.storage import StorageUnavailable
-from imgstream.upload_refusals import disk_full_message
+from imgstream.upload_refusals import readiness_problem
 
 log = logging.getLogger("imgstream.api")
 
@@ -177,7 +179,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         openapi_extra={"requestBody": upload_form.form_schema(limits)},
     )
     async def create_job(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
-        return await with_form(request, who, 2, accept)
+        return await with_form(request, who, 2, accept, draft=True)
 
     @app.get(
         "/api/jobs/{job_id}",
@@ -191,6 +193,9 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         services = services_of(request)
         record = await _find_job(services, job_id, who)
         return job_view(record, services.settings.public_url)
+
+    _serve_lean(app, "POST", "/api/jobs")
+    _serve_lean(app, "GET", "/api/jobs/{job_id}")
 
     @app.get(
         "/api/jobs/{job_id}/result",
@@ -249,7 +254,7 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         services = services_of(request)
         limit = services.settings.ready_timeout
         with anyio.move_on_after(limit):
-            problem = await _readiness_problem(services)
+            problem = await readiness_problem(services)
             if problem is None:
                 return {"status": "ready"}
             raise ApiError(503, *problem, retry_after(RETRY_AFTER_BUSY))
@@ -265,24 +270,21 @@ def _install_routes(app: FastAPI, limits: Limits) -> None:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-async def _readiness_problem(services: Services) -> tuple[str, str] | None:
-    """(code, message) of what keeps this instance from taking jobs now, or None."""
-    settings = services.settings
-    info = await services.queue.redis.info(*INFO_SECTIONS)
-    problem = info_problem(info, allow_eviction=settings.allow_eviction)
-    if problem is not None:
-        return "redis_unfit", problem
-    free = await anyio.to_thread.run_sync(services.storage.free_bytes)
-    if free < settings.min_free_bytes:
-        return "disk_full", disk_full_message(free, settings.min_free_bytes)
-    try:
-        await anyio.to_thread.run_sync(services.storage.check, abandon_on_cancel=True)
-    except StorageUnavailable as exc:
-        return "storage_unavailable", str(exc)
-    age = settings.ready_worker_age
-    if age and not await Monitor.of(services.deployment).worker_seen_within(age):
-        return "no_workers", f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)"
-    return None
+def _serve_lean(app: FastAPI, method: str, path: str) -> None:
+    """Serve a busy route as a plain Starlette endpoint calling its FastAPI one, with the
+    path's parameters and the caller: no dependency solving, no response re-validation (a
+    model it returns is sent as it is). FastAPI's declaration stays the OpenAPI schema's."""
+    route = next(r for r in app.router.routes if isinstance(r, APIRoute) and r.path == path)
+    assert route.methods == {method}, "one route, one method"
+    endpoint = route.endpoint
+
+    async def lean(request: Request) -> Response:
+        answer = await endpoint(request, **request.path_params, who=await caller(request))
+        if isinstance(answer, BaseModel):
+            return Response(answer.model_dump_json(), media_type="application/json")
+        return cast(Response, answer)
+
+    route.app = request_response(lean)
 
 
 # Live status (Server-Sent Events): kept in a block of its own, apart from the other routes.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -42,10 +43,29 @@ from imgstream.lifecycle import BatchStatus
 from imgstream.producer import BacklogFull, ReplicationLagging
 from imgstream.ratelimit import take_more
 from imgstream.services import Services, services_of
-from imgstream.upload_form import FormError, TooManyFiles, read_batch_upload
+from imgstream.upload_form import FormError, HashedUpload, TooManyFiles, split_form
 from imgstream.upload_refusals import backlog_full, discard
 
 log = logging.getLogger("imgstream.api")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchUpload:
+    images: list[HashedUpload]
+    """In the order sent: the batch's jobs keep it."""
+    fields: dict[str, str]
+    """As ``Upload.fields``: one set of steps and output options for every image."""
+
+
+def read_batch_upload(form: FormData, max_files: int) -> BatchUpload:
+    """The images (``image`` parts, one or more) and the text fields of a batch upload."""
+    images, fields = split_form(form)
+    if len(images) > max_files:
+        raise TooManyFiles(
+            f"image: {len(images)} files, more than the {max_files} a batch may hold "
+            "(IMGSTREAM_BATCH_MAX_FILES)"
+        )
+    return BatchUpload(images=images, fields=fields)
 
 
 def batch_store(services: Services) -> BatchStore:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio.to_thread
 from fastapi import Request
@@ -168,11 +167,21 @@ async def enqueue(
 Accept = Callable[[Request, Caller, FormData], Awaitable[JSONResponse]]
 
 
-async def with_form(request: Request, who: Caller, max_files: int, accept: Accept) -> JSONResponse:
+async def with_form(
+    request: Request, who: Caller, max_files: int, accept: Accept, *, draft: bool = False
+) -> JSONResponse:
     """Read the upload form (at most ``max_files`` files spooled), hand it to ``accept``,
-    and remove its spooled files afterwards."""
+    and remove its spooled files afterwards. With ``draft``, the image is written into the
+    storage's draft as it arrives, to be stored without a copy: while the data directory is
+    above its reserve (below it, nothing is written before the 507)."""
+    drafts = None
+    if draft:
+        services = services_of(request)
+        free = await anyio.to_thread.run_sync(services.storage.free_bytes)
+        if free >= services.settings.min_free_bytes:
+            drafts = services.storage.draft_original
     try:
-        form = await upload_form.parse(request, max_files=max_files)
+        form = await upload_form.parse(request, max_files=max_files, drafts=drafts)
     except TooManyFiles as exc:
         raise ApiError(413, "too_many_files", str(exc)) from None
     except FormError as exc:
@@ -235,7 +244,7 @@ class Intake:
         if result is None:
             return None
         check_size(services, image.size or 0)
-        info = await self._probe(spooled_source(image.file))
+        info = await self._probe()
         try:
             await services.queue.enqueue_done(
                 self.job_id,
@@ -261,9 +270,10 @@ class Intake:
     async def queue(self) -> JSONResponse:
         """Store the original (once per content hash while the cache is on) and queue."""
         services, image, job_id = self.services, self.upload.image, self.job_id
-        await check_free_space(services)
+        if not image.drafted:  # a draft was made only above the reserve
+            await check_free_space(services)
         check_size(services, image.size or 0)
-        info = await self._probe(spooled_source(image.file))  # nothing stored for a refusal
+        info = await self._probe()  # nothing stored for a refusal
         shared = services.settings.result_cache
         if shared and await services.deployment.shared.pin(image.sha256, job_id):
             name = image.sha256  # stored once per content hash
@@ -304,16 +314,33 @@ class Intake:
         return accepted(services, job_id)
 
     async def _store(self, name: str) -> int:
-        """Store the upload as ``name``; a shared original stored already is kept as is."""
+        """Store the upload as ``name`` (its draft, or a copy of its spool); a shared
+        original stored already is kept as is."""
         storage, image = self.services.storage, self.upload.image
-        if name != self.job_id and await anyio.to_thread.run_sync(storage.has_original, name):
-            return image.size or 0
-        image.file.seek(0)
-        return await anyio.to_thread.run_sync(storage.save_original, name, image.file)
 
-    async def _probe(self, source: Path | bytes) -> OriginalInfo:
+        def store() -> int:
+            if name != self.job_id and storage.has_original(name):
+                return image.size or 0
+            if image.drafted:
+                return storage.commit_original(image.file, name)
+            image.file.seek(0)
+            return storage.save_original(name, image.file)
+
+        return await anyio.to_thread.run_sync(store)
+
+    async def _probe(self) -> OriginalInfo:
+        """The header's facts, read from the bytes in memory when the upload is small (in
+        the event loop: no thread), else from its file; a draft the disk refused is a 507."""
+        image = self.upload.image
+        if image.failure is not None:
+            with storage_full_refused():
+                raise image.failure
         single = bool(self.upload.fields.get("operation", "").strip())
-        return await checked_original(self.services, source, self.spec, single)
+        held = image.held
+        source = spooled_source(image.file) if held is None else held
+        return await checked_original(
+            self.services, source, self.spec, single, inline=held is not None
+        )
 
     def _entry(self, original_name: str) -> StreamEntry:
         output = self.spec.output_fields()

@@ -20,6 +20,7 @@ exception, so callers handle it like a disk's trouble.
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 TRANSFER_THREADS = 4
 """Parts of one multipart upload in flight at once (each part is held in memory)."""
+SPOOL_BYTES = 1024 * 1024
+"""An upload larger than this is spooled to a temporary file before it is sent."""
 CHUNK_BYTES = 256 * 1024
 """Piece size of a streamed download."""
 DELETE_BATCH = 1000
@@ -136,6 +139,15 @@ class S3Storage:
                 cast(BinaryIO, _KeptOpen(source)), self.bucket, key, Config=self.transfer
             )
         return size
+
+    def draft_original(self) -> BinaryIO:
+        """A spool for an upload as it arrives (in memory while small), uploaded by
+        ``commit_original``: a bucket has no place to write a file into bit by bit."""
+        return cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES))
+
+    def commit_original(self, draft: BinaryIO, name: str) -> int:
+        draft.seek(0)
+        return self.save_original(name, draft)
 
     def original_source(self, job_id: str) -> bytes:
         """The original, read into memory (it is at most ``IMGSTREAM_MAX_UPLOAD_BYTES``)."""

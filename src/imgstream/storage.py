@@ -33,6 +33,8 @@ class Storage(Protocol):
         ...
 
     def save_original(self, job_id: str, source: BinaryIO) -> int: ...
+    def draft_original(self) -> BinaryIO: ...
+    def commit_original(self, draft: BinaryIO, name: str) -> int: ...
     def has_original(self, name: str) -> bool:
         """Whether an original is stored under ``name`` (a shared one, already uploaded)."""
         ...
@@ -222,6 +224,17 @@ class LocalStorage:
             raise
         return size
 
+    def draft_original(self) -> BinaryIO:
+        """A file among the originals to write an upload into as it arrives (no copy)."""
+        return _Draft(temporary_for(self.originals / "upload"), "w+")
+
+    def commit_original(self, draft: BinaryIO, name: str) -> int:
+        """Make ``draft`` (written whole) the original ``name`` as ``save_original`` would."""
+        draft.flush()
+        os.fsync(draft.fileno())
+        Path(draft.name).replace(self._original(name))
+        return os.fstat(draft.fileno()).st_size
+
     def has_original(self, name: str) -> bool:
         return self._original(name).is_file()
 
@@ -344,6 +357,14 @@ class LocalStorage:
         if extension not in RESULT_EXTENSIONS:
             raise ValueError(f"unknown result extension {extension!r}")
         return self.results / f"{job_id}.{extension}"
+
+
+class _Draft(io.FileIO):
+    """An upload's file among the originals: deleted when closed, unless committed."""
+
+    def close(self) -> None:
+        super().close()
+        Path(str(self.name)).unlink(missing_ok=True)
 
 
 def require_name(name: str) -> None:

@@ -11,9 +11,10 @@ example is the empty string, which Swagger UI does not send).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -35,6 +36,8 @@ MAX_FIELD_BYTES = 64 * 1024
 """The largest text field (a long ``operations`` list is a few KiB)."""
 MAX_PARTS = 2 * len(FORM_FIELDS)
 """Room for every field once, and for repeats to be refused by name rather than counted."""
+MAX_HELD_BYTES = 256 * 1024
+"""An upload up to this size is also held in memory as it arrives, and probed from there."""
 
 
 class FormError(Exception):
@@ -46,28 +49,77 @@ class TooManyFiles(FormError):
 
 
 class HashedUpload(UploadFile):
-    """A file part that knows its SHA-256, computed while it streamed in (no second read)."""
+    """A file part that knows its SHA-256, computed while it streamed in (no second read),
+    and holds its bytes while they are few (``held``), for a header probe without a read.
 
-    def __init__(self, plain: UploadFile) -> None:
-        super().__init__(plain.file, size=0, filename=plain.filename, headers=plain.headers)
+    A part written into a storage's draft is written as it arrives, in the event loop (a
+    page-cache write; ``fsync`` comes with the commit): no spool, no thread per chunk. A
+    draft the disk refuses (full) is still read to the end and hashed; ``failure`` says why.
+    """
+
+    def __init__(self, plain: UploadFile, draft: BinaryIO | None = None) -> None:
+        file = plain.file if draft is None else draft
+        super().__init__(file, size=0, filename=plain.filename, headers=plain.headers)
         self._digest = hashlib.sha256()
+        self._held: list[bytes] | None = []
+        self.drafted = draft is not None
+        self.failure: OSError | None = None
+
+    @property
+    def _in_memory(self) -> bool:  # Starlette's word for "write, seek and close in the loop"
+        return self.drafted or super()._in_memory
 
     async def write(self, data: bytes) -> None:
         self._digest.update(data)
-        await super().write(data)
+        if self._held is not None:
+            self._held.append(data)
+            if (self.size or 0) + len(data) > MAX_HELD_BYTES:
+                self._held = None
+        if self.failure is not None:
+            self.size = (self.size or 0) + len(data)
+            return
+        try:
+            await super().write(data)
+        except OSError as exc:
+            if not self.drafted:
+                raise
+            self.failure = exc
 
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
+    @property
+    def held(self) -> bytes | None:
+        """The whole upload, when it is at most ``MAX_HELD_BYTES``; None otherwise."""
+        return None if self._held is None else b"".join(self._held)
+
 
 class _HashingParser(MultiPartParser):
-    """Starlette's multipart parser, with every file part a ``HashedUpload``."""
+    """Starlette's multipart parser, with every file part a ``HashedUpload``, the first
+    ``image`` part written into a draft when ``drafts`` makes them."""
+
+    def __init__(self, *args: Any, drafts: Callable[[], BinaryIO] | None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._drafts = drafts
+        self.drafted: list[HashedUpload] = []
 
     def on_headers_finished(self) -> None:
         super().on_headers_finished()
-        if self._current_part.file is not None:
-            self._current_part.file = HashedUpload(self._current_part.file)
+        part = self._current_part
+        if part.file is None:
+            return
+        draft = None
+        if self._drafts is not None and part.field_name == "image" and not self.drafted:
+            try:
+                draft = self._drafts()
+            except OSError:  # no room for one more file: spooled, and refused as it was
+                draft = None
+        spool = part.file.file
+        part.file = HashedUpload(part.file, draft)
+        if draft is not None:
+            spool.close()  # Starlette's, left empty
+            self.drafted.append(part.file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,34 +129,15 @@ class Upload:
     """Every text field, by name, as sent (unknown names included, for the spec to refuse)."""
 
 
-@dataclass(frozen=True, slots=True)
-class BatchUpload:
-    images: list[HashedUpload]
-    """In the order sent: the batch's jobs keep it."""
-    fields: dict[str, str]
-    """As ``Upload.fields``: one set of steps and output options for every image."""
-
-
 def read_upload(form: FormData) -> Upload:
     """The image and the text fields of an upload, each field given at most once."""
-    images, fields = _split(form)
+    images, fields = split_form(form)
     if len(images) > 1:
         raise FormError("image: given more than once; give each field once")
     return Upload(image=images[0], fields=fields)
 
 
-def read_batch_upload(form: FormData, max_files: int) -> BatchUpload:
-    """The images (``image`` parts, one or more) and the text fields of a batch upload."""
-    images, fields = _split(form)
-    if len(images) > max_files:
-        raise TooManyFiles(
-            f"image: {len(images)} files, more than the {max_files} a batch may hold "
-            "(IMGSTREAM_BATCH_MAX_FILES)"
-        )
-    return BatchUpload(images=images, fields=fields)
-
-
-def _split(form: FormData) -> tuple[list[HashedUpload], dict[str, str]]:
+def split_form(form: FormData) -> tuple[list[HashedUpload], dict[str, str]]:
     """The ``image`` files (at least one) and every text field, each given at most once."""
     images: list[HashedUpload] = []
     fields: dict[str, str] = {}
@@ -124,10 +157,14 @@ def _split(form: FormData) -> tuple[list[HashedUpload], dict[str, str]]:
     return images, fields
 
 
-async def parse(request: Request, max_files: int = 2) -> FormData:
+async def parse(
+    request: Request, max_files: int = 2, drafts: Callable[[], BinaryIO] | None = None
+) -> FormData:
     """The form, with the spooled files (each a ``HashedUpload``); the caller closes it.
 
     ``max_files`` caps the file parts spooled before the form is refused (``TooManyFiles``).
+    With ``drafts``, the first ``image`` part is written into a draft instead of a spool;
+    it is dropped if the form cannot be read.
     """
     limits: dict[str, Any] = {
         "max_files": max_files,
@@ -139,10 +176,16 @@ async def parse(request: Request, max_files: int = 2) -> FormData:
             return await request.form(**limits)
         except HTTPException as exc:  # Starlette's word for a malformed or oversized form
             raise FormError(f"the form could not be read: {exc.detail}") from None
+    parser: _HashingParser | None = None
     try:
         async with aclosing(request.stream()) as stream:
-            return await _HashingParser(request.headers, stream, **limits).parse()
-    except MultiPartException as exc:
+            parser = _HashingParser(request.headers, stream, drafts=drafts, **limits)
+            return await parser.parse()
+    except BaseException as exc:
+        for upload in parser.drafted if parser is not None else ():
+            await upload.close()
+        if not isinstance(exc, MultiPartException):
+            raise
         # Starlette names no exception type for this one refusal, only its message.
         if exc.message.startswith("Too many files"):
             raise TooManyFiles(f"image: {exc.message}") from None

@@ -1,4 +1,5 @@
-"""The checks an upload must pass before it is queued, and the answers when it does not.
+"""The checks an upload must pass before it is queued, and the answers when it does not;
+and what keeps this instance from taking uploads at all (``readiness_problem``, ``/readyz``).
 
 Each refusal is a clear 4xx or 5xx with a reason a person can act on, never a 500, and
 leaves nothing behind (``discard``): the disk below its reserve or full (507), an empty or
@@ -23,9 +24,11 @@ from imgstream.errors import (
     ApiError,
     retry_after,
 )
+from imgstream.fleet_snapshot import Monitor
 from imgstream.jobs import OriginalInfo
 from imgstream.operations import JobSpec, SpecError, check_geometry
 from imgstream.producer import BacklogFull, ReplicationLagging
+from imgstream.redis_health import INFO_SECTIONS, info_problem
 from imgstream.services import Services
 from imgstream.storage import StorageUnavailable, is_disk_full
 
@@ -35,12 +38,16 @@ _IMAGING_STATUS = {"unsupported_format": 415, "limit_exceeded": 422, "decode_err
 
 
 async def checked_original(
-    services: Services, source: Path | bytes, spec: JobSpec, single: bool
+    services: Services, source: Path | bytes, spec: JobSpec, single: bool, *, inline: bool = False
 ) -> OriginalInfo:
     """What the upload is, from its header; a 4xx when it is no image we take, or its
-    geometry does not suit the steps (``single``: they came as one ``operation``)."""
+    geometry does not suit the steps (``single``: they came as one ``operation``).
+    ``inline`` probes in the event loop: for small bytes in memory, cheaper than a thread."""
     try:
-        info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
+        if inline:
+            info = imaging.probe(source, services.limits)
+        else:
+            info = await anyio.to_thread.run_sync(imaging.probe, source, services.limits)
     except imaging.ImagingError as exc:
         raise ApiError(_IMAGING_STATUS.get(exc.code, 422), exc.code, str(exc)) from None
     try:
@@ -130,3 +137,23 @@ async def discard(services: Services, job_id: str) -> None:
         await anyio.to_thread.run_sync(services.storage.delete, job_id)
     except OSError as exc:
         log.warning("could not delete the files of refused job %s: %s", job_id, exc)
+
+
+async def readiness_problem(services: Services) -> tuple[str, str] | None:
+    """(code, message) of what keeps this instance from taking jobs now, or None."""
+    settings = services.settings
+    info = await services.queue.redis.info(*INFO_SECTIONS)
+    problem = info_problem(info, allow_eviction=settings.allow_eviction)
+    if problem is not None:
+        return "redis_unfit", problem
+    free = await anyio.to_thread.run_sync(services.storage.free_bytes)
+    if free < settings.min_free_bytes:
+        return "disk_full", disk_full_message(free, settings.min_free_bytes)
+    try:
+        await anyio.to_thread.run_sync(services.storage.check, abandon_on_cancel=True)
+    except StorageUnavailable as exc:
+        return "storage_unavailable", str(exc)
+    age = settings.ready_worker_age
+    if age and not await Monitor.of(services.deployment).worker_seen_within(age):
+        return "no_workers", f"no worker has been seen for {age:g} s (IMGSTREAM_READY_WORKER_AGE)"
+    return None
