@@ -267,7 +267,7 @@ class EventHub:
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated upstream
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # unannotated in older redis-py
 
     def _handle(self, message: dict[str, Any]) -> None:
         job_id = self.keys.job_of_channel(str(message.get("channel", "")))
