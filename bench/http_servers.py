@@ -7,6 +7,8 @@ limits) is served by:
   imgstream's guarded h11 protocol (``imgstream.http_server``: header deadline and size,
   body pace, connection cap, JSON refusals);
 - ``uvicorn-httptools``: plain uvicorn, uvloop and httptools (uvicorn's fastest set-up);
+- ``uvicorn-httptools+limits``: the same with imgstream's limits put on httptools, a
+  prototype (``runners/guarded_httptools.py``): does httptools' speed survive them?
 - ``uvicorn-h11``: plain uvicorn, uvloop and h11 (what the guard costs on top of h11);
 - ``granian``: granian 2 (Rust, HTTP/1 only, one worker, uvloop), if it is installed
   (``pip install -e '.[bench]'``).
@@ -31,7 +33,9 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,11 +45,17 @@ from dataclasses import dataclass, field
 import images
 from context import RUNNERS, Context
 from httpload import Connection, expect, multipart
-from measure import Summary, tree_cpu
+from measure import Summary, memory_kib, tree, tree_cpu
 from report import Table
 from service import Imgstream
 
-VARIANTS = ("imgstream", "uvicorn-httptools", "uvicorn-h11", "granian")
+VARIANTS = (
+    "imgstream",
+    "uvicorn-httptools",
+    "uvicorn-httptools+limits",
+    "uvicorn-h11",
+    "granian",
+)
 CONNECTIONS = 8
 SHUTDOWN_GRACE = 3
 """Seconds of graceful shutdown given to every server (``IMGSTREAM_SHUTDOWN_GRACE``)."""
@@ -338,6 +348,7 @@ class Results:
     loads: dict[tuple[str, str], list[Load]] = field(default_factory=dict)
     live: dict[str, list[str]] = field(default_factory=dict)
     shutdowns: dict[str, list[Shutdown]] = field(default_factory=dict)
+    pss_mib: dict[str, list[float]] = field(default_factory=dict)
     hostile: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -386,6 +397,8 @@ def one_round(ctx: Context, redis_url: str, variant: str, round_: int, results: 
             method = "POST" if upload else "GET"
             measured = load(served, method, path, counts[route], upload)
             results.loads.setdefault((variant, route), []).append(measured)
+        pss = sum(memory_kib(pid)[0] for pid in tree(served.api_roots())) / 1024
+        results.pss_mib.setdefault(variant, []).append(pss)
         queued = asyncio.run(post())
         shutdown = asyncio.run(_sse_shutdown(served, queued))
         results.shutdowns.setdefault(variant, []).append(shutdown)
@@ -412,7 +425,10 @@ def run(ctx: Context) -> list[Table]:
                 one_round(ctx, redis_server.url, variant, round_, results)
         for variant in variants:
             hostile_checks(ctx, redis_server.url, variant, results)
-    return tables(variants, results, ctx.rounds)
+    produced = tables(variants, results, ctx.rounds)
+    if "granian" not in variants:
+        produced[0].notes.append("granian is not installed: `pip install -e '.[bench]'`.")
+    return produced
 
 
 def tables(variants: list[str], results: Results, rounds: int) -> list[Table]:
@@ -449,7 +465,7 @@ def tables(variants: list[str], results: Results, rounds: int) -> list[Table]:
         key="s8-http-servers-sse",
         title="Scenario 8: event streams and graceful shutdown (SIGTERM), per round",
         columns=["server", "stream of a job a worker runs", "open stream on SIGTERM",
-                 "ends after s", "process exit code", "exits after s"],
+                 "ends after s", "process exit code", "exits after s", "PSS after load, MiB"],
     )  # fmt: skip
     for variant in variants:
         shutdowns = results.shutdowns[variant]
@@ -460,13 +476,16 @@ def tables(variants: list[str], results: Results, rounds: int) -> list[Table]:
             " / ".join(f"{s.stream_after:.1f}" for s in shutdowns),
             " / ".join(str(s.exit_code) for s in shutdowns),
             " / ".join(f"{s.exit_after:.1f}" for s in shutdowns),
+            Summary.of(results.pss_mib[variant]).show(),
         )
     behaviour.notes.append(
         f"IMGSTREAM_SHUTDOWN_GRACE={SHUTDOWN_GRACE} for every server (granian: "
         f"--workers-kill-timeout {SHUTDOWN_GRACE}). 'clean': the chunked stream was ended "
         "properly; 'cut': the connection closed mid-stream; 'open': still open when the "
-        "client gave up."
+        "client gave up. PSS: the server's process tree after its loads (granian: main "
+        "process and worker)."
     )
+    behaviour.data["pss_mib"] = results.pss_mib
     behaviour.data["shutdowns"] = {v: [s.__dict__ for s in results.shutdowns[v]] for v in variants}
     hostile = Table(
         key="s8-http-servers-limits",
@@ -499,9 +518,32 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick, rounds=rounds, scratch=scratch, log=report.RESULTS / "bench.log"
     )
     print(f"scratch: {scratch}", flush=True)
-    produced = run(ctx)
-    for table in produced:
-        print(table.markdown(), flush=True)
+    info = report.machine()
+    began = time.monotonic()
+    try:
+        produced = run(ctx)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    body = "\n".join(table.markdown() for table in produced)
+    print(body, flush=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    document = {
+        "machine": info,
+        "options": {**vars(args), "seconds": round(time.monotonic() - began, 1)},
+        "tables": [{"key": t.key, "rows": t.rows, "data": t.data} for t in produced],
+    }
+    report.RESULTS.mkdir(parents=True, exist_ok=True)
+    (report.RESULTS / f"http-servers-{stamp}.json").write_text(
+        json.dumps(document, indent=2, default=str) + "\n"
+    )
+    header = (
+        f"# HTTP servers for the API ({time.strftime('%Y-%m-%d %H:%M')} UTC, "
+        f"{rounds} rounds{', quick' if args.quick else ''})\n\n"
+        f"Commit: {info.get('commit', 'unknown')}.\nMachine: {report.describe(info)}.\n"
+        f"Command: `python bench/http_servers.py {' '.join(argv or sys.argv[1:])}`.\n\n"
+    )
+    name = "http_servers-quick.md" if args.quick else "http_servers.md"
+    (report.RESULTS / name).write_text(header + body)
     return 0
 
 
