@@ -15,13 +15,13 @@ limits) is served by:
 
 For each, in an order rotating from round to round: requests per second and the server's
 CPU per request (``/proc/PID/stat`` of its whole process tree) for ``GET /healthz``,
-``GET /api/jobs/{id}`` and ``POST /api/jobs`` with a 64×64 PNG, over keep-alive connections
-from a bare asyncio client (``httpload``); whether a job's event stream (SSE) pushes the
-states a real worker produces and ends with ``done``; and what happens to an open event
-stream when the server is sent SIGTERM (graceful shutdown): when and how it ends, and how the
-process exits. Then, once per server, with the limits made short, what a hostile client
-meets: over-large headers, an over-long URL, too many header fields, a head or a body
-trickled in, more connections than the cap.
+``GET /api/jobs/{id}`` and ``POST /api/jobs`` with a 64×64 PNG and a 6 MB JPEG, over
+keep-alive connections from a bare asyncio client (``httpload``); whether a job's event
+stream (SSE) pushes the states a real worker produces and ends with ``done``; and what
+happens to an open event stream when the server is sent SIGTERM (graceful shutdown): when
+and how it ends, and how the process exits. Then, once per server, with the limits made
+short, what a hostile client meets: over-large headers, an over-long URL, too many header
+fields, a head or a body trickled in, more connections than the cap.
 
 Standalone: ``.venv/bin/python bench/http_servers.py [--quick] [--rounds N]``; also
 scenario 8 of ``bench/run.py``.
@@ -157,7 +157,8 @@ def load(served: Served, method: str, path: str, count: int, upload: bytes = b""
     """``count`` requests over ``CONNECTIONS`` keep-alive connections, with the server's CPU."""
     body, content_type = (b"", "")
     if upload:
-        body, content_type = multipart({"operation": "grayscale"}, "tiny.png", upload)
+        name = "upload.png" if upload.startswith(b"\x89PNG") else "upload.jpg"
+        body, content_type = multipart({"operation": "grayscale"}, name, upload)
     status = 202 if method == "POST" else 200
     roots = served.api_roots()
     cpu, client = tree_cpu(roots), time.process_time()
@@ -354,7 +355,12 @@ class Results:
     hostile: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-ROUTES = ("GET /healthz", "GET /api/jobs/{id}", "POST /api/jobs (64×64 PNG)")
+ROUTES = (
+    "GET /healthz",
+    "GET /api/jobs/{id}",
+    "POST /api/jobs (64×64 PNG)",
+    "POST /api/jobs (6 MB JPEG)",
+)
 
 
 def _served(ctx: Context, redis_url: str, variant: str, name: str, **settings: str) -> Served:
@@ -370,10 +376,12 @@ def _served(ctx: Context, redis_url: str, variant: str, name: str, **settings: s
 def one_round(ctx: Context, redis_url: str, variant: str, round_: int, results: Results) -> None:
     served = _served(ctx, redis_url, variant, f"http-{variant}-{round_}")
     tiny = images.tiny_png().read_bytes()
+    uploads = {ROUTES[2]: tiny, ROUTES[3]: images.imgproxy_jpeg().read_bytes()}
     counts = {
         ROUTES[0]: ctx.count(4000, 800),
         ROUTES[1]: ctx.count(3000, 600),
         ROUTES[2]: ctx.count(600, 120),
+        ROUTES[3]: ctx.count(40, 8),
     }
     try:
         served.start_api()
@@ -393,9 +401,10 @@ def one_round(ctx: Context, redis_url: str, variant: str, round_: int, results: 
         # warm: the first requests of each route pay for imports and first connections
         load(served, "GET", "/healthz", 200)
         load(served, "POST", "/api/jobs", 20, tiny)
-        paths = {ROUTES[0]: "/healthz", ROUTES[1]: f"/api/jobs/{job_id}", ROUTES[2]: "/api/jobs"}
+        paths = {ROUTES[0]: "/healthz", ROUTES[1]: f"/api/jobs/{job_id}"}
+        paths |= dict.fromkeys(uploads, "/api/jobs")
         for route, path in paths.items():
-            upload = tiny if route.startswith("POST") else b""
+            upload = uploads.get(route, b"")
             method = "POST" if upload else "GET"
             measured = load(served, method, path, counts[route], upload)
             results.loads.setdefault((variant, route), []).append(measured)
