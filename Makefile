@@ -55,11 +55,13 @@ format: $(STAMP)
 
 BENCH_ARGS ?=
 bench: $(STAMP)  ## side-by-side benchmarks; never part of `make test` (BENCH_ARGS=--quick)
+	@$(BIN)/python -c 'import granian' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Every scenario end to end at small counts, one round, every peer required: a few minutes,
 # so that the bench cannot silently stop running. Its figures mean nothing; `make bench`'s do.
 bench-check: $(STAMP)
+	@$(BIN)/python -c 'import granian' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py --quick --rounds 1 --strict
 
 SOAK_ARGS ?=

@@ -31,6 +31,7 @@ SCENARIOS = {
     5: "s5_memory",
     6: "s6_scaling",
     7: "s7_cluster",
+    8: "s8_http_servers",
 }
 
 PEERS_NEEDED = {
