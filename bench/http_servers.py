@@ -4,12 +4,11 @@ The same ASGI app (``imgstream.api.create_app``, a private Redis, a data directo
 limits) is served by:
 
 - ``imgstream``: ``imgstream api`` as it runs in production: uvicorn with uvloop and
-  imgstream's guarded h11 protocol (``imgstream.http_server``: header deadline and size,
-  body pace, connection cap, JSON refusals);
-- ``uvicorn-httptools``: plain uvicorn, uvloop and httptools (uvicorn's fastest set-up);
-- ``uvicorn-httptools+limits``: the same with imgstream's limits put on httptools, a
-  prototype (``runners/guarded_httptools.py``): does httptools' speed survive them?
-- ``uvicorn-h11``: plain uvicorn, uvloop and h11 (what the guard costs on top of h11);
+  imgstream's guarded httptools protocol (``imgstream.http_server``: header deadline and
+  size, body pace, connection cap, JSON refusals);
+- ``uvicorn-httptools``: plain uvicorn, uvloop and httptools (what the guard costs);
+- ``uvicorn-h11``: plain uvicorn, uvloop and h11 (the pure-Python parser imgstream's guard
+  was first built on);
 - ``granian``: granian 2 (Rust, HTTP/1 only, one worker, uvloop), if it is installed
   (``pip install -e '.[bench]'``).
 
@@ -52,7 +51,6 @@ from service import Imgstream
 VARIANTS = (
     "imgstream",
     "uvicorn-httptools",
-    "uvicorn-httptools+limits",
     "uvicorn-h11",
     "granian",
 )

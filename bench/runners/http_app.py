@@ -1,8 +1,8 @@
 """imgstream's ASGI app under a server other than its own, for ``bench/http_servers.py``.
 
-``python bench/runners/http_app.py httptools|h11|httptools+limits`` serves it with plain
-uvicorn (uvloop, the chosen HTTP protocol, every other option as ``imgstream api`` passes
-them; ``httptools+limits`` is the prototype in ``runners.guarded_httptools``); granian imports
+``python bench/runners/http_app.py httptools|h11`` serves it with plain uvicorn (uvloop,
+the chosen HTTP protocol, every other option as ``imgstream api`` passes them, but none of
+its limits); granian imports
 ``runners.http_app:create`` as its factory. Settings come from the environment, as for
 ``imgstream api``.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -28,11 +27,6 @@ def serve_uvicorn(protocol: str) -> None:
     import uvicorn
 
     settings = Settings()
-    http: Any = protocol
-    if protocol == "httptools+limits":
-        from runners.guarded_httptools import protocol_for
-
-        http = protocol_for(settings)
     for stop_signal in (signal.SIGTERM, signal.SIGINT):  # exit 0 on a requested stop
         signal.signal(stop_signal, lambda _signum, _frame: None)
     uvicorn.run(
@@ -40,7 +34,7 @@ def serve_uvicorn(protocol: str) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=http,
+        http=protocol,
         log_level=settings.log_level.lower(),
         log_config=None,
         access_log=False,

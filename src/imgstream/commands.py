@@ -49,8 +49,7 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
         proxy_headers=True,  # the client address of per-IP rate limits, from trusted proxies
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
-        http=protocol_for(settings),  # h11 with header, body-pace and connection limits
-        h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        http=protocol_for(settings),  # httptools with header, body-pace and connection limits
         timeout_keep_alive=settings.http_keepalive_timeout,
     )
     return 0
