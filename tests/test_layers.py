@@ -114,7 +114,7 @@ LAYERS: dict[str, tuple[int, str]] = {
         "config settings_backends settings_http setting_values limits output steps operations"
         " lifecycle jobs deliveries keys redis_health"
         " transforms imaging image_errors decoding encoding luma tiny placeholder api_models"
-        " webhooks batches content",
+        " webhooks batches content malloc_arenas",
     ),
     "store": (
         1,

@@ -33,7 +33,9 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
 
     from imgstream.api import create_app
     from imgstream.http_server import protocol_for
+    from imgstream.malloc_arenas import limit_malloc_arenas
 
+    limit_malloc_arenas(settings.malloc_arenas)
     settings = _part_redis(settings)
     # uvicorn re-raises the stop signal after its graceful shutdown, restoring the handler it
     # found; a no-op handler there makes a requested stop exit 0 rather than die by signal.
@@ -56,6 +58,9 @@ def api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:
+    from imgstream.malloc_arenas import limit_malloc_arenas
+
+    limit_malloc_arenas(settings.malloc_arenas)  # before libvips or any thread starts
     from imgstream.supervisor import WorkerPool, worker_process_main
 
     settings = _part_redis(settings)

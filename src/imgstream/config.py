@@ -37,6 +37,12 @@ class Settings(StorageSettings, RedisSettings, HttpSettings):
         le=4096,
         description="libvips operation cache per worker; jobs never share operations, so off.",
     )
+    malloc_arenas: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="glibc malloc arenas per API and worker process (0: glibc's default).",
+    )
 
     # Lifecycle.
     result_ttl: int = Field(default=24 * 3600, ge=60, description="Seconds a finished job is kept.")
