@@ -101,7 +101,9 @@ def describe(info: dict[str, Any]) -> str:
 
 
 def save(tables: list[Table], info: dict[str, Any], options: dict[str, Any]) -> Path:
-    """Write ``<timestamp>.json`` and ``latest.md``; returns the JSON path."""
+    """Write ``<timestamp>.json`` and ``latest.md`` (``latest-quick.md`` for a quick run,
+    ``latest-partial.md`` for some scenarios only, so a partial run never replaces the last
+    full one); returns the JSON path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     document = {
@@ -121,7 +123,7 @@ def save(tables: list[Table], info: dict[str, Any], options: dict[str, Any]) -> 
     }
     path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    mode = "quick" if options.get("quick") else "full"
+    mode = "quick" if options.get("quick") else "partial" if options.get("partial") else "full"
     header = (
         f"# imgstream benchmark results ({mode} run, {time.strftime('%Y-%m-%d %H:%M')})\n\n"
         f"Commit: {info.get('commit', 'unknown')}.\n"
@@ -129,7 +131,6 @@ def save(tables: list[Table], info: dict[str, Any], options: dict[str, Any]) -> 
         f"Command: `{options.get('command', 'make bench')}`.\n"
     )
     body = "\n".join(table.markdown() for table in tables)
-    (RESULTS / ("latest.md" if not options.get("quick") else "latest-quick.md")).write_text(
-        header + "\n" + body
-    )
+    name = "latest.md" if mode == "full" else f"latest-{mode}.md"
+    (RESULTS / name).write_text(header + "\n" + body)
     return path

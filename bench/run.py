@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "rounds": rounds,
         "only": chosen,
+        "partial": chosen != list(SCENARIOS),
         "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "seconds": round(time.monotonic() - started, 1),
     }
