@@ -12,7 +12,6 @@ are started: arenas made earlier stay. Elsewhere than glibc it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_ARENA_MAX = -8
 """``mallopt``'s parameter number for the arena bound, from glibc's ``malloc.h``."""
@@ -23,9 +22,8 @@ def limit_malloc_arenas(arenas: int) -> bool:
     glibc took the bound."""
     if arenas <= 0:
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
+    try:  # the symbols already loaded: no ``find_library``, which runs ldconfig in a child
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):
         return False  # not glibc (musl has no mallopt)
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
